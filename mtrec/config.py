@@ -32,6 +32,9 @@ MODEL_CLASSES = {
     "HMoE": "hmoe",
 }
 
+# Model fields naming a feature group read only by a gate or generator, not the main input.
+SIDE_GROUP_FIELDS = ("prior_group_name", "condition_group_name", "scenario_group_name")
+
 _FD = pb_descriptor.FieldDescriptor
 
 
@@ -659,8 +662,10 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
                     "dropout_ratio")
         if any(not 0 <= r < 1 for r in dnn.dropout_ratio):
             p.error(f"{name}: dropout_ratio values must be in [0, 1).", "dropout_ratio")
-    if which == "mmoe" and model.num_expert == 0:
-        p.error("mmoe.num_expert must be at least 1.", "num_expert")
+    if which in ("mmoe", "m2m", "hmoe") and model.num_expert == 0:
+        p.error(f"{which}.num_expert must be at least 1.", "num_expert")
+    if hasattr(model, "domain_feature"):
+        _check_domain_model(which, model, features, groups, p)
     if which == "dbmtl":
         if model.num_expert > 0 and not model.expert_dnn.hidden_units:
             p.error("dbmtl.num_expert > 0 needs expert_dnn { hidden_units }.", "num_expert")
@@ -668,6 +673,56 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
             p.error("dbmtl.expert_dnn needs num_expert >= 1 (0 means no MMoE; remove "
                     "expert_dnn).", "expert_dnn")
         _check_relations(towers, model.ait_label_constraint_weight, p)
+
+
+def _check_domain_model(which: str, model, features: dict, groups: dict, p: _Problems) -> None:
+    """Multi-scenario models: a domain feature with a finite id space, and their groups."""
+    from mtrec.protos import feature_pb2
+    name = model.domain_feature
+    feature = features.get(name)
+    if not name:
+        p.error(f"{which} needs domain_feature: the IdFeature whose id is the scenario.", which)
+    elif feature is None:
+        p.error(f"{which}.domain_feature {name!r} is not a feature; features: "
+                f"{', '.join(features)}.", "domain_feature", name)
+    elif (feature.feature_type != feature_pb2.FeatureConfig.IdFeature
+          or not (feature.num_buckets or feature.vocab_list or feature.vocab_file)):
+        p.error(f"{which}.domain_feature {name!r} must be an IdFeature with num_buckets, "
+                "vocab_list or vocab_file, so every domain has its own id (hashed ids "
+                "would merge domains).", "domain_feature", name)
+    elif feature.num_buckets > 1000 or len(feature.vocab_list) > 1000:
+        p.error(f"{which}.domain_feature {name!r} has more than 1000 ids; per-domain "
+                "parameters and metrics are meant for a handful of scenarios.",
+                "domain_feature", name)
+    for field in SIDE_GROUP_FIELDS:
+        group = getattr(model, field, "")
+        if group and group not in groups:
+            p.error(f"{which}.{field} {group!r} is not a feature group; groups: "
+                    f"{', '.join(groups)}.", field, group)
+    side = {getattr(model, f, "") for f in SIDE_GROUP_FIELDS}
+    deep = [g for g in groups.values() if g.wide_deep == feature_pb2.DEEP
+            and g.group_name not in side]
+    if not deep:
+        p.error(f"{which} needs a DEEP feature group besides its prior group.", which)
+    if which in ("apg", "star") and not model.hidden_units:
+        p.error(f"{which} needs hidden_units (the widths of its layers).", which)
+    if which in ("apg", "star") and any(u == 0 for u in model.hidden_units):
+        p.error(f"{which}.hidden_units must be positive.", "hidden_units")
+    if which == "apg":
+        if model.mf_k == 0 or model.mf_p == 0:
+            p.error("apg.mf_k and apg.mf_p must be at least 1.", "mf_k")
+        if model.condition == model.MIX and not model.condition_group_name:
+            p.error("apg.condition MIX needs condition_group_name: the feature group "
+                    "(user/item ids) mixed with the domain embedding.", "condition")
+    if which == "pepnet" and model.ppnet and not model.prior_group_name:
+        p.error("pepnet.ppnet needs prior_group_name: the feature group of user/item/author "
+                "ids that personalises the towers (or set ppnet: false).", "ppnet")
+    if which == "m2m":
+        for field in ("view_dim", "scenario_dim", "meta_unit_depth"):
+            if getattr(model, field) == 0:
+                p.error(f"m2m.{field} must be at least 1.", field)
+    if which in ("m2m", "hmoe") and not model.expert_dnn.hidden_units:
+        p.error(f"{which} needs expert_dnn {{ hidden_units }}.", which)
 
 
 def _check_relations(towers, constraint_weight: float, p: _Problems) -> None:

@@ -9,7 +9,12 @@ import tensorflow as tf
 from mtrec import config as config_lib
 from mtrec.features.embedding import FeatureGroups
 from mtrec.layers.tower import TaskTower
-from mtrec.protos import loss_pb2, model_pb2
+from mtrec.protos import feature_pb2, loss_pb2, model_pb2
+
+# Multi-scenario models: the domain feature is looked up as a hidden group (sharing its
+# table with any group that also lists it), and its ids ride along under DOMAIN_IDS.
+DOMAIN_GROUP = "__domain__"
+DOMAIN_IDS = "__domain_ids__"
 
 CLASSIFICATION = loss_pb2.CLASSIFICATION
 L2_LOSS = loss_pb2.L2_LOSS
@@ -31,8 +36,12 @@ class MultiTaskModel(keras.Model):
         self.l2_regularization = getattr(self.params, "l2_regularization", 0.0)
         # Per-task linear logits need one WIDE weight per id and tower.
         per_task_linear = getattr(self.params, "use_linear_logits", False)
+        group_configs = list(model_config.feature_groups)
+        if self.domain_feature:
+            group_configs.append(feature_pb2.FeatureGroupConfig(
+                group_name=DOMAIN_GROUP, feature_names=[self.domain_feature]))
         self.feature_groups = FeatureGroups(
-            feature_set, model_config.feature_groups, model_config.embedding_regularization,
+            feature_set, group_configs, model_config.embedding_regularization,
             wide_output_dim=len(self.tower_configs) if per_task_linear else 1,
             name="feature_groups")
         self.task_towers = [self.make_tower(t) for t in self.tower_configs]
@@ -70,15 +79,36 @@ class MultiTaskModel(keras.Model):
 
     # -- wiring --------------------------------------------------------------
     def group_names(self, wide: bool = False) -> list[str]:
-        return [n for n, (_, is_wide) in self.feature_groups.groups.items() if is_wide == wide]
+        return [n for n, (_, is_wide) in self.feature_groups.groups.items()
+                if is_wide == wide and n != DOMAIN_GROUP]
 
     def group_tensor(self, groups: dict, names=None) -> tf.Tensor:
         """Concatenate the DEEP groups `names` (default: all DEEP groups) -> (batch, d)."""
         tensors = [t for n in (names or self.group_names()) for t in groups[n]]
         return tf.concat(tensors, axis=-1)
 
+    def main_tensor(self, groups: dict) -> tf.Tensor:
+        """(batch, d): the DEEP groups a multi-scenario model transforms, i.e. all but the
+        side groups its gates or generators read (prior/condition/scenario group)."""
+        side = {getattr(self.params, f, "") for f in config_lib.SIDE_GROUP_FIELDS}
+        return self.group_tensor(groups, [n for n in self.group_names() if n not in side])
+
     def tower_inputs(self, groups: dict, training: bool) -> list:
         raise NotImplementedError
+
+    def tower_logits(self, groups: dict, training: bool) -> list:
+        """[(batch, num_class) logits per tower]; by default each tower on its input."""
+        return [layer(x, training=training)
+                for layer, x in zip(self.task_towers, self.tower_inputs(groups, training))]
+
+    def domain_index(self, groups: dict):
+        """(batch,) int64 domain of each row for per-domain parameters; a missing or
+        out-of-range domain uses domain 0 (the out-of-vocabulary id for vocab_list)."""
+        return groups[DOMAIN_IDS]
+
+    def domain_embedding(self, groups: dict):
+        """(batch, domain embedding_dim); zeros for a missing domain."""
+        return groups[DOMAIN_GROUP][0]
 
     def extra_logits(self, groups: dict) -> list | None:
         """Per-tower (batch, 1) terms added to the tower logits (e.g. linear + FM), or None."""
@@ -86,11 +116,12 @@ class MultiTaskModel(keras.Model):
 
     def call(self, features, training=False):
         groups = self.feature_groups(features)
+        if self.domain_feature:
+            groups[DOMAIN_IDS] = tf.maximum(features[self.domain_feature]["ids"], 0)
         extra = self.extra_logits(groups)
         outputs = {}
-        for i, (tower, layer, x) in enumerate(zip(self.tower_configs, self.task_towers,
-                                                  self.tower_inputs(groups, training))):
-            logits = layer(x, training=training)
+        for i, (tower, logits) in enumerate(zip(self.tower_configs,
+                                                self.tower_logits(groups, training))):
             if extra is not None:
                 logits = logits + extra[i]
             outputs.update(head_outputs(tower, logits))

@@ -15,10 +15,15 @@ MODELS = {
     "shared_bottom": "mtrec.models.shared_bottom:SharedBottom",
     "ple": "mtrec.models.ple:PLE",
     "dbmtl": "mtrec.models.dbmtl:DBMTL",
+    "pepnet": "mtrec.models.pepnet:PEPNet",
+    "apg": "mtrec.models.apg:APG",
+    "m2m": "mtrec.models.m2m:M2M",
+    "star": "mtrec.models.star:STAR",
+    "hmoe": "mtrec.models.hmoe:HMoE",
 }
 
 # Oneof members whose model is specified but not built yet: a clear error, never a crash.
-NOT_IMPLEMENTED = ("pepnet", "apg", "m2m", "star", "hmoe")
+NOT_IMPLEMENTED = ()
 
 
 def model_class(which: str):
