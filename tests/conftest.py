@@ -25,6 +25,14 @@ def small_taobao(tmp_path_factory):
     return make_sample_data.write_taobao(str(out), 2000, 400, 7)
 
 
+@pytest.fixture(scope="session")
+def small_multidomain(tmp_path_factory):
+    """(train_path, test_path) of a small multi-domain data set (2000 / 400 rows)."""
+    import make_sample_data
+    out = tmp_path_factory.mktemp("multidomain")
+    return make_sample_data.write_multidomain(str(out), 2000, 400, 7)
+
+
 def fast_overrides(train_path, test_path, steps=20):
     """--set overrides that make a sample config train in seconds."""
     return [f"train_input_path={train_path}", f"eval_input_path={test_path}",

@@ -46,10 +46,18 @@ TAOBAO_COLUMNS = ("clk,buy,pid,adgroup_id,cate_id,campaign_id,customer,brand,use
                   "occupation,new_user_class_level,tag_category_list,tag_brand_list,price")
 
 
+MULTIDOMAIN_COLUMNS = ("clk,like,domain,user_id,item_id,user_group,gender,age_bucket,item_cate,"
+                       "hour,price")
+
+
 @pytest.mark.parametrize("name", SAMPLES)
-def test_train_evaluate_export_predict(name, small_taobao, tmp_path):
+def test_train_evaluate_export_predict(name, request, tmp_path):
+    """Multi-scenario samples (`*_on_multidomain.config`) run on the multi-domain data."""
     import mtrec
-    train_path, test_path = small_taobao
+    multidomain = "multidomain" in name
+    train_path, test_path = request.getfixturevalue(
+        "small_multidomain" if multidomain else "small_taobao")
+    columns = MULTIDOMAIN_COLUMNS if multidomain else TAOBAO_COLUMNS
     model_dir = str(tmp_path / "model")
     sets = fast_overrides(train_path, test_path)
     result = mtrec.train(sample_config(name), model_dir=model_dir, sets=sets)
@@ -63,6 +71,8 @@ def test_train_evaluate_export_predict(name, small_taobao, tmp_path):
     assert os.listdir(os.path.join(model_dir, "train")) and os.listdir(
         os.path.join(model_dir, "eval"))
     assert os.listdir(os.path.join(model_dir, "export", "final"))
+    if multidomain and not name.startswith("mmoe"):  # every metric per domain too
+        assert {f"auc_ctr/domain={d}" for d in range(4)} <= set(lines[-1])
 
     # evaluate from model_dir alone appends one more line with the same step.
     again = mtrec.evaluate(model_dir=model_dir)
@@ -81,8 +91,8 @@ def test_train_evaluate_export_predict(name, small_taobao, tmp_path):
     assert len(predicted) == 400
     assert "probs_ctr" in predicted[0] and "user_id" in predicted[0]
 
-    bare = subprocess.run([sys.executable, "-c", BARE_LOADER, export_dir, test_path,
-                           TAOBAO_COLUMNS], capture_output=True, text=True, timeout=300,
+    bare = subprocess.run([sys.executable, "-c", BARE_LOADER, export_dir, test_path, columns],
+                          capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": ""}, cwd=str(tmp_path))
     assert bare.returncode == 0, bare.stderr[-3000:]
     outputs = json.loads(bare.stdout.strip().splitlines()[-1])
