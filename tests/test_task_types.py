@@ -103,6 +103,7 @@ def test_metrics_per_domain(small_taobao):
     for tower in loaded.pipeline.model_config.mmoe.task_towers:
         # Exact AUC on four rows: the default 200 thresholds could bucket them together.
         tower.metrics_set[0].auc.num_thresholds = 100000
+        tower.metrics_set.add().mean_squared_error.SetInParent()
     fs = FeatureSet(loaded.pipeline)
     model = build_model(loaded.pipeline, fs)
     # pid has hash_bucket_size 10: treat it as the domain, as multi-scenario models do.
@@ -128,3 +129,8 @@ def test_metrics_per_domain(small_taobao):
     assert results[f"auc_ctr/domain={domains[0]}"] == pytest.approx(expected, abs=1e-3)
     unused = next(d for d in range(10) if d not in set(domains))
     assert results[f"auc_ctr/domain={unused}"] is None
+    # A per-row metric only averages its domain's rows (the mask is a per-row weight).
+    in_domain = domains == domains[0]
+    brier = np.mean((probs[in_domain] - columns["clk"].numpy()[in_domain]) ** 2)
+    assert results[f"mean_squared_error_ctr/domain={domains[0]}"] == pytest.approx(brier,
+                                                                                   rel=1e-5)

@@ -74,8 +74,12 @@ class _Metric:
         label_f = tf.cast(label, tf.float32)
         if self.multi_class:
             self.keras_metric.update_state(tf.cast(label, tf.int64), prediction, weight)
-        else:
+        elif self.kind == "auc":
             self.keras_metric.update_state(label_f, prediction, weight)
+        else:
+            # Keras mean-reduces MSE/accuracy over the last axis: (batch, 1) keeps one
+            # value per row, so a per-row weight (a domain or ESMM mask) applies.
+            self.keras_metric.update_state(label_f[:, None], prediction[:, None], weight)
         if self.counts is not None:
             w = tf.ones_like(label_f) if weight is None else weight
             self.counts.assign_add(tf.stack([tf.reduce_sum(w * label_f),
