@@ -221,3 +221,30 @@ def test_ppnet_towers_must_agree_on_activation():
                 'dnn { hidden_units: [6] use_bn: false activation: "tanh" }', CONFIG)
     with pytest.raises(ConfigError, match="same activation, use_bn and dropout_ratio"):
         build(text)
+
+
+def test_domain_from_a_vocabulary_names_metrics_by_value():
+    """A string scenario column with vocab_list: metrics say `domain=search`, not an id."""
+    from mtrec.training.metrics import Evaluator
+    text = edit('input_fields { input_name: "dom" input_type: INT32 }',
+                'input_fields { input_name: "dom" input_type: STRING }', CONFIG)
+    text = edit('features { input_names: "dom" num_buckets: 3 embedding_dim: 2 }',
+                'features { input_names: "dom" vocab_list: ["home", "search"] embedding_dim: 2 }',
+                text)
+    pipeline = config_lib.parse_text(text, "pepnet.config")
+    config_lib.validate(pipeline, config_lib.Source("pepnet.config", text))
+    feature_set = FeatureSet(pipeline)
+    model = build_model(pipeline, feature_set)
+    columns = {"clk": tf.constant([1, 0, 1, 0]), "buy": tf.constant([0, 0, 1, 0]),
+               "user": tf.constant(["a", "b", "c", "a"]), "price": tf.constant([3, 7, 11, 3]),
+               "dom": tf.constant(["home", "search", "search", "tv"])}
+    features = feature_set.preprocess(columns)
+    outputs = model(features)
+    assert model.domain_names == ["oov", "home", "search"]
+    evaluator = Evaluator(model, pipeline.eval_config, outputs, columns, model.domain_names)
+    evaluator.update(outputs, columns, model.domain_ids(features))
+    results = evaluator.results()
+    assert {"auc_ctr/domain=oov", "auc_ctr/domain=home", "auc_ctr/domain=search"} <= set(results)
+    # "search" holds rows 1 and 2 with clk [0, 1]: a defined AUC; "home" has one row: none.
+    assert results["auc_ctr/domain=search"] is not None
+    assert results["auc_ctr/domain=home"] is None

@@ -115,7 +115,7 @@ def test_metrics_per_domain(small_taobao):
         features = fs.preprocess(columns)
         outputs = model(features)
         evaluator = Evaluator(model, loaded.pipeline.eval_config, outputs, columns,
-                              model.num_domains)
+                              model.domain_names)
         evaluator.update(outputs, columns, model.domain_ids(features))
         results = evaluator.results()
         assert model.num_domains == 10

@@ -77,6 +77,10 @@ class _IdSpace:
         else:
             self.size = config.num_buckets
 
+    def vocabulary(self) -> list[str] | None:
+        """The values of ids 1..n for a vocabulary (id 0: out of vocabulary), else None."""
+        return _vocabulary(self.config) if self.lookup is not None else None
+
     def ids(self, values: tf.Tensor) -> tf.Tensor:
         """Values of any dtype (dense or ragged) -> int64 ids; -1 for out-of-range integers."""
         if self.lookup is not None:

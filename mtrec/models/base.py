@@ -166,6 +166,19 @@ class MultiTaskModel(keras.Model):
             return 0
         return self.feature_groups.feature_set[self.domain_feature].num_ids
 
+    @property
+    def domain_names(self) -> list[str]:
+        """Names of domain ids 0..num_domains-1 in metric keys: the id itself, or for a
+        vocabulary the value ("oov" for id 0, where unknown values go)."""
+        feature = self.feature_groups.feature_set[self.domain_feature] if self.domain_feature \
+            else None
+        if feature is None:
+            return []
+        vocabulary = feature.id_space.vocabulary()
+        if vocabulary is None:
+            return [str(i) for i in range(self.num_domains)]
+        return ["oov"] + vocabulary
+
     def domain_ids(self, features):
         """(batch,) int64 domain ids, or None for a model without domains."""
         return features[self.domain_feature]["ids"] if self.domain_feature else None

@@ -381,7 +381,7 @@ def evaluate_job(job: Job, files, model_dir, num_examples=None) -> dict:
             if evaluator is None:
                 outputs = job.model(features, training=False)
                 evaluator = Evaluator(job.model, pipeline.eval_config, outputs, side,
-                                      job.model.num_domains)
+                                      job.model.domain_names)
             evaluator.collect(eval_step(features, side))
             rows += int(tf.shape(next(iter(side.values())))[0])
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:

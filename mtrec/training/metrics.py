@@ -137,20 +137,20 @@ def gauc(groups, labels, predictions, reduction="mean"):
 class Evaluator:
     """Builds the metrics of a model's eval targets and accumulates them over batches.
 
-    Multi-scenario models (num_domains > 0) also get every metric per domain, named
-    `<metric>_<target>/domain=<id>`.
+    Multi-scenario models also get every metric per domain, named
+    `<metric>_<target>/domain=<name>`; domain_names[i] names domain id i.
     """
 
-    def __init__(self, model, eval_config, sample_outputs, sample_labels, num_domains=0):
+    def __init__(self, model, eval_config, sample_outputs, sample_labels, domain_names=()):
         self.model = model
         self.entries = []  # (target, domain id or None, metric)
         for target, (_, _, _, tower) in model.eval_targets(sample_outputs, sample_labels).items():
             for config in metric_configs(tower, eval_config):
                 name = f"{config.WhichOneof('metric')}_{target}"
                 self.entries.append((target, None, _Metric(name, config, tower)))
-                for domain in range(num_domains):
-                    self.entries.append(
-                        (target, domain, _Metric(f"{name}/domain={domain}", config, tower)))
+                for domain, domain_name in enumerate(domain_names):
+                    self.entries.append((target, domain, _Metric(f"{name}/domain={domain_name}",
+                                                                  config, tower)))
 
     @property
     def metrics(self) -> dict:
