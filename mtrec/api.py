@@ -39,9 +39,14 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
     def export_latest(job, _):
         serving.export_saved_model(job, export_root)
 
-    result = loop.train(loaded, after_evaluation=export_latest if exporter == "latest" else None)
-    if exporter == "final":
-        export(loaded, export_dir=export_root)
+    from mtrec.utils import model_dir_lock
+    if not pipeline.model_dir:
+        raise MtrecError("no model_dir: set it in the config or pass --model_dir.")
+    with model_dir_lock(pipeline.model_dir):
+        result = loop.train(loaded,
+                            after_evaluation=export_latest if exporter == "latest" else None)
+        if exporter == "final":
+            export(loaded, export_dir=export_root)
     return result
 
 

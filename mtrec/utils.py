@@ -1,4 +1,6 @@
 """Small file helpers: nothing saved is ever left half-written."""
+import contextlib
+import fcntl
 import os
 import tempfile
 
@@ -29,3 +31,33 @@ def append_line(path: str, line: str) -> None:
         if old and not old.endswith("\n"):
             old += "\n"
     atomic_write(path, old + line.rstrip("\n") + "\n")
+
+
+@contextlib.contextmanager
+def model_dir_lock(model_dir: str):
+    """Hold an exclusive lock on model_dir while training, so that a second `mtrec train`
+    on the same directory refuses instead of interleaving checkpoints. The operating
+    system releases the lock when the process ends, even on kill -9."""
+    from mtrec.errors import TrainingError
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        handle = open(os.path.join(model_dir, ".train.lock"), "a+", encoding="utf-8")
+    except OSError as e:
+        raise TrainingError(f"model_dir {model_dir!r} is not writable: {e.strerror}.") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise TrainingError(f"model_dir {model_dir!r} is being trained by another process "
+                                f"(pid {owner}); wait for it to finish or use another "
+                                "model_dir.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

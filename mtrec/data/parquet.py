@@ -36,7 +36,7 @@ class ParquetReader:
                 raise DataError(f"{path}: no column {', '.join(map(repr, missing))}; "
                                 f"it has: {', '.join(names)}.")
 
-    def locate_error(self) -> str | None:
+    def locate_error(self, label_classes=None) -> str | None:
         return None
 
     def _column(self, array, field) -> np.ndarray:

@@ -106,9 +106,9 @@ class CsvReader:
                             f"{', '.join(map(repr, missing))}; it has: {', '.join(header)}.{hint}")
         return header
 
-    def locate_error(self) -> str | None:
+    def locate_error(self, label_classes: dict | None = None) -> str | None:
         """After a parse error: 'file:line: what is wrong' of the first bad row, if found."""
-        return find_bad_row(self.data_config, self.files, self.columns)
+        return find_bad_row(self.data_config, self.files, self.columns, label_classes)
 
     @property
     def num_file_columns(self) -> int:
@@ -147,9 +147,10 @@ class CsvReader:
             if field_dtype(field) in (tf.string, tf.bool):
                 continue
             cell = tf.strings.strip(padded[:, column])
-            # Same numbers to_typed accepts (integers may be written as 3.0).
-            ok &= tf.strings.regex_full_match(
-                cell, r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|NULL|Q|")
+            # Same numbers to_typed accepts (integers may be written as 3.0, not 3.5).
+            number = (r"[-+]?\d+(\.0*)?" if field_dtype(field).is_integer
+                      else r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+            ok &= tf.strings.regex_full_match(cell, number + r"|NULL|Q|")
         return tf.boolean_mask(lines, ok), tf.reduce_sum(tf.cast(~ok, tf.int64))
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
@@ -181,6 +182,35 @@ class CsvReader:
         return lines.map(self.decode, num_parallel_calls=parallel)
 
 
+def label_problem(value: float, num_classes: int) -> str | None:
+    """Why a classification label value is invalid (None if it is a class id)."""
+    if value == int(value) and 0 <= value < num_classes:
+        return None
+    allowed = "0 or 1" if num_classes == 2 else f"an integer in [0, {num_classes - 1}]"
+    return f"label {value:g} is not a class: the tower expects {allowed}"
+
+
+def check_labels(columns: dict, label_classes: dict, drop: bool):
+    """Classification labels must be class ids (0/1 for a binary tower): drop and count the
+    other rows (ignore_error), or fail the batch so the caller can name the row.
+
+    label_classes: {label column: number of classes}. Returns (columns, rows dropped)."""
+    if not label_classes:
+        return columns, tf.constant(0, tf.int64)
+    ok = None
+    for name, n in label_classes.items():
+        value = tf.cast(columns[name], tf.float64)
+        valid = (value >= 0) & (value < n) & tf.equal(value, tf.round(value))
+        ok = valid if ok is None else ok & valid
+    if drop:
+        return ({k: tf.boolean_mask(v, ok) for k, v in columns.items()},
+                tf.reduce_sum(tf.cast(~ok, tf.int64)))
+    names = ", ".join(f"{k!r} (classes 0..{n - 1})" for k, n in label_classes.items())
+    with tf.control_dependencies([tf.debugging.assert_equal(
+            tf.reduce_all(ok), True, message=f"a label outside its classes in {names}")]):
+        return {k: tf.identity(v) for k, v in columns.items()}, tf.constant(0, tf.int64)
+
+
 def to_typed(cell: tf.Tensor, field) -> tf.Tensor:
     """String cells -> the field's dtype; empty and NULL cells take default_val."""
     dtype = field_dtype(field)
@@ -199,13 +229,22 @@ def to_typed(cell: tf.Tensor, field) -> tf.Tensor:
         # plain integers are parsed exactly (int64 ids beyond 2**53 keep every digit).
         plain = tf.strings.regex_full_match(filled, r"[-+]?\d+")
         exact = tf.strings.to_number(tf.where(plain, filled, "0"), tf.int64)
-        rounded = tf.cast(tf.strings.to_number(tf.where(plain, "0", filled), tf.float64), tf.int64)
+        number = tf.strings.to_number(tf.where(plain, "0", filled), tf.float64)
+        # 3.5 in an integer column is an error, never silently truncated to 3.
+        whole = tf.debugging.assert_equal(
+            tf.reduce_all(tf.equal(number, tf.round(number))), True,
+            message=f"a value that is not an integer in column {field.input_name!r}")
+        with tf.control_dependencies([whole]):
+            rounded = tf.cast(number, tf.int64)
         return tf.cast(tf.where(plain, exact, rounded), dtype)
     return tf.strings.to_number(filled, dtype)
 
 
-def find_bad_row(data_config, files: list[str], columns: list[int] | None = None) -> str | None:
-    """Rescan files in Python; return 'file:line: what is wrong' for the first bad row."""
+def find_bad_row(data_config, files: list[str], columns: list[int] | None = None,
+                 label_classes: dict | None = None) -> str | None:
+    """Rescan files in Python; return 'file:line: what is wrong' for the first bad row
+    (field count, unparsable number, classification label outside its classes)."""
+    label_classes = label_classes or {}
     fields = list(data_config.input_fields)
     columns = columns or list(range(len(fields)))
     expected = len(fields)
@@ -228,7 +267,13 @@ def find_bad_row(data_config, files: list[str], columns: list[int] | None = None
                         return (f"{path}:{number}: expected {expected} fields separated by "
                                 f"{data_config.separator!r}, found {len(cells)}")
                     for field, column in zip(fields, columns):
-                        problem = _cell_problem(cells[column].strip(), field)
+                        cell = cells[column].strip()
+                        problem = _cell_problem(cell, field)
+                        if not problem and field.input_name in label_classes:
+                            problem = label_problem(
+                                float(cell) if cell not in MISSING_VALUES
+                                else float(field.default_val or 0),
+                                label_classes[field.input_name])
                         if problem:
                             if number == 1 and [c.strip() for c in cells] == names:
                                 problem += ("; line 1 looks like a header: set "

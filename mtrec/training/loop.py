@@ -7,6 +7,7 @@ from the latest checkpoint in model_dir at its exact step.
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 
@@ -15,9 +16,11 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec import utils
-from mtrec.data.reader import BAD_ROWS_KEY, expand_paths, field_dtype, make_reader
+from mtrec.data.reader import (BAD_ROWS_KEY, check_labels, expand_paths, field_dtype,
+                               make_reader)
 from mtrec.errors import DataError, TrainingError
 from mtrec.features.feature import FeatureSet
+from mtrec.models.base import CLASSIFICATION, tower_loss_type
 from mtrec.models.registry import build_model
 from mtrec.training.metrics import Evaluator
 from mtrec.training.optimizers import (SparseOptimizer, build_dense_optimizer,
@@ -64,6 +67,11 @@ class Job:
             sparse = SparseOptimizer(sparse_config)
         return cls(pipeline, feature_set, model, None, global_step, dense, sparse)
 
+    def label_classes(self) -> dict:
+        """{label column: number of classes} of every classification tower (2 if binary)."""
+        return {t.label_name: max(t.num_class, 2)
+                for t in self.model.tower_configs if tower_loss_type(t) == CLASSIFICATION}
+
     def split(self, columns: dict):
         """A batch of typed columns -> (preprocessed features, side columns)."""
         side = {name: columns[name] for name in side_columns(self.pipeline)}
@@ -105,18 +113,21 @@ def _dataset(job: Job, files, training: bool) -> tf.data.Dataset:
     else:
         ds = reader.dataset(data.eval_batch_size or data.batch_size, 1, False)
 
+    label_classes = job.label_classes()
+
     def split(columns):
         bad = columns.pop(BAD_ROWS_KEY, tf.constant(0, tf.int64))
+        columns, bad_labels = check_labels(columns, label_classes, bool(data.ignore_error))
         features, side = job.split(columns)
-        return features, side, bad
+        return features, side, bad + bad_labels
 
     parallel = data.num_parallel_calls or tf.data.AUTOTUNE
     ds = ds.map(split, num_parallel_calls=parallel)
     return ds.prefetch(data.prefetch_size or tf.data.AUTOTUNE), reader
 
 
-def _data_error(error, reader, files, what) -> DataError:
-    where = reader.locate_error()
+def _data_error(error, reader, files, what, job=None) -> DataError:
+    where = reader.locate_error(job.label_classes() if job is not None else None)
     hint = " Fix the row, or set data_config.ignore_error: true to skip bad rows."
     if where:
         return DataError(f"{where}.{hint}")
@@ -209,16 +220,19 @@ def train(loaded, after_evaluation=None) -> dict:
         try:
             done, loss_sums, total_sum, bad, finite = train_loop(iterator, tf.constant(n))
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            raise _data_error(e, reader, train_files, "training") from None
+            raise _data_error(e, reader, train_files, "training", job) from None
         done = int(done)
         bad_rows += int(bad)
         step = int(job.global_step.numpy())
         if not bool(finite):
             losses = {k: float(v) for k, v in zip(loss_names, loss_sums.numpy())}
-            raise TrainingError(f"loss became non-finite at step {step} "
-                                f"(tower losses {losses}); training stopped. The last good "
-                                f"checkpoint in {model_dir} is kept. Lower the learning rate "
-                                "or check the labels and raw values.")
+            culprits = [k for k, v in losses.items() if not math.isfinite(v)] or ["regularization"]
+            raise TrainingError(f"loss became non-finite at step {step}: {', '.join(culprits)} "
+                                f"(loss sums of this log interval {losses}); training stopped "
+                                f"and nothing was saved after step {last_saved}, so the last "
+                                f"good checkpoint in {model_dir} is kept. Lower the learning "
+                                "rate, set gradient_clipping_by_norm, or check the labels "
+                                "and raw values.")
         if done:
             losses = {k: float(v) / done for k, v in zip(loss_names, loss_sums.numpy())}
             total = float(total_sum) / done
@@ -385,7 +399,7 @@ def evaluate_job(job: Job, files, model_dir, num_examples=None) -> dict:
             evaluator.collect(eval_step(features, side))
             rows += int(tf.shape(next(iter(side.values())))[0])
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-        raise _data_error(e, reader, files, "evaluation") from None
+        raise _data_error(e, reader, files, "evaluation", job) from None
     if evaluator is None:
         raise DataError(f"eval data {', '.join(files)} holds no rows.")
     step = int(job.global_step.numpy())

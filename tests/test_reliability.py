@@ -1,0 +1,113 @@
+"""Faults never lose work or end in a traceback: a locked model_dir, a non-finite loss,
+labels outside their classes."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TINY_INPUTS, edit
+from mtrec.errors import DataError, TrainingError
+from mtrec.utils import model_dir_lock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The tiny inputs, rows in file order, a raw price (a NaN in it poisons the loss), an MMoE.
+CONFIG = edit("batch_size: 4", "batch_size: 4\n  shuffle: false", TINY_INPUTS)
+CONFIG = edit('features { input_names: "price" num_buckets: 50 embedding_dim: 4 }',
+              'features { input_names: "price" feature_type: RawFeature }',
+              edit('input_fields { input_name: "price" input_type: INT32 }',
+                   'input_fields { input_name: "price" input_type: FLOAT }', CONFIG)) + """
+model_config {
+  model_class: "MMoE"
+  feature_groups { group_name: "all" feature_names: ["user", "price"] wide_deep: DEEP }
+  mmoe {
+    expert_dnn { hidden_units: [8] use_bn: false }
+    num_expert: 2
+    task_towers { tower_name: "ctr" label_name: "clk" dnn { hidden_units: [4] use_bn: false } }
+    task_towers { tower_name: "cvr" label_name: "buy" dnn { hidden_units: [4] use_bn: false } }
+  }
+}
+"""
+
+
+def write_case(tmp_path, rows, text=CONFIG, steps=20):
+    data = tmp_path / "train.csv"
+    data.write_text("".join(f"{r}\n" for r in rows))
+    config = tmp_path / "pipeline.config"
+    config.write_text(text.replace("num_steps: 10", f"num_steps: {steps}\n"
+                                   "  save_checkpoints_steps: 5\n  log_step_count_steps: 5")
+                      + f'train_input_path: "{data}"\n')
+    return str(config), str(data)
+
+
+def good_rows(n):
+    return [f"{i % 2},{int(i % 6 == 0)},u{i % 7},{i % 40}" for i in range(n)]
+
+
+def test_a_second_trainer_on_the_same_model_dir_refuses(tmp_path):
+    model_dir = str(tmp_path / "model")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mtrec.utils import model_dir_lock\n"
+         "with model_dir_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+         model_dir], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        config, _ = write_case(tmp_path, good_rows(40))
+        cli = subprocess.run([sys.executable, "-m", "mtrec", "train", "--config", config,
+                              "--model_dir", model_dir], capture_output=True, text=True,
+                             cwd=ROOT, timeout=300)
+        assert cli.returncode == 1
+        assert f"is being trained by another process (pid {holder.pid})" in cli.stderr
+        assert "Traceback" not in cli.stderr
+        assert not [f for f in os.listdir(model_dir) if f.startswith("ckpt")]
+    finally:
+        holder.kill()
+        holder.wait()
+    # The OS released the killed holder's lock: the directory is usable again.
+    with model_dir_lock(model_dir):
+        with pytest.raises(TrainingError, match="being trained by another process"):
+            with model_dir_lock(model_dir):
+                pass
+
+
+def test_non_finite_loss_names_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    import mtrec
+    rows = good_rows(40)
+    rows[4 * 7 + 1] = "1,0,u1,nan"  # batch size 4: step 8 reads row 29
+    config, _ = write_case(tmp_path, rows)
+    model_dir = str(tmp_path / "model")
+    with pytest.raises(TrainingError) as info:
+        mtrec.train(config, model_dir=model_dir)
+    message = str(info.value)
+    assert "loss became non-finite at step 8: ctr, cvr" in message
+    assert "nothing was saved after step 5" in message
+    import tensorflow as tf
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-5")
+    assert not os.path.exists(os.path.join(model_dir, "export"))
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ("2,0,u1,3", "column 'clk': label 2 is not a class: the tower expects 0 or 1"),
+    ("1,-1,u1,3", "column 'buy': label -1 is not a class: the tower expects 0 or 1"),
+    ("0.5,0,u1,3", "column 'clk': '0.5' is not an integer"),
+])
+def test_label_outside_its_classes_names_file_and_line(tmp_path, bad, problem):
+    import mtrec
+    rows = good_rows(40)
+    rows[17] = bad
+    config, data = write_case(tmp_path, rows)
+    with pytest.raises(DataError, match=f"{data}:18: {problem}"):
+        mtrec.train(config, model_dir=str(tmp_path / "model"))
+
+
+def test_label_outside_its_classes_is_skipped_and_counted_with_ignore_error(tmp_path, caplog):
+    import mtrec
+    rows = good_rows(40)
+    rows[3], rows[30] = "2,0,u1,3", "1,7,u2,4"
+    config, _ = write_case(tmp_path, rows, edit("batch_size: 4", "batch_size: 4\n  "
+                                                "ignore_error: true", CONFIG), steps=9)
+    result = mtrec.train(config, model_dir=str(tmp_path / "model"))
+    assert result == {} or result["global_step"] == 9
+    assert "2 malformed rows were skipped" in caplog.text
