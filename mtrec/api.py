@@ -32,19 +32,30 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
     loaded = _load(config, model_dir, edit_config_json, sets)
     from mtrec import serving
     from mtrec.training import loop
-    pipeline = loaded.pipeline
-    exporter = pipeline.export_config.exporter_type
-    export_root = os.path.join(pipeline.model_dir, "export", exporter)
-
-    def export_latest(job, _):
-        serving.export_saved_model(job, export_root)
-
+    from mtrec.training.best import BestMetric
     from mtrec.utils import model_dir_lock
+    pipeline = loaded.pipeline
+    export_config = pipeline.export_config
+    exporter = export_config.exporter_type
+    export_root = os.path.join(pipeline.model_dir, "export", exporter)
     if not pipeline.model_dir:
         raise MtrecError("no model_dir: set it in the config or pass --model_dir.")
+
     with model_dir_lock(pipeline.model_dir):
-        result = loop.train(loaded,
-                            after_evaluation=export_latest if exporter == "latest" else None)
+        watch = (BestMetric(export_config, pipeline.model_dir)
+                 if exporter == "best" or export_config.enable_early_stop else None)
+
+        def after_evaluation(job, result) -> bool:
+            """Export per exporter_type; True stops training early."""
+            improved = watch.update(result) if watch else False
+            if exporter == "latest" or (exporter == "best" and improved):
+                serving.export_saved_model(job, export_root)
+            if improved:
+                log.info("best %s so far: %.6g at step %d", watch.name, watch.best,
+                         watch.best_step)
+            return watch.should_stop(result["global_step"]) if watch else False
+
+        result = loop.train(loaded, after_evaluation=after_evaluation)
         if exporter == "final":
             export(loaded, export_dir=export_root)
     return result

@@ -823,7 +823,16 @@ def _check_train(pipeline, p: _Problems) -> None:
 def _check_eval(pipeline, inputs, p: _Problems) -> None:
     for metric in pipeline.eval_config.metrics_set:
         _check_metric(metric, inputs, p)
-    exporter = pipeline.export_config.exporter_type
-    if exporter not in ("final", "latest"):
-        p.error(f"export_config.exporter_type {exporter!r} is not supported; use \"final\" or "
-                "\"latest\".", "exporter_type")
+    export = pipeline.export_config
+    if export.exporter_type not in ("final", "latest", "best"):
+        p.error(f"export_config.exporter_type {export.exporter_type!r} is not supported; use "
+                "\"final\", \"latest\" or \"best\".", "exporter_type")
+    if (export.exporter_type == "best" or export.enable_early_stop) and not pipeline.eval_input_path:
+        p.error("export_config: exporter_type \"best\" and enable_early_stop evaluate during "
+                "training, so they need eval_input_path.", "export_config")
+    if export.enable_early_stop and export.max_check_steps <= 0:
+        p.error("export_config.max_check_steps must be positive.", "max_check_steps")
+    if export.early_stop_func:
+        p.error("export_config.early_stop_func names code, which mtrec never runs; use "
+                "enable_early_stop with best_exporter_metric and max_check_steps.",
+                "early_stop_func")

@@ -111,3 +111,58 @@ def test_label_outside_its_classes_is_skipped_and_counted_with_ignore_error(tmp_
     result = mtrec.train(config, model_dir=str(tmp_path / "model"))
     assert result == {} or result["global_step"] == 9
     assert "2 malformed rows were skipped" in caplog.text
+
+
+def export_case(tmp_path, export_block, lr=0.01, steps=40):
+    text = CONFIG.replace("learning_rate: 0.01", f"learning_rate: {lr}") + export_block
+    config, data = write_case(tmp_path, good_rows(60), text, steps=steps)
+    with open(config, "a") as f:
+        f.write(f'eval_input_path: "{data}"\n')
+    return config
+
+
+def test_best_exporter_exports_exactly_the_improvements(tmp_path):
+    import json
+    import mtrec
+    config = export_case(tmp_path, 'export_config { exporter_type: "best" '
+                                   'best_exporter_metric: "auc_ctr" exports_to_keep: 20 }\n')
+    model_dir = tmp_path / "model"
+    mtrec.train(config, model_dir=str(model_dir))
+    with open(model_dir / "eval_result.txt") as f:
+        values = [json.loads(line)["auc_ctr"] for line in f]
+    assert len(values) == 8  # every 5 steps
+    improvements = sum(v > max(values[:i], default=-1) for i, v in enumerate(values))
+    assert len(os.listdir(model_dir / "export" / "best")) == improvements >= 1
+
+
+def test_early_stop_when_the_metric_stops_improving(tmp_path):
+    import json
+    import mtrec
+    # Learning rate 0: the first evaluation stays the best, so after 10 more steps training
+    # stops at step 15 of 40.
+    config = export_case(tmp_path, 'export_config { enable_early_stop: true '
+                                   'max_check_steps: 10 best_exporter_metric: "auc" '
+                                   'metric_bigger: true }\n', lr=0.0)
+    model_dir = tmp_path / "model"
+    with pytest.raises(TrainingError, match=r"best_exporter_metric 'auc' is ambiguous; the "
+                                            r"evaluation reports: auc_ctr, auc_cvr"):
+        mtrec.train(config, model_dir=str(model_dir))
+    with open(config) as f:
+        text = f.read().replace('best_exporter_metric: "auc"', 'best_exporter_metric: "auc_cvr"')
+    with open(config, "w") as f:
+        f.write(text)
+    result = mtrec.train(config, model_dir=str(tmp_path / "model2"))
+    assert result["global_step"] == 15
+    with open(tmp_path / "model2" / "eval_result.txt") as f:
+        assert [json.loads(line)["global_step"] for line in f] == [5, 10, 15]
+    assert os.listdir(tmp_path / "model2" / "export" / "final")
+
+
+def test_best_exporter_needs_eval_data(tmp_path):
+    from mtrec import config as config_lib
+    from mtrec.errors import ConfigError
+    config, _ = write_case(tmp_path, good_rows(8), CONFIG + 'export_config { '
+                           'exporter_type: "best" }\n')
+    with pytest.raises(ConfigError, match='exporter_type "best" and enable_early_stop evaluate '
+                                          "during training, so they need eval_input_path"):
+        config_lib.load(config)

@@ -176,8 +176,8 @@ def _check_model_dir(model_dir: str) -> None:
 def train(loaded, after_evaluation=None) -> dict:
     """Train per the config; return the last evaluation's metrics.
 
-    after_evaluation(job, result), if given, runs after every evaluation (the API uses it
-    for export_config.exporter_type "latest")."""
+    after_evaluation(job, result), if given, runs after every evaluation (the API exports
+    "latest"/"best" there); when it returns True, training stops (early stopping)."""
     pipeline = loaded.pipeline
     train_config, data = pipeline.train_config, pipeline.data_config
     model_dir = pipeline.model_dir
@@ -254,13 +254,18 @@ def train(loaded, after_evaluation=None) -> dict:
             manager.save(checkpoint_number=step)
             last_saved, last_saved_time = step, time.time()
             if eval_files:
-                eval_result = _evaluate(job, eval_files, model_dir, after_evaluation)
+                eval_result, stop = _evaluate(job, eval_files, model_dir, after_evaluation)
+                if stop:
+                    log.info("early stop at step %d: %s has not improved for %d steps.", step,
+                             pipeline.export_config.best_exporter_metric,
+                             pipeline.export_config.max_check_steps)
+                    break
     if step != last_saved:
         manager.save(checkpoint_number=step)
         if eval_files:
-            eval_result = _evaluate(job, eval_files, model_dir, after_evaluation)
+            eval_result, _ = _evaluate(job, eval_files, model_dir, after_evaluation)
     elif eval_files and not eval_result and step > start:
-        eval_result = _evaluate(job, eval_files, model_dir, after_evaluation)
+        eval_result, _ = _evaluate(job, eval_files, model_dir, after_evaluation)
     writer.flush()
     if bad_rows:
         log.warning("%d malformed rows were skipped (ignore_error: true).", bad_rows)
@@ -276,11 +281,11 @@ def _write_train_summaries(writer, job, step, losses, total, rate):
         tf.summary.scalar("learning_rate", float(job.sparse_optimizer.learning_rate(step)))
 
 
-def _evaluate(job, files, model_dir, after_evaluation):
+def _evaluate(job, files, model_dir, after_evaluation) -> tuple[dict, bool]:
+    """Evaluate; (metrics, whether after_evaluation asks to stop training)."""
     result = evaluate_job(job, files, model_dir)
-    if after_evaluation is not None:
-        after_evaluation(job, result)
-    return result
+    stop = after_evaluation(job, result) if after_evaluation is not None else False
+    return result, bool(stop)
 
 
 def _next_chunk(step, num_steps, steps_per_loop, train_config) -> int:
