@@ -76,21 +76,29 @@ def _split(text: str) -> list[str]:
 
 def _check(args) -> int:
     from mtrec import config as config_lib
-    from mtrec.models import registry
     loaded = config_lib.load(args.config, args.edit_config_json, args.sets, args.model_dir)
     pipeline = loaded.pipeline
-    which = pipeline.model_config.WhichOneof("model")
-    if not registry.is_implemented(which):
-        where = loaded.source.where("model_class")
-        raise MtrecError(f"{where}: model_class {pipeline.model_config.model_class!r} is not "
-                         "implemented yet in mtrec.")
+    from mtrec.protos import feature_pb2
+    from mtrec.report import model_report
     features = config_lib.all_features(pipeline)
     print(f"{args.config}: OK")
     print(f"  model: {pipeline.model_config.model_class}")
-    print(f"  inputs: {len(pipeline.data_config.input_fields)}, features: {len(features)}, "
-          f"groups: {', '.join(g.group_name for g in pipeline.model_config.feature_groups)}")
+    print(f"  inputs: {len(pipeline.data_config.input_fields)}, features: {len(features)}")
+    for f in features:
+        kind = feature_pb2.FeatureConfig.FeatureType.Name(f.feature_type)
+        space = next((f"{name} {value}" for name, value in (
+            ("hash_bucket_size", f.hash_bucket_size), ("num_buckets", f.num_buckets),
+            ("vocab_list", len(f.vocab_list)), ("boundaries", len(f.boundaries))) if value),
+            "vocab_file" if f.vocab_file else "raw values")
+        print(f"    {config_lib.feature_name(f)}: {kind} ({space}), "
+              f"embedding_dim {f.embedding_dim}")
+    for g in pipeline.model_config.feature_groups:
+        print(f"  group {g.group_name} ({feature_pb2.WideOrDeep.Name(g.wide_deep)}): "
+              f"{', '.join(g.feature_names)}")
     print("  towers: " + ", ".join(
         f"{t.tower_name}({t.label_name})" for t in config_lib.task_towers(pipeline.model_config)))
+    for line in model_report(pipeline):
+        print(line)
     for warning in loaded.warnings:
         print(f"  warning: {warning}")
     return 0

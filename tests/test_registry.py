@@ -9,22 +9,15 @@ from mtrec.protos import model_pb2
 
 def test_registry_covers_the_model_oneof():
     members = {f.name for f in model_pb2.ModelConfig.DESCRIPTOR.oneofs_by_name["model"].fields}
-    assert members == set(registry.MODELS) | set(registry.NOT_IMPLEMENTED)
-    assert not set(registry.MODELS) & set(registry.NOT_IMPLEMENTED)
+    assert members == set(registry.MODELS)
     # model_class names map onto the same members.
     assert set(config_lib.MODEL_CLASSES.values()) == members
 
 
-def test_not_implemented_model_is_a_clear_error():
-    text = open("samples/model_config/mmoe_on_taobao.config").read()
-    text = text.replace('model_class: "MMoE"', 'model_class: "HMoE"').replace("  mmoe {", "  hmoe {")
-    text = text.replace("    l2_regularization: 1e-06\n", "")
-    pipeline = config_lib.parse_text(text, "hmoe.config")
-    config_lib.validate(pipeline, config_lib.Source("hmoe.config", text))
-    from mtrec.features.feature import FeatureSet
-    with pytest.raises(ConfigError, match="model `hmoe` is not implemented yet; implemented "
-                                          "models: .*esmm, mmoe"):
-        registry.build_model(pipeline, FeatureSet(pipeline))
+def test_unknown_model_lists_the_registered_ones():
+    with pytest.raises(ConfigError, match=r"unknown model 'nope'; registered models: apg, "
+                                          r"dbmtl, esmm, hmoe, m2m, mmoe,"):
+        registry.model_class("nope")
 
 
 def test_every_registered_model_imports():

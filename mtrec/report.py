@@ -1,0 +1,75 @@
+"""What `mtrec check` prints about a built model: parameters per part, embedding memory
+(with the optimizer's slots) and FLOPs per example (TensorFlow's graph profiler)."""
+import contextlib
+import io
+
+import tensorflow as tf
+
+from mtrec.data.reader import field_dtype
+from mtrec.training.loop import Job
+
+# Slots the optimizer keeps per parameter (same shape as the parameter).
+_SLOTS = {"adam_optimizer": 2, "adamw_optimizer": 2, "lazy_adam_optimizer": 2,
+          "adagrad_optimizer": 1, "momentum_optimizer": 1}
+
+
+def _mib(num_floats: int) -> str:
+    return f"{num_floats * 4 / 2 ** 20:.1f} MiB"
+
+
+def _flops_per_example(job: Job) -> int | None:
+    """Float operations of one forward pass on a batch of one row (None if unknown)."""
+    from tensorflow.python.profiler import model_analyzer, option_builder
+    columns = {f.input_name: tf.zeros([1], field_dtype(f))
+               for f in job.pipeline.data_config.input_fields}
+    features, _ = job.split(columns)
+    graph = tf.function(lambda f: job.model(f, training=False)).get_concrete_function(
+        features).graph
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    # The v1 profiler prints and logs deprecation notes; keep them out of the report.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            info = model_analyzer.profile(graph=graph, options=options)
+    finally:
+        logger.setLevel(level)
+    return int(info.total_float_ops) or None
+
+
+def model_report(pipeline) -> list[str]:
+    """Lines describing the model the config builds."""
+    job = Job.create(pipeline, for_training=False)
+    job.build()
+    model = job.model
+    lines = ["  embedding tables (rows x dim, parameters, float32 memory):"]
+    embedding = 0
+    for name, table in sorted(model.feature_groups.tables.items()):
+        rows, dim = table.shape
+        embedding += rows * dim
+        lines.append(f"    {name}: {rows} x {dim} = {rows * dim:,} ({_mib(rows * dim)})")
+    lines.append("  dense parameters per part:")
+    dense = 0
+    for layer in model.layers:
+        count = sum(int(tf.size(w)) for w in layer.weights)
+        if count:
+            dense += count
+            lines.append(f"    {layer.name}: {count:,}")
+    own = sum(int(tf.size(w)) for w in model.weights) - dense
+    if own:  # weights of the model itself (e.g. uncertainty loss weights)
+        dense += own
+        lines.append(f"    (model): {own:,}")
+    optimizers = [c.WhichOneof("optimizer") for c in pipeline.train_config.optimizer_config]
+    slots = _SLOTS.get(optimizers[-1], 0) if optimizers else 0
+    lines.append(f"  parameters: {embedding + dense:,} ({embedding:,} embedding, {dense:,} "
+                 "dense)")
+    lines.append(f"  embedding memory: {_mib(embedding)} for the tables, "
+                 f"{_mib(embedding * (1 + slots))} with the optimizer's {slots} slot(s) per "
+                 "parameter")
+    flops = _flops_per_example(job)
+    lines.append(f"  FLOPs per example (forward): {flops:,}" if flops else
+                 "  FLOPs per example: unknown")
+    return lines
+
