@@ -30,7 +30,16 @@ MODEL_CLASSES = {
     "M2M": "m2m",
     "STAR": "star",
     "HMoE": "hmoe",
+    # Towers on a `backbone` (EasyRec's component models); both read `model_params`.
+    "MultiTaskModel": "model_params",
+    "RankModel": "model_params",
 }
+
+# model_class values whose model is built from `backbone` + `model_params`.
+BACKBONE_MODEL_CLASSES = ("MultiTaskModel", "RankModel")
+
+# LossType ORDER_CALIBRATE_LOSS: an extra term of a tower with relation towers, not its loss.
+ORDER_CALIBRATE_LOSS = 14
 
 # Model fields naming a feature group read only by a gate or generator, not the main input.
 SIDE_GROUP_FIELDS = ("prior_group_name", "condition_group_name", "scenario_group_name")
@@ -389,7 +398,8 @@ def feature_name(feature) -> str:
 
 
 def model_message(model_config):
-    """The oneof model sub-message (e.g. the `mmoe { ... }` block), or None."""
+    """The oneof model sub-message (e.g. the `mmoe { ... }` block, or `model_params` of a
+    MultiTaskModel / RankModel), or None."""
     which = model_config.WhichOneof("model")
     return getattr(model_config, which) if which else None
 
@@ -549,7 +559,36 @@ def _check_features(pipeline, inputs: dict, p: _Problems) -> dict:
                 p.error(f"features {first[0]!r} and {name!r} share embedding_name "
                         f"{feature.embedding_name!r} but differ in id space or embedding_dim.",
                         "embedding_name", feature.embedding_name)
+    _check_table_memory(features, p)
     return features
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_table_memory(features: dict, p: _Problems) -> None:
+    """Embedding tables (float32, plus up to two optimizer slots each) must fit in memory:
+    a mistyped hash_bucket_size otherwise ends in the kernel's out-of-memory kill."""
+    tables = {}
+    for name, f in features.items():
+        rows = (f.hash_bucket_size or f.num_buckets or
+                (len(f.vocab_list) + 1 if f.vocab_list else 0) or
+                (len(f.boundaries) + 1 if f.boundaries else 0))
+        if rows and f.embedding_dim:
+            tables[f.embedding_name or name] = (rows * f.embedding_dim, name, f)
+    memory = _physical_memory()
+    need = 3 * 4 * sum(size for size, _, _ in tables.values())
+    if memory and need > memory:
+        size, name, f = max(tables.values(), key=lambda t: t[0])
+        field = "hash_bucket_size" if f.hash_bucket_size else "num_buckets"
+        p.error(f"the embedding tables need ~{need / 2 ** 30:.1f} GiB with the optimizer's "
+                f"slots, more than this machine's {memory / 2 ** 30:.1f} GiB; the largest is "
+                f"{name!r} ({size:,} floats). Lower its {field} or embedding_dim.",
+                field, str(getattr(f, field)))
 
 
 def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
@@ -564,14 +603,20 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
     elif model_config.model_class not in MODEL_CLASSES:
         p.error(f"model_class {model_config.model_class!r} is not a known model; known: {names}.",
                 "model_class")
+    elif which is None and model_config.model_class == "RankModel" and \
+            model_config.HasField("backbone"):
+        # EasyRec's RankModel may omit an empty `model_params {}`.
+        model_config.model_params.SetInParent()
+        which = "model_params"
     elif which is None:
         p.error(f"model_class {model_config.model_class!r} needs a "
                 f"`{MODEL_CLASSES[model_config.model_class]} {{ ... }}` block in model_config.",
                 "model_class")
     elif MODEL_CLASSES[model_config.model_class] != which:
+        classes = " or ".join(repr(k) for k, v in MODEL_CLASSES.items() if v == which)
         p.error(f"model_class {model_config.model_class!r} does not match the `{which}` block; "
                 f"use `{MODEL_CLASSES[model_config.model_class]} {{ ... }}` or model_class "
-                f"{next(k for k, v in MODEL_CLASSES.items() if v == which)!r}.", "model_class")
+                f"{classes}.", "model_class")
 
     groups = {}
     for group in model_config.feature_groups:
@@ -602,10 +647,12 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
         for g in model.groups:
             if g.input not in groups:
                 p.error(f"esmm groups: input {g.input!r} is not a feature group.", "input", g.input)
+    labels = list(pipeline.data_config.label_fields)
+    if which == "model_params":
+        _check_model_params(model_config, labels, p)
     towers = task_towers(model_config)
     if not towers and which != "esmm":
         p.error(f"{which} has no task_towers.", which)
-    labels = list(pipeline.data_config.label_fields)
     seen = set()
     for i, tower in enumerate(towers):
         if not tower.tower_name:
@@ -635,6 +682,9 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
         if tower.num_class == 0:
             p.error(f"tower {tower.tower_name!r}: num_class must be at least 1.", "num_class")
         loss_types = [l.loss_type for l in tower.losses] or [tower.loss_type]
+        if ORDER_CALIBRATE_LOSS in loss_types:
+            _check_order_calibrate(tower, which, p)
+            loss_types = [t for t in loss_types if t != ORDER_CALIBRATE_LOSS] or [0]
         if tower.num_class > 1 and any(t != 0 for t in loss_types):
             p.error(f"tower {tower.tower_name!r}: num_class > 1 needs loss_type CLASSIFICATION.",
                     "num_class")
@@ -644,8 +694,9 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
         for field in ("relation_tower_names", "relation_dnn", "use_ait_module",
                       "ait_project_dim"):
             used = tower.HasField(field) if field == "relation_dnn" else getattr(tower, field)
-            if used and which != "dbmtl":
-                p.error(f"tower {tower.tower_name!r}: {field} only applies to DBMTL.", field)
+            if used and which not in ("dbmtl", "model_params"):
+                p.error(f"tower {tower.tower_name!r}: {field} only applies to DBMTL and "
+                        "MultiTaskModel.", field)
         for metric in tower.metrics_set:
             _check_metric(metric, inputs, p)
     dnn_fields = [(f.name, getattr(model, f.name)) for f in model.DESCRIPTOR.fields
@@ -673,6 +724,111 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
             p.error("dbmtl.expert_dnn needs num_expert >= 1 (0 means no MMoE; remove "
                     "expert_dnn).", "expert_dnn")
         _check_relations(towers, model.ait_label_constraint_weight, p)
+    if which == "model_params":
+        _check_relations(towers, 0.0, p)
+    if model_config.HasField("backbone"):
+        _check_backbone(model_config, which, model, features, groups, towers, p)
+    elif which == "model_params":
+        p.error(f"model_class {model_config.model_class!r} builds its towers on a backbone; "
+                "add `backbone { blocks { ... } }` (see docs/backbone.md).", "model_class")
+
+
+def _check_model_params(model_config, labels: list, p: _Problems) -> None:
+    """MultiTaskModel / RankModel: ModelParams fields; a RankModel gets its single tower
+    (named after its label unless model_params names it) from loss_type and num_class."""
+    params = model_config.model_params
+    if params.outputs:
+        p.error("model_params.outputs is not supported by mtrec; remove it (every tower's "
+                "logits_/probs_/y_ outputs are exported).", "outputs")
+    rank = model_config.model_class == "RankModel"
+    for field in ("loss_type", "num_class"):
+        if model_config.HasField(field) and not rank:
+            p.warn(f"model_config.{field} applies to RankModel only; MultiTaskModel towers "
+                   "set their own.", field)
+    if not rank:
+        return
+    if len(params.task_towers) > 1:
+        p.error(f"RankModel has one output but model_params has {len(params.task_towers)} "
+                "task_towers; use model_class MultiTaskModel for several tasks.",
+                "task_towers")
+    elif params.task_towers:
+        tower = params.task_towers[0]
+        for field in ("loss_type", "num_class"):
+            if model_config.HasField(field) and getattr(model_config, field) != getattr(
+                    tower, field):
+                p.error(f"RankModel: model_config.{field} differs from the {field} of its "
+                        "model_params tower; set it in one place.", field)
+    else:
+        label = labels[0] if labels else ""
+        params.task_towers.add(tower_name=label, label_name=label,
+                               loss_type=model_config.loss_type,
+                               num_class=model_config.num_class)
+
+
+def _check_order_calibrate(tower, which: str, p: _Problems) -> None:
+    """ORDER_CALIBRATE_LOSS: AITM's label constraint against the tower's relation towers."""
+    name = tower.tower_name
+    if which not in ("dbmtl", "model_params"):
+        p.error(f"tower {name!r}: ORDER_CALIBRATE_LOSS compares a tower with its "
+                "relation_tower_names, which only DBMTL and MultiTaskModel towers have.",
+                "loss_type", "ORDER_CALIBRATE_LOSS")
+        return
+    kinds = [l.loss_type for l in tower.losses]
+    if not tower.losses or all(k == ORDER_CALIBRATE_LOSS for k in kinds):
+        p.error(f"tower {name!r}: ORDER_CALIBRATE_LOSS is an extra term; list it in `losses` "
+                "next to a CLASSIFICATION loss.", "loss_type", "ORDER_CALIBRATE_LOSS")
+    elif any(k not in (0, ORDER_CALIBRATE_LOSS) for k in kinds) or tower.num_class != 1:
+        p.error(f"tower {name!r}: ORDER_CALIBRATE_LOSS compares probabilities, so the tower "
+                "must be a binary CLASSIFICATION tower (num_class 1).", "loss_type",
+                "ORDER_CALIBRATE_LOSS")
+    if not tower.relation_tower_names:
+        p.warn(f"tower {name!r}: ORDER_CALIBRATE_LOSS has no effect without "
+               "relation_tower_names (the towers whose probability bounds this one).",
+               "loss_type", "ORDER_CALIBRATE_LOSS")
+
+
+def _check_backbone(model_config, which: str, model, features: dict, groups: dict, towers,
+                    p: _Problems) -> None:
+    """The backbone's blocks (names, inputs, cycles, registered layers and their params,
+    whether each block's input fits its layer) and whether its output fits the model."""
+    from mtrec import backbone_spec
+    wide_dim = len(towers) if getattr(model, "use_linear_logits", False) else 1
+    widths = backbone_spec.group_widths_of(groups, features, wide_dim)
+    plan = backbone_spec.plan(model_config.backbone, widths)
+    for message, field, value, nth in plan.errors:
+        p.error(message, field, value, nth)
+    for message, field, value, nth in plan.warnings:
+        p.warn(message, field, value)
+    out = plan.output
+    if plan.errors or out is None:
+        return
+    where = "output_blocks" if plan.as_list else "backbone"
+    described = backbone_spec.describe(out)
+    if which == "model_params" and model_config.model_class == "MultiTaskModel":
+        if isinstance(out, list):
+            if len(out) != len(towers):
+                p.error(f"the backbone gives {len(out)} outputs ({described}) but model_params "
+                        f"has {len(towers)} task_towers; tower i reads output i, so the counts "
+                        "must agree.", where)
+                return
+            items = out
+        else:
+            items = [out]
+    elif which == "model_params":
+        items = [out[0]] if isinstance(out, list) and len(out) == 1 else [out]
+    else:
+        items = [out]
+        if which == "esmm" and model.groups:
+            p.error("esmm.groups reads feature groups directly, so a backbone would be unused; "
+                    "remove esmm.groups or the backbone.", "backbone")
+    for item in items:
+        if not isinstance(item, backbone_spec.Tensor) or len(item.shape) != 1:
+            what = ("each task tower reads one (batch, d) tensor" if which == "model_params"
+                    else f"under `{which}` the backbone output replaces the feature-group "
+                    "input, so it must be one (batch, d) tensor")
+            p.error(f"the backbone output does not fit the model: {what}, got {described}.",
+                    where)
+            return
 
 
 def _check_domain_model(which: str, model, features: dict, groups: dict, p: _Problems) -> None:
