@@ -212,3 +212,23 @@ def test_kill_9_at_random_steps_then_resume_to_exactly_num_steps(tmp_path):
     assert f"from step {seen[-1]}" in final.stderr
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-60")
     assert json.loads(final.stdout.strip().splitlines()[-1])["global_step"] == 60
+
+
+def test_non_utf8_bytes_name_file_and_line_or_are_skipped(tmp_path, caplog):
+    import mtrec
+    rows = good_rows(40)
+    config, data = write_case(tmp_path, rows)
+    with open(data, "rb") as f:
+        lines = f.read().split(b"\n")
+    lines[9] = b"1,0,u\xff\xfe,3"
+    with open(data, "wb") as f:
+        f.write(b"\n".join(lines))
+    with pytest.raises(DataError, match=f"{data}:10: bytes that are not UTF-8 at byte 6 of "
+                                        "the line"):
+        mtrec.train(config, model_dir=str(tmp_path / "model"))
+    with open(config) as f:
+        text = f.read().replace("batch_size: 4", "batch_size: 4\n  ignore_error: true")
+    with open(config, "w") as f:
+        f.write(text)
+    mtrec.train(config, model_dir=str(tmp_path / "model2"))
+    assert "2 malformed rows were skipped" in caplog.text  # 20 steps x 4 rows: 2 epochs

@@ -141,7 +141,7 @@ class CsvReader:
         # A quoted cell may hold the separator: count it as one cell.
         unquoted = tf.strings.regex_replace(lines, r'"[^"]*"', "Q")
         parts = tf.strings.split(unquoted, self.separator)
-        ok = parts.row_lengths() == self.num_file_columns
+        ok = (parts.row_lengths() == self.num_file_columns) & _is_utf8(lines)
         padded = parts.to_tensor(default_value="", shape=[None, self.num_file_columns])
         for field, column in zip(self.fields, self.columns):
             if field_dtype(field) in (tf.string, tf.bool):
@@ -179,7 +179,17 @@ class CsvReader:
                 columns[BAD_ROWS_KEY] = bad
                 return columns
             return lines.map(decode_good, num_parallel_calls=parallel)
-        return lines.map(self.decode, num_parallel_calls=parallel)
+        def decode_checked(batch):
+            utf8 = tf.debugging.assert_equal(tf.reduce_all(_is_utf8(batch)), True,
+                                             message="a line with bytes that are not UTF-8")
+            with tf.control_dependencies([utf8]):
+                return self.decode(batch)
+        return lines.map(decode_checked, num_parallel_calls=parallel)
+
+
+def _is_utf8(lines: tf.Tensor) -> tf.Tensor:
+    """Per line: whether it is valid UTF-8 (RE2 matches nothing in invalid bytes)."""
+    return tf.strings.regex_full_match(lines, r"(?s).*")
 
 
 def label_problem(value: float, num_classes: int) -> str | None:
@@ -250,37 +260,40 @@ def find_bad_row(data_config, files: list[str], columns: list[int] | None = None
     expected = len(fields)
     names = [f.input_name for f in fields]
     for path in files:
-        try:
-            f = open(path, newline="", encoding="utf-8")
-            with f:
-                for number, line in enumerate(f, start=1):
-                    if number == 1 and data_config.with_header:
-                        expected = len(next(csv.reader([line.rstrip("\r\n")],
-                                                       delimiter=data_config.separator)))
-                        continue
-                    line = line.rstrip("\r\n")
-                    try:
-                        cells = next(csv.reader([line], delimiter=data_config.separator))
-                    except (csv.Error, StopIteration):
-                        cells = line.split(data_config.separator)
-                    if len(cells) != expected:
-                        return (f"{path}:{number}: expected {expected} fields separated by "
-                                f"{data_config.separator!r}, found {len(cells)}")
-                    for field, column in zip(fields, columns):
-                        cell = cells[column].strip()
-                        problem = _cell_problem(cell, field)
-                        if not problem and field.input_name in label_classes:
-                            problem = label_problem(
-                                float(cell) if cell not in MISSING_VALUES
-                                else float(field.default_val or 0),
-                                label_classes[field.input_name])
-                        if problem:
-                            if number == 1 and [c.strip() for c in cells] == names:
-                                problem += ("; line 1 looks like a header: set "
-                                            "data_config.with_header: true")
-                            return f"{path}:{number}: column {field.input_name!r}: {problem}"
-        except UnicodeDecodeError as e:
-            return f"{path}: bytes that are not UTF-8 near byte {e.start}"
+        with open(path, "rb") as raw:
+            for number, data in enumerate(raw, start=1):
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return (f"{path}:{number}: bytes that are not UTF-8 at byte {e.start + 1} "
+                            "of the line; re-encode the file as UTF-8")
+        with open(path, newline="", encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if number == 1 and data_config.with_header:
+                    expected = len(next(csv.reader([line.rstrip("\r\n")],
+                                                   delimiter=data_config.separator)))
+                    continue
+                line = line.rstrip("\r\n")
+                try:
+                    cells = next(csv.reader([line], delimiter=data_config.separator))
+                except (csv.Error, StopIteration):
+                    cells = line.split(data_config.separator)
+                if len(cells) != expected:
+                    return (f"{path}:{number}: expected {expected} fields separated by "
+                            f"{data_config.separator!r}, found {len(cells)}")
+                for field, column in zip(fields, columns):
+                    cell = cells[column].strip()
+                    problem = _cell_problem(cell, field)
+                    if not problem and field.input_name in label_classes:
+                        problem = label_problem(
+                            float(cell) if cell not in MISSING_VALUES
+                            else float(field.default_val or 0),
+                            label_classes[field.input_name])
+                    if problem:
+                        if number == 1 and [c.strip() for c in cells] == names:
+                            problem += ("; line 1 looks like a header: set "
+                                        "data_config.with_header: true")
+                        return f"{path}:{number}: column {field.input_name!r}: {problem}"
     return None
 
 
