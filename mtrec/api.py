@@ -3,7 +3,7 @@ import logging
 import os
 
 from mtrec import config as config_lib
-from mtrec.errors import MtrecError
+from mtrec.errors import MtrecError, TrainingError
 
 log = logging.getLogger("mtrec")
 
@@ -73,8 +73,20 @@ def _restored_job(loaded, checkpoint_path=None):
                          "train first or pass --checkpoint_path.")
     job = loop.Job.create(pipeline, for_training=False)
     job.build()
-    loop.restore_checkpoint(job.checkpoint, path, partial=True)
-    return job, path
+    for _ in range(5):
+        try:
+            loop.restore_checkpoint(job.checkpoint, path, partial=True)
+            return job, path
+        except TrainingError:
+            # A trainer running on this model_dir may have deleted the checkpoint we found
+            # (keep_checkpoint_max) in between: take the newest one instead.
+            newer = None if checkpoint_path else tf.train.latest_checkpoint(pipeline.model_dir)
+            if not newer or newer == path or os.path.exists(path + ".index"):
+                raise
+            log.info("%s was removed meanwhile; using %s", path, newer)
+            path = newer
+    raise MtrecError(f"checkpoints in {pipeline.model_dir!r} changed faster than they could "
+                     "be read; try again.")
 
 
 def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=None,

@@ -232,3 +232,51 @@ def test_non_utf8_bytes_name_file_and_line_or_are_skipped(tmp_path, caplog):
         f.write(text)
     mtrec.train(config, model_dir=str(tmp_path / "model2"))
     assert "2 malformed rows were skipped" in caplog.text  # 20 steps x 4 rows: 2 epochs
+
+
+def test_a_failed_checkpoint_write_is_one_message_and_the_last_one_survives(tmp_path,
+                                                                             monkeypatch):
+    import mtrec
+    import tensorflow as tf
+    real_save = tf.train.CheckpointManager.save
+
+    def save(self, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 10:
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+        return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+    config, _ = write_case(tmp_path, good_rows(40))
+    model_dir = str(tmp_path / "model")
+    with pytest.raises(TrainingError, match=r"could not write the checkpoint of step 10 .*No "
+                                            r"space left on device. Is the disk full\? The "
+                                            r"checkpoint of step 5 is intact"):
+        mtrec.train(config, model_dir=model_dir)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-5")
+    assert mtrec.train(config, model_dir=model_dir) == {}  # resumes from 5 to 20
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-20")
+
+
+def test_evaluate_takes_the_newest_checkpoint_when_its_pick_was_deleted(tmp_path, monkeypatch):
+    """A running trainer deletes old checkpoints (keep_checkpoint_max) while `mtrec
+    evaluate` / `export` start: they move on to the newest one."""
+    import glob
+    import mtrec
+    import tensorflow as tf
+    config, data = write_case(tmp_path, good_rows(40), steps=10)
+    model_dir = str(tmp_path / "model")
+    mtrec.train(config, model_dir=model_dir)
+    for path in glob.glob(os.path.join(model_dir, "ckpt-5.*")):
+        os.remove(path)  # as keep_checkpoint_max does
+    stale = os.path.join(model_dir, "ckpt-5")
+    calls = []
+    real_latest = tf.train.latest_checkpoint
+
+    def latest(directory):
+        calls.append(directory)
+        return stale if len(calls) == 1 else real_latest(directory)
+
+    monkeypatch.setattr(tf.train, "latest_checkpoint", latest)
+    result = mtrec.evaluate(model_dir=model_dir, eval_input_path=data)
+    assert result["global_step"] == 10 and len(calls) == 2

@@ -251,7 +251,7 @@ def train(loaded, after_evaluation=None) -> dict:
         due_by_time = (train_config.save_checkpoints_secs and
                        time.time() - last_saved_time >= train_config.save_checkpoints_secs)
         if (step % train_config.save_checkpoints_steps == 0 or due_by_time) and step != last_saved:
-            manager.save(checkpoint_number=step)
+            _save(manager, step, last_saved)
             last_saved, last_saved_time = step, time.time()
             if eval_files:
                 eval_result, stop = _evaluate(job, eval_files, model_dir, after_evaluation)
@@ -261,7 +261,7 @@ def train(loaded, after_evaluation=None) -> dict:
                              pipeline.export_config.max_check_steps)
                     break
     if step != last_saved:
-        manager.save(checkpoint_number=step)
+        _save(manager, step, last_saved)
         if eval_files:
             eval_result, _ = _evaluate(job, eval_files, model_dir, after_evaluation)
     elif eval_files and not eval_result and step > start:
@@ -270,6 +270,20 @@ def train(loaded, after_evaluation=None) -> dict:
     if bad_rows:
         log.warning("%d malformed rows were skipped (ignore_error: true).", bad_rows)
     return eval_result
+
+
+def _save(manager, step: int, last_saved: int) -> None:
+    """Save a checkpoint; a failed write (disk full, directory removed) is one clear error.
+    TensorFlow writes the files under temporary names and updates the `checkpoint` index
+    last, so the previous checkpoint stays the latest and intact."""
+    try:
+        manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise TrainingError(f"could not write the checkpoint of step {step} to "
+                            f"{manager.directory!r}: {reason[:300]}. Is the disk full? The "
+                            f"checkpoint of step {last_saved} is intact; free space and run "
+                            "the same command again to resume.") from None
 
 
 def _write_train_summaries(writer, job, step, losses, total, rate):
