@@ -683,7 +683,7 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
             p.error(f"tower {tower.tower_name!r}: num_class must be at least 1.", "num_class")
         loss_types = [l.loss_type for l in tower.losses] or [tower.loss_type]
         if ORDER_CALIBRATE_LOSS in loss_types:
-            _check_order_calibrate(tower, which, p)
+            _check_order_calibrate(tower, towers, which, p)
             loss_types = [t for t in loss_types if t != ORDER_CALIBRATE_LOSS] or [0]
         if tower.num_class > 1 and any(t != 0 for t in loss_types):
             p.error(f"tower {tower.tower_name!r}: num_class > 1 needs loss_type CLASSIFICATION.",
@@ -765,9 +765,19 @@ def _check_model_params(model_config, labels: list, p: _Problems) -> None:
                                num_class=model_config.num_class)
 
 
-def _check_order_calibrate(tower, which: str, p: _Problems) -> None:
+def _check_order_calibrate(tower, towers, which: str, p: _Problems) -> None:
     """ORDER_CALIBRATE_LOSS: AITM's label constraint against the tower's relation towers."""
     name = tower.tower_name
+    by_name = {t.tower_name: t for t in towers}
+    for parent in tower.relation_tower_names:
+        other = by_name.get(parent)
+        kinds = [l.loss_type for l in other.losses if l.loss_type != ORDER_CALIBRATE_LOSS] \
+            if other is not None else []
+        if other is not None and (other.num_class != 1 or any(kinds) or (
+                not kinds and other.loss_type != 0)):
+            p.error(f"tower {name!r}: ORDER_CALIBRATE_LOSS compares its probability with "
+                    f"{parent!r}'s, so {parent!r} must be a binary CLASSIFICATION tower.",
+                    "loss_type", "ORDER_CALIBRATE_LOSS")
     if which not in ("dbmtl", "model_params"):
         p.error(f"tower {name!r}: ORDER_CALIBRATE_LOSS compares a tower with its "
                 "relation_tower_names, which only DBMTL and MultiTaskModel towers have.",

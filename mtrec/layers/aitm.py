@@ -89,15 +89,19 @@ class AITModule(keras.layers.Layer):
     """[own (batch, d), parent_1 (batch, d_1), ...] -> (batch, project_dim or d).
 
     Each parent's output goes through its own transfer DNN (`transfer_units`; empty =
-    one ReLU layer of width d), then AITMAttention combines [own, transferred...].
-    With stop_gradient, the parents get no gradient through this tower.
+    one ReLU layer of width d; transfer_kwargs: further DNN keyword arguments, e.g. EasyRec
+    MLP settings; use_transfer=False: no transfer), then AITMAttention combines
+    [own, transferred...]. With stop_gradient, the parents get no gradient through this tower.
     """
 
     def __init__(self, num_parents, project_dim=0, transfer_units=(), transfer_activation="relu",
-                 query="each", stop_gradient=False, l2_regularization=0.0, **kwargs):
+                 query="each", stop_gradient=False, l2_regularization=0.0, *,
+                 use_transfer=True, transfer_kwargs=None, **kwargs):
         super().__init__(**kwargs)
         if num_parents < 1:
             raise ValueError(f"AITModule needs at least one parent input, got {num_parents}.")
+        self.use_transfer = bool(use_transfer)
+        self.transfer_kwargs = dict(transfer_kwargs or {})
         self.num_parents = int(num_parents)
         self.project_dim = int(project_dim)
         self.transfer_units = [int(u) for u in transfer_units]
@@ -118,7 +122,12 @@ class AITModule(keras.layers.Layer):
         units = self.transfer_units or [int(own_dim)]
         shapes = [tuple(input_shape[0])]
         for i, shape in enumerate(input_shape[1:]):
-            transfer = DNN(units, self.transfer_activation, False, (), self.l2_regularization,
+            if not self.use_transfer:
+                shapes.append(tuple(shape))
+                continue
+            settings = {"hidden_units": units, "activation": self.transfer_activation,
+                        "use_bn": False, **self.transfer_kwargs}
+            transfer = DNN(**settings, l2_regularization=self.l2_regularization,
                            name=f"transfer_{i}")
             transfer.build(tuple(shape))
             self.transfers.append(transfer)
@@ -135,7 +144,8 @@ class AITModule(keras.layers.Layer):
                              f"got {len(parents)}.")
         if self.stop_gradient:
             parents = [ops.stop_gradient(x) for x in parents]
-        transferred = [t(x, training=training) for t, x in zip(self.transfers, parents)]
+        transferred = ([t(x, training=training) for t, x in zip(self.transfers, parents)]
+                       if self.use_transfer else parents)
         return self.attention([own] + transferred, return_weights=return_weights)
 
     def get_config(self):
@@ -143,4 +153,5 @@ class AITModule(keras.layers.Layer):
                 "project_dim": self.project_dim, "transfer_units": self.transfer_units,
                 "transfer_activation": self.transfer_activation, "query": self.query,
                 "stop_gradient": self.stop_gradient,
-                "l2_regularization": self.l2_regularization}
+                "l2_regularization": self.l2_regularization, "use_transfer": self.use_transfer,
+                "transfer_kwargs": self.transfer_kwargs}

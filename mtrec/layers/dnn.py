@@ -56,10 +56,19 @@ class DebiasedBatchNormalization(keras.layers.BatchNormalization):
 
 
 class DNN(keras.layers.Layer):
-    """(batch, d_in) -> (batch, hidden_units[-1]); identity when hidden_units is empty."""
+    """(batch, d_in) -> (batch, hidden_units[-1]); identity when hidden_units is empty.
+
+    Every layer: Dense -> [BatchNorm] -> activation -> [Dropout]. The keyword-only options
+    give the last layer its own settings and cover EasyRec's MLP (mtrec.layers.mlp):
+    use_bias (default: not use_bn), final_activation / use_final_bn / use_final_bias (default:
+    as the other layers), kernel_initializer, and bn_after_activation (Dense -> activation
+    -> BatchNorm).
+    """
 
     def __init__(self, hidden_units, activation="relu", use_bn=False, dropout_ratio=(),
-                 l2_regularization=0.0, **kwargs):
+                 l2_regularization=0.0, *, use_bias=None, final_activation=None,
+                 use_final_bn=None, use_final_bias=None, kernel_initializer="glorot_uniform",
+                 bn_after_activation=False, **kwargs):
         super().__init__(**kwargs)
         hidden_units = [int(u) for u in hidden_units]
         if any(u <= 0 for u in hidden_units):
@@ -70,18 +79,39 @@ class DNN(keras.layers.Layer):
         if dropout_ratio and len(dropout_ratio) != len(hidden_units):
             raise ValueError(f"dropout_ratio needs 1 or {len(hidden_units)} values, "
                              f"got {len(dropout_ratio)}.")
+        if any(not 0 <= r < 1 for r in dropout_ratio):
+            raise ValueError(f"dropout_ratio values must be in [0, 1), got {dropout_ratio}.")
         self.hidden_units = hidden_units
         self.activation = activation_name(activation)
         self.use_bn = use_bn
         self.dropout_ratio = dropout_ratio or [0.0] * len(hidden_units)
         self.l2_regularization = l2_regularization
+        self.use_bias = (not use_bn) if use_bias is None else bool(use_bias)
+        self.final_activation = activation_name(final_activation or activation)
+        self.use_final_bn = use_bn if use_final_bn is None else bool(use_final_bn)
+        self.use_final_bias = ((not self.use_final_bn) if use_bias is None else self.use_bias) \
+            if use_final_bias is None else bool(use_final_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bn_after_activation = bool(bn_after_activation)
+        try:
+            keras.initializers.get(kernel_initializer)
+        except ValueError:
+            raise ValueError(f"unknown kernel initializer {kernel_initializer!r}; use a Keras "
+                             "initializer name such as 'glorot_uniform' or 'he_uniform'.") from None
+        last = len(hidden_units) - 1
+        # Per layer: (activation, batch norm, bias).
+        self.layer_settings = [
+            (self.final_activation, self.use_final_bn, self.use_final_bias) if i == last
+            else (self.activation, use_bn, self.use_bias) for i in range(len(hidden_units))]
         regularizer = keras.regularizers.L2(l2_regularization) if l2_regularization else None
         # Explicit names keep variable paths (checkpoint keys) stable across processes.
-        self.dense_layers = [keras.layers.Dense(u, use_bias=not use_bn, kernel_regularizer=regularizer,
+        self.dense_layers = [keras.layers.Dense(u, use_bias=bias, kernel_regularizer=regularizer,
+                                                kernel_initializer=kernel_initializer,
                                                 name=f"dense_{i}")
-                             for i, u in enumerate(hidden_units)]
-        self.norms = ([DebiasedBatchNormalization(name=f"bn_{i}")
-                       for i in range(len(hidden_units))] if use_bn else [])
+                             for i, (u, (_, _, bias)) in enumerate(zip(hidden_units,
+                                                                       self.layer_settings))]
+        self.norms = [DebiasedBatchNormalization(name=f"bn_{i}") if bn else None
+                      for i, (_, bn, _) in enumerate(self.layer_settings)]
         self.dropouts = [keras.layers.Dropout(r) if r > 0 else None for r in self.dropout_ratio]
 
     @classmethod
@@ -94,7 +124,7 @@ class DNN(keras.layers.Layer):
         for i, dense in enumerate(self.dense_layers):
             dense.build(shape)
             shape = shape[:-1] + (self.hidden_units[i],)
-            if self.use_bn:
+            if self.norms[i] is not None:
                 self.norms[i].build(shape)
 
     def compute_output_shape(self, input_shape):
@@ -102,12 +132,15 @@ class DNN(keras.layers.Layer):
                                           else (input_shape[-1],))
 
     def call(self, x, training=False):
-        act = keras.activations.get(self.activation)
         for i, dense in enumerate(self.dense_layers):
+            act = keras.activations.get(self.layer_settings[i][0])
+            norm = self.norms[i]
             x = dense(x)
-            if self.use_bn:
-                x = self.norms[i](x, training=training)
+            if norm is not None and not self.bn_after_activation:
+                x = norm(x, training=training)
             x = act(x)
+            if norm is not None and self.bn_after_activation:
+                x = norm(x, training=training)
             if self.dropouts[i] is not None:
                 x = self.dropouts[i](x, training=training)
         return x
@@ -115,4 +148,8 @@ class DNN(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
                 "activation": self.activation, "use_bn": self.use_bn,
-                "dropout_ratio": self.dropout_ratio, "l2_regularization": self.l2_regularization}
+                "dropout_ratio": self.dropout_ratio, "l2_regularization": self.l2_regularization,
+                "use_bias": self.use_bias, "final_activation": self.final_activation,
+                "use_final_bn": self.use_final_bn, "use_final_bias": self.use_final_bias,
+                "kernel_initializer": self.kernel_initializer,
+                "bn_after_activation": self.bn_after_activation}

@@ -7,7 +7,12 @@ from keras import ops
 
 
 class FM(keras.layers.Layer):
-    """List of n (batch, dim) embeddings, or (batch, n, dim) -> (batch, 1)."""
+    """List of n (batch, dim) embeddings, or (batch, n, dim) -> (batch, 1); with use_variant
+    the per-dimension terms (batch, dim) before the final sum."""
+
+    def __init__(self, use_variant=False, **kwargs):
+        super().__init__(**kwargs)
+        self.use_variant = bool(use_variant)
 
     def call(self, embeddings):
         if isinstance(embeddings, (list, tuple)):
@@ -17,4 +22,9 @@ class FM(keras.layers.Layer):
             embeddings = ops.stack(embeddings, axis=1)  # (batch, n, dim)
         square_of_sum = ops.square(ops.sum(embeddings, axis=1))  # (batch, dim)
         sum_of_square = ops.sum(ops.square(embeddings), axis=1)  # (batch, dim)
+        if self.use_variant:
+            return 0.5 * (square_of_sum - sum_of_square)
         return 0.5 * ops.sum(square_of_sum - sum_of_square, axis=1, keepdims=True)
+
+    def get_config(self):
+        return {**super().get_config(), "use_variant": self.use_variant}

@@ -4,7 +4,9 @@ EPNet (embedding personalisation): O_ep = GateNU(E_domain ⊕ sg(E)) ⊙ E.
 PPNet (parameter personalisation): with prior embeddings O_prior (user/item/author ids),
     delta^(l) = GateNU_l(O_prior ⊕ sg(O_ep)), one gate per tower layer l, its output split
     across the tasks' towers; for task k: H^(l+1) = f((delta_k^(l) ⊙ H^(l)) W_k^(l) + b_k^(l)),
-    H^(1) = O_ep.
+    H^(1) = O_ep. EasyRec's PPNet layer options: mode "lazy" gates each layer's output
+    instead, H^(l+1) = delta_k^(l) ⊙ f(H^(l) W_k^(l) + b_k^(l)); without full_gate_input the
+    gates read O_prior alone.
 The stop-gradients (sg) keep the gates from steering the representations they read.
 """
 import keras
@@ -46,11 +48,25 @@ class PPNet(keras.layers.Layer):
 
     tower_units: per task, the widths of its hidden layers (towers may differ in depth and
     width; layer l's gate covers the tasks that have a layer l).
+    gate_hidden_dim: hidden width of every gate; 0 means each gate's output width.
+    mode: "eager" gates each layer's input, "lazy" its output.
+    full_gate_input: gates read [prior, stop_gradient(x)] (else prior alone).
+    use_bias (default: not use_bn) and kernel_initializer: of the tower layers.
     """
 
     def __init__(self, tower_units, activation="relu", use_bn=False, dropout_ratio=0.0,
-                 gate_hidden_dim=64, gamma=2.0, l2_regularization=0.0, **kwargs):
+                 gate_hidden_dim=64, gamma=2.0, l2_regularization=0.0, *, mode="eager",
+                 full_gate_input=True, use_bias=None, kernel_initializer="glorot_uniform",
+                 **kwargs):
         super().__init__(**kwargs)
+        if mode not in ("eager", "lazy"):
+            raise ValueError(f"PPNet mode must be 'eager' or 'lazy', got {mode!r}.")
+        if gate_hidden_dim < 0:
+            raise ValueError(f"PPNet gate_hidden_dim must be >= 0, got {gate_hidden_dim}.")
+        self.mode = mode
+        self.full_gate_input = bool(full_gate_input)
+        self.use_bias = (not use_bn) if use_bias is None else bool(use_bias)
+        self.kernel_initializer = kernel_initializer
         self.tower_units = [[int(u) for u in units] for units in tower_units]
         if not self.tower_units:
             raise ValueError("PPNet needs at least one task.")
@@ -65,7 +81,9 @@ class PPNet(keras.layers.Layer):
         self.gamma = gamma
         self.l2_regularization = l2_regularization
         regularizer = keras.regularizers.L2(l2_regularization) if l2_regularization else None
-        self.dense = [[keras.layers.Dense(u, use_bias=not use_bn, kernel_regularizer=regularizer,
+        self.dense = [[keras.layers.Dense(u, use_bias=self.use_bias,
+                                          kernel_initializer=kernel_initializer,
+                                          kernel_regularizer=regularizer,
                                           name=f"task_{k}_dense_{l}")
                        for l, u in enumerate(units)] for k, units in enumerate(self.tower_units)]
         self.norms = [[DebiasedBatchNormalization(name=f"task_{k}_bn_{l}") if use_bn else None
@@ -73,18 +91,23 @@ class PPNet(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(dropout_ratio) if dropout_ratio else None
         self.gates = []
 
-    def _layer_inputs(self, d_in):
-        """[[(task, width of that task's layer-l input), ...] per layer l]."""
+    def _gated_widths(self, d_in):
+        """[[(task, width gated at layer l: its input (eager) or output (lazy)), ...] per l]."""
         depth = max(len(units) for units in self.tower_units)
+        if self.mode == "lazy":
+            return [[(k, units[l]) for k, units in enumerate(self.tower_units)
+                     if l < len(units)] for l in range(depth)]
         return [[(k, d_in if l == 0 else units[l - 1]) for k, units in enumerate(self.tower_units)
                  if l < len(units)] for l in range(depth)]
 
     def build(self, input_shape):
         x_shape, prior_shape = input_shape
-        gate_in = tuple(x_shape[:-1]) + (prior_shape[-1] + x_shape[-1],)
+        gate_width = prior_shape[-1] + (x_shape[-1] if self.full_gate_input else 0)
+        gate_in = tuple(x_shape[:-1]) + (gate_width,)
         self.gates = []
-        for l, tasks in enumerate(self._layer_inputs(x_shape[-1])):
-            gate = GateNU(self.gate_hidden_dim, sum(w for _, w in tasks), self.gamma,
+        for l, tasks in enumerate(self._gated_widths(x_shape[-1])):
+            width = sum(w for _, w in tasks)
+            gate = GateNU(self.gate_hidden_dim or width, width, self.gamma,
                           self.l2_regularization, name=f"gate_nu_{l}")
             gate.build(gate_in)
             self.gates.append(gate)
@@ -98,25 +121,30 @@ class PPNet(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         x, prior = inputs
-        gate_input = ops.concatenate([prior, ops.stop_gradient(x)], axis=-1)
+        gate_input = (ops.concatenate([prior, ops.stop_gradient(x)], axis=-1)
+                      if self.full_gate_input else prior)
         act = keras.activations.get(self.activation)
+        eager = self.mode == "eager"
         hidden = [x] * len(self.tower_units)
-        for l, tasks in enumerate(self._layer_inputs(x.shape[-1])):
-            delta = self.gates[l](gate_input)  # (batch, sum of the tasks' layer-l input widths)
+        for l, tasks in enumerate(self._gated_widths(x.shape[-1])):
+            delta = self.gates[l](gate_input)  # (batch, sum of the tasks' gated widths)
             start = 0
             for k, width in tasks:
-                h = self.dense[k][l](delta[:, start:start + width] * hidden[k])
+                gate = delta[:, start:start + width]
                 start += width
+                h = self.dense[k][l](gate * hidden[k] if eager else hidden[k])
                 if self.use_bn:
                     h = self.norms[k][l](h, training=training)
                 h = act(h)
                 if self.dropout is not None:
                     h = self.dropout(h, training=training)
-                hidden[k] = h
+                hidden[k] = h if eager else gate * h
         return hidden
 
     def get_config(self):
         return {**super().get_config(), "tower_units": self.tower_units,
                 "activation": self.activation, "use_bn": self.use_bn,
                 "dropout_ratio": self.dropout_ratio, "gate_hidden_dim": self.gate_hidden_dim,
-                "gamma": self.gamma, "l2_regularization": self.l2_regularization}
+                "gamma": self.gamma, "l2_regularization": self.l2_regularization,
+                "mode": self.mode, "full_gate_input": self.full_gate_input,
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer}

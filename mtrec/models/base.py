@@ -16,12 +16,18 @@ from mtrec.protos import feature_pb2, loss_pb2, model_pb2
 DOMAIN_GROUP = "__domain__"
 DOMAIN_IDS = "__domain_ids__"
 
+# The backbone's output, computed once per call and kept in the groups dict.
+BACKBONE_OUTPUT = "__backbone__"
+
 CLASSIFICATION = loss_pb2.CLASSIFICATION
 L2_LOSS = loss_pb2.L2_LOSS
+# An extra term comparing a tower with its relation towers (RelationTowers), not its loss.
+ORDER_CALIBRATE_LOSS = loss_pb2.ORDER_CALIBRATE_LOSS
 
 
 def tower_loss_type(tower) -> int:
-    return tower.losses[0].loss_type if tower.losses else tower.loss_type
+    kinds = [l.loss_type for l in tower.losses if l.loss_type != ORDER_CALIBRATE_LOSS]
+    return kinds[0] if kinds else tower.loss_type
 
 
 class MultiTaskModel(keras.Model):
@@ -45,6 +51,11 @@ class MultiTaskModel(keras.Model):
             wide_output_dim=len(self.tower_configs) if per_task_linear else 1,
             name="feature_groups")
         self.task_towers = [self.make_tower(t) for t in self.tower_configs]
+        self.backbone = None
+        if model_config.HasField("backbone"):
+            from mtrec.backbone import Backbone
+            self.backbone = Backbone(model_config.backbone, self.feature_groups,
+                                     self.l2_regularization, name="backbone")
         self.uncertainty = None
         if model_config.loss_weight_strategy == model_pb2.Uncertainty:
             # s_t = log(sigma_t^2) per tower, learned (Kendall et al. 2018).
@@ -83,13 +94,27 @@ class MultiTaskModel(keras.Model):
                 if is_wide == wide and n != DOMAIN_GROUP]
 
     def group_tensor(self, groups: dict, names=None) -> tf.Tensor:
-        """Concatenate the DEEP groups `names` (default: all DEEP groups) -> (batch, d)."""
+        """Concatenate the DEEP groups `names` (default: all DEEP groups) -> (batch, d).
+        With a backbone, the default is the backbone's output instead."""
+        if names is None and self.backbone is not None:
+            return self.backbone_output(groups)
         tensors = [t for n in (names or self.group_names()) for t in groups[n]]
         return tf.concat(tensors, axis=-1)
 
+    def backbone_output(self, groups: dict):
+        """The backbone's output (a tensor, or a list with output_blocks / a multi-output
+        last block), computed on the first request of a call and reused after."""
+        if BACKBONE_OUTPUT not in groups:
+            groups[BACKBONE_OUTPUT] = self.backbone(
+                {n: groups[n] for n in self.feature_groups.groups if n in groups})
+        return groups[BACKBONE_OUTPUT]
+
     def main_tensor(self, groups: dict) -> tf.Tensor:
         """(batch, d): the DEEP groups a multi-scenario model transforms, i.e. all but the
-        side groups its gates or generators read (prior/condition/scenario group)."""
+        side groups its gates or generators read (prior/condition/scenario group); with a
+        backbone, its output."""
+        if self.backbone is not None:
+            return self.backbone_output(groups)
         side = {getattr(self.params, f, "") for f in config_lib.SIDE_GROUP_FIELDS}
         return self.group_tensor(groups, [n for n in self.group_names() if n not in side])
 
@@ -222,6 +247,8 @@ def tower_loss(tower, outputs, labels, weights=None):
     terms = list(tower.losses) or [loss_pb2.Loss(loss_type=tower.loss_type, weight=1.0)]
     total = 0.0
     for term in terms:
+        if term.loss_type == ORDER_CALIBRATE_LOSS:  # added by RelationTowers
+            continue
         if term.loss_type == L2_LOSS:
             values = tf.square(outputs[f"y_{name}"] - tf.cast(label, tf.float32))
         elif tower.num_class == 1:

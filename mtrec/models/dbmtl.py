@@ -9,7 +9,11 @@
 
 Towers are computed parents first; the relation output r_t is what children see and what
 the logit reads. AIT towers add alpha * mean(relu(p_t - p_parent)) per parent to the loss
-(ait_label_constraint_weight), reported as "<tower>_constraint".
+(ait_label_constraint_weight), reported as "<tower>_constraint"; so does a tower with an
+ORDER_CALIBRATE_LOSS term (alpha = that term's weight), EasyRec's name for the same constraint.
+
+The tower wiring is the RelationTowers mixin, shared with the backbone MultiTaskModel
+(mtrec/models/backbone_model.py), whose towers have the same fields.
 """
 import keras
 import tensorflow as tf
@@ -18,7 +22,7 @@ from mtrec.errors import ConfigError
 from mtrec.layers.aitm import AITModule
 from mtrec.layers.dnn import DNN
 from mtrec.layers.mmoe import MMoE as MMoELayer
-from mtrec.models.base import MultiTaskModel, head_outputs
+from mtrec.models.base import ORDER_CALIBRATE_LOSS, MultiTaskModel, head_outputs
 
 
 def relation_order(towers) -> list[int]:
@@ -43,21 +47,17 @@ def relation_order(towers) -> list[int]:
     return order
 
 
-class DBMTL(MultiTaskModel):
+class RelationTowers:
+    """Tower wiring of a MultiTaskModel whose towers have relation_tower_names,
+    relation_dnn and use_ait_module: self.task_towers are the towers' DNNs (h_t), then
+    relation layers (r_t) in dependency order, then one logit layer per tower.
 
-    def __init__(self, pipeline, feature_set, **kwargs):
-        super().__init__(pipeline, feature_set, **kwargs)
-        p = self.params
+    A subclass calls init_relation_towers() in __init__ and implements tower_inputs.
+    """
+
+    def init_relation_towers(self):
         l2 = self.l2_regularization
         self.order = relation_order(self.tower_configs)
-        self.bottom = (DNN.from_config_proto(p.bottom_dnn, l2, name="bottom")
-                       if p.HasField("bottom_dnn") else None)
-        self.mmoe = None
-        if p.num_expert > 0:
-            expert = p.expert_dnn
-            self.mmoe = MMoELayer(len(self.tower_configs), p.num_expert,
-                                  list(expert.hidden_units), expert.activation, expert.use_bn,
-                                  list(expert.dropout_ratio), l2, name="mmoe")
         regularizer = keras.regularizers.L2(l2) if l2 else None
         # Per tower: how r_t is made from h_t and the parents' r_p.
         self.relation_layers = {}
@@ -78,14 +78,6 @@ class DBMTL(MultiTaskModel):
         """The tower's own DNN (h_t); the logit layer reads the relation output instead."""
         return DNN.from_config_proto(tower.dnn, self.l2_regularization,
                                      name=f"tower_{tower.tower_name}")
-
-    def tower_inputs(self, groups, training):
-        x = self.group_tensor(groups)
-        if self.bottom is not None:
-            x = self.bottom(x, training=training)
-        if self.mmoe is not None:
-            return self.mmoe(x, training=training)
-        return [x] * len(self.tower_configs)
 
     def relation_outputs(self, groups, training=False) -> list:
         """r_t of every tower, in tower order."""
@@ -114,14 +106,18 @@ class DBMTL(MultiTaskModel):
             outputs.update(head_outputs(tower, layer(r)))
         return outputs
 
+    def constraint_weight(self, tower) -> float:
+        """alpha of the label constraint of a tower with relation towers: the weights of its
+        ORDER_CALIBRATE_LOSS terms."""
+        return sum(l.weight for l in tower.losses if l.loss_type == ORDER_CALIBRATE_LOSS)
+
     def constraint_losses(self, outputs) -> dict:
-        """{"<tower>_constraint": alpha * sum_p mean(relu(p_t - p_p))} of AIT towers."""
-        alpha = self.params.ait_label_constraint_weight
+        """{"<tower>_constraint": alpha * sum_p mean(relu(p_t - p_p))} of towers with relation
+        towers and alpha = constraint_weight(tower) > 0."""
         losses = {}
-        if alpha <= 0:
-            return losses
         for t in self.tower_configs:
-            if not (t.use_ait_module and t.relation_tower_names):
+            alpha = self.constraint_weight(t) if t.relation_tower_names else 0.0
+            if alpha <= 0:
                 continue
             probs = outputs[f"probs_{t.tower_name}"]
             terms = [tf.reduce_mean(tf.nn.relu(probs - outputs[f"probs_{parent}"]))
@@ -133,3 +129,33 @@ class DBMTL(MultiTaskModel):
         losses = super().compute_losses(outputs, labels)
         losses.update(self.constraint_losses(outputs))
         return losses
+
+
+class DBMTL(RelationTowers, MultiTaskModel):
+
+    def __init__(self, pipeline, feature_set, **kwargs):
+        super().__init__(pipeline, feature_set, **kwargs)
+        p = self.params
+        l2 = self.l2_regularization
+        self.bottom = (DNN.from_config_proto(p.bottom_dnn, l2, name="bottom")
+                       if p.HasField("bottom_dnn") else None)
+        self.mmoe = None
+        if p.num_expert > 0:
+            expert = p.expert_dnn
+            self.mmoe = MMoELayer(len(self.tower_configs), p.num_expert,
+                                  list(expert.hidden_units), expert.activation, expert.use_bn,
+                                  list(expert.dropout_ratio), l2, name="mmoe")
+        self.init_relation_towers()
+
+    def tower_inputs(self, groups, training):
+        x = self.group_tensor(groups)
+        if self.bottom is not None:
+            x = self.bottom(x, training=training)
+        if self.mmoe is not None:
+            return self.mmoe(x, training=training)
+        return [x] * len(self.tower_configs)
+
+    def constraint_weight(self, tower) -> float:
+        """AIT towers also get ait_label_constraint_weight."""
+        ait = self.params.ait_label_constraint_weight if tower.use_ait_module else 0.0
+        return max(ait, 0.0) + super().constraint_weight(tower)

@@ -8,6 +8,8 @@ import importlib
 from mtrec.errors import ConfigError
 
 MODELS = {
+    # model_class MultiTaskModel and RankModel: towers on a backbone.
+    "model_params": "mtrec.models.backbone_model:BackboneModel",
     "mmoe": "mtrec.models.mmoe:MMoE",
     "esmm": "mtrec.models.esmm:ESMM",
     "simple_multi_task": "mtrec.models.simple_multi_task:SimpleMultiTask",
