@@ -84,7 +84,8 @@ def check_outcome(path, text):
     return None
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+# scripts/bench/fault_injection.sh raises the counts for the figures in docs/reliability.md.
+@settings(max_examples=int(os.environ.get("MTREC_FUZZ_CONFIGS", 500)), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(CONFIGS), mutations=st.lists(
     st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 10_000)), min_size=1, max_size=3))

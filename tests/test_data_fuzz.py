@@ -2,7 +2,8 @@
 agree: a file the reader rejects has a first bad row that find_bad_row names (file:line of a
 damaged line), a file it accepts has none; with ignore_error exactly the damaged rows that
 are invalid are dropped and counted."""
-import pytest
+import os
+
 import tensorflow as tf
 from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +43,7 @@ def read(path, ignore_error):
     return config, rows, bad
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=int(os.environ.get("MTREC_FUZZ_ROWS", 40)), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(damage=st.lists(st.tuples(st.integers(0, len(ROWS) - 1), DAMAGE), max_size=4),
        raw_bytes=st.booleans())

@@ -176,14 +176,16 @@ def test_kill_9_at_random_steps_then_resume_to_exactly_num_steps(tmp_path):
     import signal
     import tensorflow as tf
     text = edit("batch_size: 4", "batch_size: 4\n  num_epochs: 0", CONFIG)
-    config, data = write_case(tmp_path, good_rows(200), text, steps=60)
+    kills = int(os.environ.get("MTREC_KILLS", 3))
+    steps = 15 * (kills + 1)
+    config, data = write_case(tmp_path, good_rows(200), text, steps=steps)
     with open(config, "a") as f:
         f.write(f'eval_input_path: "{data}"\n')
     model_dir = str(tmp_path / "model")
     command = [sys.executable, "-m", "mtrec", "train", "--config", config, "--model_dir", model_dir]
     rng = random.Random(0)
     seen = []
-    for _ in range(3):
+    for _ in range(kills):
         before = tf.train.latest_checkpoint(model_dir)
         log = open(tmp_path / "log.txt", "w")
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -210,8 +212,8 @@ def test_kill_9_at_random_steps_then_resume_to_exactly_num_steps(tmp_path):
     final = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-2000:]
     assert f"from step {seen[-1]}" in final.stderr
-    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-60")
-    assert json.loads(final.stdout.strip().splitlines()[-1])["global_step"] == 60
+    assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{steps}")
+    assert json.loads(final.stdout.strip().splitlines()[-1])["global_step"] == steps
 
 
 def test_non_utf8_bytes_name_file_and_line_or_are_skipped(tmp_path, caplog):
