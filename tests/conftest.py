@@ -74,3 +74,19 @@ def edit(old: str, new: str, text: str) -> str:
     """Replace the single occurrence of `old` in a config text."""
     assert text.count(old) == 1, f"{old!r} must occur exactly once"
     return text.replace(old, new)
+
+
+# TINY_INPUTS plus a scenario column `dom` (ids 0..2) for multi-scenario models, and two
+# towers to put in their model block.
+DOMAIN_INPUTS = edit(
+    '  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }\n',
+    '  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }\n'
+    '  features { input_names: "dom" num_buckets: 3 embedding_dim: 4 }\n',
+    edit('  input_fields { input_name: "price" input_type: INT32 }\n',
+         '  input_fields { input_name: "price" input_type: INT32 }\n'
+         '  input_fields { input_name: "dom" input_type: INT32 }\n', TINY_INPUTS))
+DOMAIN_TOWERS = """\
+    task_towers { tower_name: "ctr" label_name: "clk" dnn { hidden_units: [8] use_bn: false } }
+    task_towers { tower_name: "cvr" label_name: "buy" dnn { hidden_units: [8] use_bn: false } }
+    l2_regularization: 0.0
+"""

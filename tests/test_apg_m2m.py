@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_INPUTS, edit, sample_config
+from conftest import DOMAIN_INPUTS, DOMAIN_TOWERS, edit, sample_config
 from mtrec import config as config_lib
 from mtrec.errors import ConfigError
 from mtrec.features.feature import FeatureSet
@@ -329,20 +329,7 @@ def test_m2m_weights_round_trip(tmp_path):
 # ---------------------------------------------------------------------------
 # Models on a tiny multi-domain config
 
-INPUTS = edit('  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }\n',
-              '  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }\n'
-              '  features { input_names: "dom" num_buckets: 3 embedding_dim: 4 }\n',
-              edit('  input_fields { input_name: "price" input_type: INT32 }\n',
-                   '  input_fields { input_name: "price" input_type: INT32 }\n'
-                   '  input_fields { input_name: "dom" input_type: INT32 }\n', TINY_INPUTS))
-
-TOWERS = """\
-    task_towers { tower_name: "ctr" label_name: "clk" dnn { hidden_units: [8] use_bn: false } }
-    task_towers { tower_name: "cvr" label_name: "buy" dnn { hidden_units: [8] use_bn: false } }
-    l2_regularization: 0.0
-"""
-
-APG_CONFIG = INPUTS + """\
+APG_CONFIG = DOMAIN_INPUTS + """\
 model_config {
   model_class: "APG"
   feature_groups { group_name: "all" feature_names: ["price", "dom"] }
@@ -354,9 +341,9 @@ model_config {
     mf_p: 2
     condition: GROUP
     condition_group_name: "ids"
-""" + TOWERS + "  }\n}\n"
+""" + DOMAIN_TOWERS + "  }\n}\n"
 
-M2M_CONFIG = INPUTS + """\
+M2M_CONFIG = DOMAIN_INPUTS + """\
 model_config {
   model_class: "M2M"
   feature_groups { group_name: "all" feature_names: ["price", "dom"] }
@@ -370,7 +357,7 @@ model_config {
     meta_unit_depth: 2
     tower_depth: 2
     scenario_group_name: "ids"
-""" + TOWERS + "  }\n}\n"
+""" + DOMAIN_TOWERS + "  }\n}\n"
 
 
 def _columns(n=240, seed=1):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_INPUTS, edit
+from conftest import DOMAIN_INPUTS, edit
 from mtrec import config as config_lib
 from mtrec.errors import ConfigError
 from mtrec.features.feature import FeatureSet
@@ -137,13 +137,7 @@ model_config {
   }
 }
 """
-CONFIG = (TINY_INPUTS.replace('  input_fields { input_name: "price" input_type: INT32 }',
-                              '  input_fields { input_name: "price" input_type: INT32 }\n'
-                              '  input_fields { input_name: "dom" input_type: INT32 }')
-          .replace('  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }',
-                   '  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }\n'
-                   '  features { input_names: "dom" num_buckets: 3 embedding_dim: 2 }')
-          + MODEL)
+CONFIG = DOMAIN_INPUTS + MODEL
 
 
 def build(text=CONFIG):
@@ -228,7 +222,7 @@ def test_domain_from_a_vocabulary_names_metrics_by_value():
     from mtrec.training.metrics import Evaluator
     text = edit('input_fields { input_name: "dom" input_type: INT32 }',
                 'input_fields { input_name: "dom" input_type: STRING }', CONFIG)
-    text = edit('features { input_names: "dom" num_buckets: 3 embedding_dim: 2 }',
+    text = edit('features { input_names: "dom" num_buckets: 3 embedding_dim: 4 }',
                 'features { input_names: "dom" vocab_list: ["home", "search"] embedding_dim: 2 }',
                 text)
     pipeline = config_lib.parse_text(text, "pepnet.config")

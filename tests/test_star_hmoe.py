@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import conftest
-from conftest import TINY_INPUTS, sample_config
+from conftest import DOMAIN_INPUTS, DOMAIN_TOWERS, sample_config
 from mtrec import config as config_lib
 from mtrec.errors import ConfigError
 from mtrec.features.feature import FeatureSet
@@ -288,21 +288,6 @@ def test_hmoe_weights_save_and_load_round_trip(tmp_path):
 # ---------------------------------------------------------------------------
 # Models on a tiny config with a domain feature
 
-DOMAIN_INPUTS = conftest.edit(
-    '  input_fields { input_name: "price" input_type: INT32 }\n',
-    '  input_fields { input_name: "price" input_type: INT32 }\n'
-    '  input_fields { input_name: "dom" input_type: INT32 }\n',
-    conftest.edit(
-        '  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }\n',
-        '  features { input_names: "price" num_buckets: 50 embedding_dim: 4 }\n'
-        '  features { input_names: "dom" num_buckets: 3 embedding_dim: 4 }\n', TINY_INPUTS))
-
-TOWER_BLOCKS = """\
-    task_towers { tower_name: "ctr" label_name: "clk" dnn { hidden_units: [8] use_bn: false } }
-    task_towers { tower_name: "cvr" label_name: "buy" dnn { hidden_units: [8] use_bn: false } }
-    l2_regularization: 0.0
-"""
-
 STAR_CONFIG = DOMAIN_INPUTS + """\
 model_config {
   model_class: "STAR"
@@ -311,7 +296,7 @@ model_config {
     domain_feature: "dom"
     hidden_units: [16, 8]
     aux_dnn { hidden_units: [4] use_bn: false }
-""" + TOWER_BLOCKS + "  }\n}\n"
+""" + DOMAIN_TOWERS + "  }\n}\n"
 
 HMOE_CONFIG = DOMAIN_INPUTS + """\
 model_config {
@@ -321,7 +306,7 @@ model_config {
     domain_feature: "dom"
     num_expert: 3
     expert_dnn { hidden_units: [16] use_bn: false }
-""" + TOWER_BLOCKS + "  }\n}\n"
+""" + DOMAIN_TOWERS + "  }\n}\n"
 
 
 def _build(text):
