@@ -221,6 +221,11 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
         log.info("model_dir already holds a checkpoint at step %d >= num_steps %d; nothing to "
                  "train.", start, num_steps)
     steps_per_loop = train_config.steps_per_loop or min(train_config.log_step_count_steps, 100)
+    if cluster.strategy is not None:
+        # Collectives get their instance keys once per tf.function call, and one key's
+        # all-gather must keep its shape; the sparse (IndexedSlices) table gradients change
+        # shape with every batch of tags and at an epoch's short batch: one step per call.
+        steps_per_loop = 1
     train_loop = _make_train_loop(job, train_config, cluster.strategy)
     iterator = iter(dataset)
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
