@@ -234,6 +234,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
     loss_names = job.loss_names
     eval_result, last_saved, last_saved_time, bad_rows = {}, start, time.time(), 0
     step = start
+    interval = [0.0, 0.0, 0]  # loss sums, total loss sum, steps since the last line/summary
     log.info("training %s from step %d%s", pipeline.model_config.model_class, start,
              f" to {num_steps}" if num_steps else " until the data ends")
     while not num_steps or step < num_steps:
@@ -260,15 +261,24 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                                 "rate, set gradient_clipping_by_norm, or check the labels "
                                 "and raw values.")
         if done:
-            losses = {k: float(v) / done for k, v in zip(loss_names, loss_sums.numpy())}
-            total = float(total_sum) / done
+            # Losses are averaged over every step since the last line or summary (several
+            # calls of train_loop when they run fewer steps, as under a strategy).
+            interval[0] += loss_sums.numpy()
+            interval[1] += float(total_sum)
+            interval[2] += done
+            losses = {k: float(v) / interval[2] for k, v in zip(loss_names, interval[0])}
+            total = interval[1] / interval[2]
             last_chunk = done < n or step == num_steps
-            if step % train_config.log_step_count_steps == 0 or last_chunk:
+            logged = step % train_config.log_step_count_steps == 0 or last_chunk
+            if logged:
                 line, rate = progress.line(step, losses, total)
                 log.info(line + (f" | {bad_rows} bad rows skipped" if bad_rows else ""))
             summary_every = train_config.save_summary_steps or train_config.log_step_count_steps
             if step % summary_every == 0 or last_chunk:
                 _write_train_summaries(writer, job, step, losses, total, progress.rate)
+                logged = True
+            if logged:
+                interval = [0.0, 0.0, 0]
         if done < n and step == start:
             raise DataError(f"train_input_path {pipeline.train_input_path!r} holds no rows.")
         if done < n:
