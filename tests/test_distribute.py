@@ -106,7 +106,8 @@ class Workers:
                 env=_env(TF_CONFIG=tf_config, MTREC_SCRATCH_DIR=str(tmp_path / "scratch"))))
 
     def output(self, index: int) -> str:
-        self.logs[index].flush()
+        if not self.logs[index].closed:
+            self.logs[index].flush()
         with open(self.logs[index].name) as f:
             return f.read()
 
