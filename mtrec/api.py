@@ -1,4 +1,5 @@
 """The Python API; the CLI only wraps these functions."""
+import contextlib
 import logging
 import os
 
@@ -30,6 +31,9 @@ def _load(config, model_dir=None, edit_config_json=None, sets=None):
 def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
     """Train from a config path or PipelineConfig; returns the last eval metrics."""
     loaded = _load(config, model_dir, edit_config_json, sets)
+    from mtrec.training import distribute
+    # First: a multi-worker strategy must configure the runtime before other TF work.
+    cluster = distribute.make_cluster(loaded.pipeline.train_config)
     from mtrec import serving
     from mtrec.training import loop
     from mtrec.training.best import BestMetric
@@ -41,7 +45,9 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
     if not pipeline.model_dir:
         raise MtrecError("no model_dir: set it in the config or pass --model_dir.")
 
-    with model_dir_lock(pipeline.model_dir):
+    # Only the chief writes to model_dir (other workers write to a scratch directory).
+    lock = model_dir_lock(pipeline.model_dir) if cluster.is_chief else contextlib.nullcontext()
+    with lock:
         watch = (BestMetric(export_config, pipeline.model_dir)
                  if exporter == "best" or export_config.enable_early_stop else None)
 
@@ -55,8 +61,8 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
                          watch.best_step)
             return watch.should_stop(result["global_step"]) if watch else False
 
-        result = loop.train(loaded, after_evaluation=after_evaluation)
-        if exporter == "final":
+        result = loop.train(loaded, after_evaluation=after_evaluation, cluster=cluster)
+        if exporter == "final" and cluster.is_chief:
             export(loaded, export_dir=export_root)
     return result
 

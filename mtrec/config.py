@@ -957,6 +957,23 @@ def _check_metric(metric, inputs, p: _Problems) -> None:
             p.error(f"gauc.uid_field {uid!r} must name an input field.", "uid_field")
 
 
+# train_distribute values mtrec runs (NoStrategy, MirroredStrategy, CollectiveAllReduceStrategy,
+# MultiWorkerMirroredStrategy), as train_pb2.DistributionStrategy numbers.
+SUPPORTED_STRATEGIES = (0, 2, 3, 5)
+
+
+def unsupported_strategy(name: str) -> str:
+    """The error of a train_distribute mtrec does not run, listing those it does."""
+    why = {"PSStrategy": " (Keras 3 has no parameter-server training and a custom loop was "
+                         "seen to lose step-counter updates)",
+           "ExascaleStrategy": " (a PAI-only strategy)",
+           "HorovodStrategy": " (MultiWorkerMirroredStrategy gives the same collective "
+                              "all-reduce without Horovod)"}.get(name, "")
+    return (f"train_distribute: {name} is not supported{why}; use one of NoStrategy, "
+            "MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (workers from "
+            "TF_CONFIG; EasyRec's CollectiveAllReduceStrategy is the same).")
+
+
 def _check_train(pipeline, p: _Problems) -> None:
     train = pipeline.train_config
     for optimizer in train.optimizer_config:
@@ -972,11 +989,10 @@ def _check_train(pipeline, p: _Problems) -> None:
     if train.HasField("sync_replicas"):
         p.warn("sync_replicas only matters for EasyRec's parameter-server jobs; ignored.",
                "sync_replicas")
-    if train.train_distribute != 0:
+    if train.train_distribute not in SUPPORTED_STRATEGIES:
         from mtrec.protos import train_pb2
         name = train_pb2.DistributionStrategy.Name(train.train_distribute)
-        p.error(f"train_distribute: {name} is not supported yet; use NoStrategy.",
-                "train_distribute")
+        p.error(unsupported_strategy(name), "train_distribute")
     if train.save_checkpoints_steps == 0:
         p.error("save_checkpoints_steps must be at least 1.", "save_checkpoints_steps")
     if train.log_step_count_steps == 0:

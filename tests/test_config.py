@@ -270,7 +270,8 @@ def test_ps_strategy_is_an_error(tmp_path):
     text = edit("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: PSStrategy\n")
     path, message = load_error(tmp_path, text)
     assert (f"{path}:{line_of(text, 'PSStrategy')}: train_distribute: PSStrategy is not "
-            "supported yet") in message
+            "supported (") in message
+    assert "use one of NoStrategy, MirroredStrategy" in message
 
 
 def test_neither_num_steps_nor_num_epochs(tmp_path):

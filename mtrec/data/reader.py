@@ -114,15 +114,21 @@ class CsvReader:
     def num_file_columns(self) -> int:
         return len(self.header) if self.header is not None else len(self.fields)
 
-    def _lines(self, files: tf.data.Dataset, interleave: bool) -> tf.data.Dataset:
-        """Lines of all files: read several files at once when shuffling, else in order."""
+    def _lines(self, files: tf.data.Dataset, interleave: bool, shard=None) -> tf.data.Dataset:
+        """Lines of all files: read several files at once when shuffling, else in order.
+        shard (n, i): keep every n-th line of each file from the i-th, so that n readers
+        split the rows whatever order each one shuffled the files into."""
         skip = 1 if self.data_config.with_header else 0
+
+        def read(f):
+            lines = tf.data.TextLineDataset(f).skip(skip)
+            return lines.shard(*shard) if shard else lines
+
         cycle = min(len(self.files), 4) if interleave else 1
         if cycle == 1:
-            return files.flat_map(lambda f: tf.data.TextLineDataset(f).skip(skip))
-        return files.interleave(
-            lambda f: tf.data.TextLineDataset(f).skip(skip), cycle_length=cycle,
-            block_length=256, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return files.flat_map(read)
+        return files.interleave(read, cycle_length=cycle, block_length=256,
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def decode(self, lines: tf.Tensor) -> dict[str, tf.Tensor]:
         """A vector of CSV lines -> {input_name: typed 1-D tensor}."""
@@ -154,12 +160,15 @@ class CsvReader:
         return tf.boolean_mask(lines, ok), tf.reduce_sum(tf.cast(~ok, tf.int64))
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
-                shuffle_buffer_size: int = 0, seed: int | None = None) -> tf.data.Dataset:
-        """Batches of {input_name: tensor}; `num_epochs` None repeats forever."""
+                shuffle_buffer_size: int = 0, seed: int | None = None,
+                shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+        """Batches of {input_name: tensor}; `num_epochs` None repeats forever; shard (n, i)
+        reads only the i-th of n row shards (distributed training with fewer files than
+        workers)."""
         files = tf.data.Dataset.from_tensor_slices(self.files)
         if shuffle and len(self.files) > 1:
             files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
-        lines = self._lines(files, interleave=shuffle)
+        lines = self._lines(files, interleave=shuffle, shard=shard)
         if shuffle and shuffle_buffer_size > batch_size:
             # Shuffle whole blocks of lines at once (vectorised), then re-cut into
             # batches: per-row shuffling cost ~25% of training throughput.

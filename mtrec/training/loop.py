@@ -4,6 +4,7 @@ Several steps run inside one `tf.function` call (`steps_per_loop`); every
 `save_checkpoints_steps` a checkpoint is written and evaluated; training resumes
 from the latest checkpoint in model_dir at its exact step.
 """
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,6 +23,7 @@ from mtrec.errors import DataError, TrainingError
 from mtrec.features.feature import FeatureSet
 from mtrec.models.base import CLASSIFICATION, tower_loss_type
 from mtrec.models.registry import build_model
+from mtrec.training import distribute
 from mtrec.training.metrics import Evaluator
 from mtrec.training.optimizers import (SparseOptimizer, build_dense_optimizer,
                                        optimizer_configs)
@@ -59,7 +61,9 @@ class Job:
     def create(cls, pipeline, for_training: bool):
         feature_set = FeatureSet(pipeline)
         model = build_model(pipeline, feature_set)
-        global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        # Under a strategy every replica adds 1 per step; the first replica's add counts.
+        global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         dense = sparse = None
         if for_training:
             dense_config, sparse_config = optimizer_configs(pipeline.train_config)
@@ -103,13 +107,15 @@ class _VariableMap(tf.Module):
         self.variables_by_path = variables
 
 
-def _dataset(job: Job, files, training: bool) -> tf.data.Dataset:
+def _dataset(job: Job, files, training: bool, row_shard=None) -> tf.data.Dataset:
+    """row_shard: (number of input pipelines, this one's index) to read every n-th row."""
     data = job.pipeline.data_config
     reader = make_reader(data, files)
     if training:
+        kwargs = {"shard": row_shard} if row_shard else {}
         ds = reader.dataset(data.batch_size, data.num_epochs or None, data.shuffle,
                             data.shuffle_buffer_size,
-                            seed=job.pipeline.train_config.seed or None)
+                            seed=job.pipeline.train_config.seed or None, **kwargs)
     else:
         ds = reader.dataset(data.eval_batch_size or data.batch_size, 1, False)
 
@@ -173,32 +179,41 @@ def _check_model_dir(model_dir: str) -> None:
         raise TrainingError(f"model_dir {model_dir!r} is not writable: {e.strerror}.") from None
 
 
-def train(loaded, after_evaluation=None) -> dict:
+def train(loaded, after_evaluation=None, cluster=None) -> dict:
     """Train per the config; return the last evaluation's metrics.
 
     after_evaluation(job, result), if given, runs after every evaluation (the API exports
-    "latest"/"best" there); when it returns True, training stops (early stopping)."""
+    "latest"/"best" there); when it returns True, training stops (early stopping).
+    cluster: the distribute.Cluster (strategy and role) made from train_distribute; only
+    its chief evaluates and writes to model_dir, other workers write to a scratch dir."""
     pipeline = loaded.pipeline
     train_config, data = pipeline.train_config, pipeline.data_config
+    if cluster is None:
+        cluster = distribute.make_cluster(train_config)
     model_dir = pipeline.model_dir
-    _check_model_dir(model_dir)
+    write_dir = model_dir if cluster.is_chief else cluster.scratch_dir()
+    _check_model_dir(write_dir)
     for warning in loaded.warnings:
         log.warning(warning)
     train_files = expand_paths(pipeline.train_input_path, "train_input_path")
     eval_files = (expand_paths(pipeline.eval_input_path, "eval_input_path")
-                  if pipeline.eval_input_path else None)
+                  if pipeline.eval_input_path and cluster.is_chief else None)
 
     if train_config.seed:
         keras.utils.set_random_seed(train_config.seed)
-    job = Job.create(pipeline, for_training=True)
-    dataset, reader = _dataset(job, train_files, training=True)
-    job.build()
+    with _scope(cluster):
+        job = Job.create(pipeline, for_training=True)
+        dataset, reader = _train_dataset(job, train_files, cluster)
+        job.build()
 
-    manager = tf.train.CheckpointManager(job.checkpoint, model_dir,
-                                         max_to_keep=train_config.keep_checkpoint_max,
-                                         step_counter=job.global_step)
-    _restore(job, manager, train_config.fine_tune_checkpoint)
-    utils.atomic_write(os.path.join(model_dir, "pipeline.config"), config_lib.to_text(pipeline))
+    manager = tf.train.CheckpointManager(
+        job.checkpoint, write_dir, step_counter=job.global_step,
+        max_to_keep=train_config.keep_checkpoint_max if cluster.is_chief else 1)
+    # Every worker resumes from the chief's latest checkpoint, so all agree on the step.
+    _restore(job, tf.train.latest_checkpoint(model_dir), train_config.fine_tune_checkpoint)
+    if cluster.is_chief:
+        utils.atomic_write(os.path.join(model_dir, "pipeline.config"),
+                           config_lib.to_text(pipeline))
 
     num_steps = train_config.num_steps
     start = int(job.global_step.numpy())
@@ -206,13 +221,20 @@ def train(loaded, after_evaluation=None) -> dict:
         log.info("model_dir already holds a checkpoint at step %d >= num_steps %d; nothing to "
                  "train.", start, num_steps)
     steps_per_loop = train_config.steps_per_loop or min(train_config.log_step_count_steps, 100)
-    train_loop = _make_train_loop(job, train_config)
+    if cluster.strategy is not None:
+        # Collectives get their instance keys once per tf.function call, and one key's
+        # all-gather must keep its shape; the sparse (IndexedSlices) table gradients change
+        # shape with every batch of tags and at an epoch's short batch: one step per call.
+        steps_per_loop = 1
+    train_loop = _make_train_loop(job, train_config, cluster.strategy)
     iterator = iter(dataset)
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-    progress = _Progress(num_steps, data.batch_size, start)
+    writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
+    # Examples per step: the global batch, per-replica batch_size times the replicas.
+    progress = _Progress(num_steps, data.batch_size * cluster.num_replicas, start)
     loss_names = job.loss_names
     eval_result, last_saved, last_saved_time, bad_rows = {}, start, time.time(), 0
     step = start
+    interval = [0.0, 0.0, 0]  # loss sums, total loss sum, steps since the last line/summary
     log.info("training %s from step %d%s", pipeline.model_config.model_class, start,
              f" to {num_steps}" if num_steps else " until the data ends")
     while not num_steps or step < num_steps:
@@ -220,7 +242,12 @@ def train(loaded, after_evaluation=None) -> dict:
         try:
             done, loss_sums, total_sum, bad, finite = train_loop(iterator, tf.constant(n))
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            raise _data_error(e, reader, train_files, "training", job) from None
+            raise _data_error(e, reader[0], train_files, "training", job) from None
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError, tf.errors.AbortedError) as e:
+            if cluster.strategy is None:
+                raise
+            raise _peer_error(e, step, model_dir) from None
         done = int(done)
         bad_rows += int(bad)
         step = int(job.global_step.numpy())
@@ -234,32 +261,49 @@ def train(loaded, after_evaluation=None) -> dict:
                                 "rate, set gradient_clipping_by_norm, or check the labels "
                                 "and raw values.")
         if done:
-            losses = {k: float(v) / done for k, v in zip(loss_names, loss_sums.numpy())}
-            total = float(total_sum) / done
+            # Losses are averaged over every step since the last line or summary (several
+            # calls of train_loop when they run fewer steps, as under a strategy).
+            interval[0] += loss_sums.numpy()
+            interval[1] += float(total_sum)
+            interval[2] += done
+            losses = {k: float(v) / interval[2] for k, v in zip(loss_names, interval[0])}
+            total = interval[1] / interval[2]
             last_chunk = done < n or step == num_steps
-            if step % train_config.log_step_count_steps == 0 or last_chunk:
+            logged = step % train_config.log_step_count_steps == 0 or last_chunk
+            if logged:
                 line, rate = progress.line(step, losses, total)
                 log.info(line + (f" | {bad_rows} bad rows skipped" if bad_rows else ""))
             summary_every = train_config.save_summary_steps or train_config.log_step_count_steps
             if step % summary_every == 0 or last_chunk:
                 _write_train_summaries(writer, job, step, losses, total, progress.rate)
+                logged = True
+            if logged:
+                interval = [0.0, 0.0, 0]
         if done < n and step == start:
             raise DataError(f"train_input_path {pipeline.train_input_path!r} holds no rows.")
         if done < n:
             log.info("training data exhausted after %d epoch(s) at step %d.", data.num_epochs, step)
             break
-        due_by_time = (train_config.save_checkpoints_secs and
-                       time.time() - last_saved_time >= train_config.save_checkpoints_secs)
+        due_by_time = bool(train_config.save_checkpoints_secs and
+                           time.time() - last_saved_time >= train_config.save_checkpoints_secs)
+        if train_config.save_checkpoints_secs and cluster.num_workers > 1:
+            # Clocks differ: all workers save (and agree below) at the same step.
+            due_by_time = _any_worker(cluster.strategy, due_by_time)
         if (step % train_config.save_checkpoints_steps == 0 or due_by_time) and step != last_saved:
             _save(manager, step, last_saved)
             last_saved, last_saved_time = step, time.time()
             if eval_files:
                 eval_result, stop = _evaluate(job, eval_files, model_dir, after_evaluation)
-                if stop:
-                    log.info("early stop at step %d: %s has not improved for %d steps.", step,
-                             pipeline.export_config.best_exporter_metric,
-                             pipeline.export_config.max_check_steps)
-                    break
+            else:
+                stop = False
+            # Only the chief evaluates: every worker must stop at the same step.
+            if cluster.num_workers > 1:
+                stop = _any_worker(cluster.strategy, stop)
+            if stop:
+                log.info("early stop at step %d: %s has not improved for %d steps.", step,
+                         pipeline.export_config.best_exporter_metric,
+                         pipeline.export_config.max_check_steps)
+                break
     if step != last_saved:
         _save(manager, step, last_saved)
         if eval_files:
@@ -270,6 +314,56 @@ def train(loaded, after_evaluation=None) -> dict:
     if bad_rows:
         log.warning("%d malformed rows were skipped (ignore_error: true).", bad_rows)
     return eval_result
+
+
+def _scope(cluster):
+    """The strategy's scope (variables become mirrored), or nothing under NoStrategy."""
+    return cluster.strategy.scope() if cluster.strategy is not None else contextlib.nullcontext()
+
+
+def _train_dataset(job: Job, files, cluster):
+    """(dataset, [reader]) of the training data; under a strategy a distributed dataset
+    whose input pipelines (one per worker) read their own shard of the files, or of the
+    rows when there are fewer files than workers. Each replica takes batch_size rows, so
+    a step trains on batch_size x replicas rows."""
+    if cluster.strategy is None:
+        dataset, reader = _dataset(job, files, training=True)
+        return dataset, [reader]
+    readers = []
+
+    def make(context: tf.distribute.InputContext):
+        n, i = context.num_input_pipelines, context.input_pipeline_id
+        mine, by_rows = distribute.shard_files(files, n, i)
+        if by_rows and job.pipeline.data_config.input_type != 0:
+            raise DataError(f"{len(files)} Parquet file(s) for {n} workers: give at least "
+                            "one file per worker (rows are split only in CSV input).")
+        if n > 1:
+            log.info("input pipeline %d of %d reads %s", i, n,
+                     f"every {n}-th row of {len(files)} file(s)" if by_rows
+                     else f"{len(mine)} of {len(files)} files")
+        dataset, reader = _dataset(job, mine, training=True, row_shard=(n, i) if by_rows else None)
+        readers.append(reader)
+        return dataset
+
+    # Inputs stay in host memory: string columns cannot live on an accelerator.
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
+    dataset = cluster.strategy.distribute_datasets_from_function(make, options)
+    return dataset, readers
+
+
+def _any_worker(strategy, flag: bool) -> bool:
+    """Whether flag is true on any worker (a collective: every worker must call it)."""
+    value = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant(1.0 if flag else 0.0))
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+
+
+def _peer_error(error, step: int, model_dir: str) -> TrainingError:
+    first = (str(error).splitlines() or [type(error).__name__])[0][:300]
+    return TrainingError(f"distributed training stopped near step {step}: another worker "
+                         f"is unreachable or failed ({first}). Restart every worker with the "
+                         f"same TF_CONFIG: training resumes from the chief's latest checkpoint "
+                         f"in {model_dir}.")
 
 
 def _save(manager, step: int, last_saved: int) -> None:
@@ -314,11 +408,15 @@ def _next_chunk(step, num_steps, steps_per_loop, train_config) -> int:
     return max(1, min(bounds))
 
 
-def _make_train_loop(job: Job, train_config):
+def _make_train_loop(job: Job, train_config, strategy=None):
+    """tf.function(iterator, n) running up to n steps -> (steps done, loss sums, total loss
+    sum, bad rows, all losses finite). Under a strategy each step is `strategy.run` of
+    the same step on every replica, with losses averaged over the replicas."""
     model = job.model
     tables = model.feature_groups.table_variables
     clip = train_config.gradient_clipping_by_norm
     num_losses = len(job.loss_names)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
     def step_fn(features, side):
         with tf.GradientTape() as tape:
@@ -327,15 +425,45 @@ def _make_train_loop(job: Job, train_config):
             total = tf.add_n(list(losses.values()))
             if model.losses:
                 total += tf.add_n(model.losses)
+            # Gradients are summed over replicas: each contributes 1/replicas of the mean.
+            scaled = total / replicas if replicas > 1 else total
         dense = model.trainable_variables
-        grads = tape.gradient(total, tables + dense)
+        grads = tape.gradient(scaled, tables + dense)
+        reduced = False
         if clip > 0:
+            if replicas > 1:
+                # Clip the global gradient: sum over replicas first (the optimizers then
+                # skip their own sum; Keras always sums, so it gets 1/replicas of it).
+                context = tf.distribute.get_replica_context()
+                present = [i for i, g in enumerate(grads) if g is not None]
+                summed = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                            [grads[i] for i in present])
+                for i, g in zip(present, summed):
+                    grads[i] = g
+                reduced = True
             grads, _ = tf.clip_by_global_norm(grads, clip)
-        job.sparse_optimizer.apply(zip(grads[:len(tables)], tables))
+            if reduced:
+                grads = grads[:len(tables)] + [g / replicas if g is not None else None
+                                               for g in grads[len(tables):]]
+        job.sparse_optimizer.apply(zip(grads[:len(tables)], tables), reduced=reduced)
         job.dense_optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads[len(tables):], dense) if g is not None])
         job.global_step.assign_add(1)
         return tf.stack(list(losses.values())), total
+
+    if strategy is None:
+        run = step_fn
+        count_bad = lambda bad: bad  # noqa: E731
+    else:
+        mean = tf.distribute.ReduceOp.MEAN
+
+        def run(features, side):
+            tower_losses, total = strategy.run(step_fn, args=(features, side))
+            return (strategy.reduce(mean, tower_losses, axis=None),
+                    strategy.reduce(mean, total, axis=None))
+
+        def count_bad(bad):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None)
 
     @tf.function
     def train_loop(iterator, n):
@@ -349,10 +477,10 @@ def _make_train_loop(job: Job, train_config):
             if not element.has_value():
                 break
             features, side, bad = element.get_value()
-            tower_losses, total = step_fn(features, side)
+            tower_losses, total = run(features, side)
             loss_sums += tower_losses
             total_sum += total
-            bad_rows += bad
+            bad_rows += count_bad(bad)
             done += 1
             if not tf.math.is_finite(total):
                 finite = tf.constant(False)
@@ -376,10 +504,10 @@ def restore_checkpoint(checkpoint, path: str, partial: bool = False) -> None:
                             "config the checkpoint was trained with.") from None
 
 
-def _restore(job: Job, manager, fine_tune_checkpoint: str) -> None:
-    if manager.latest_checkpoint:
-        restore_checkpoint(job.checkpoint, manager.latest_checkpoint)
-        log.info("resumed from %s (step %d)", manager.latest_checkpoint, int(job.global_step))
+def _restore(job: Job, latest: str | None, fine_tune_checkpoint: str) -> None:
+    if latest:
+        restore_checkpoint(job.checkpoint, latest)
+        log.info("resumed from %s (step %d)", latest, int(job.global_step.numpy()))
     elif fine_tune_checkpoint:
         path = fine_tune_checkpoint
         if os.path.isdir(path):

@@ -87,7 +87,9 @@ class SparseOptimizer(tf.Module):
             self.kind = "adam_optimizer"
         self.params = getattr(config, self.kind)
         self.learning_rate = LearningRate(self.params.learning_rate)
-        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        # Updated once per step in cross-replica context under a strategy.
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
+                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         # One {slot_name: variable} per table, in table order (checkpointed).
         self.slot_variables = []
         self.table_index = {}
@@ -106,25 +108,48 @@ class SparseOptimizer(tf.Module):
             self.table_index[table.name] = len(self.slot_variables)
             self.slot_variables.append(slots)
 
-    def apply(self, grads_and_tables) -> None:
+    def apply(self, grads_and_tables, reduced: bool = False) -> None:
+        """Apply one step. Inside `strategy.run` the gradients are first summed over the
+        replicas (unless `reduced`: the caller did) and every table is updated once per
+        device in cross-replica context, so the mirrored copies stay identical."""
+        pairs = [(g, t) for g, t in grads_and_tables if g is not None]
+        if not tf.distribute.has_strategy():
+            self._apply_all(pairs, lambda table, fn, args: fn(table, *args))
+            return
+        context = tf.distribute.get_replica_context()
+        grads = [g for g, _ in pairs]
+        if not reduced and grads:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        tables = [t for _, t in pairs]
+
+        def update(strategy, grads):
+            self._apply_all(zip(grads, tables), lambda table, fn, args: strategy.extended.update(
+                table, fn, args=args, group=False))
+
+        context.merge_call(update, args=(grads,))
+
+    def _apply_all(self, pairs, update) -> None:
+        """update(table, fn, args) runs fn(table, *args) on (every copy of) the table."""
         self.iterations.assign_add(1)
         lr = self.learning_rate(self.iterations - 1)
-        for grad, table in grads_and_tables:
-            if grad is None:
-                continue
-            if not isinstance(grad, tf.IndexedSlices):
-                grad = tf.IndexedSlices(grad, tf.range(tf.shape(grad)[0], dtype=tf.int64))
-            # Duplicate ids in a batch: sum their gradients first.
-            rows, position = tf.unique(tf.cast(grad.indices, tf.int64))
-            values = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
-            # Missing ids and empty bags are looked up as row 0 times zero: their rows
-            # get an exactly-zero gradient and must not be treated as touched.
-            touched = tf.reduce_any(tf.not_equal(values, 0), axis=1)
-            rows, values = tf.boolean_mask(rows, touched), tf.boolean_mask(values, touched)
-            self._apply_rows(table, self.slot_variables[self.table_index[table.name]], rows,
-                             values, lr)
+        t = tf.cast(self.iterations, tf.float32)
+        for grad, table in pairs:
+            slots = self.slot_variables[self.table_index[table.name]]
+            update(table, self._apply_one, (grad, slots, lr, t))
 
-    def _apply_rows(self, table, slots, rows, grad, lr):
+    def _apply_one(self, table, grad, slots, lr, t):
+        if not isinstance(grad, tf.IndexedSlices):
+            grad = tf.IndexedSlices(grad, tf.range(tf.shape(grad)[0], dtype=tf.int64))
+        # Duplicate ids in a batch (or from several replicas): sum their gradients first.
+        rows, position = tf.unique(tf.cast(grad.indices, tf.int64))
+        values = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
+        # Missing ids and empty bags are looked up as row 0 times zero: their rows
+        # get an exactly-zero gradient and must not be treated as touched.
+        touched = tf.reduce_any(tf.not_equal(values, 0), axis=1)
+        rows, values = tf.boolean_mask(rows, touched), tf.boolean_mask(values, touched)
+        self._apply_rows(table, slots, rows, values, lr, t)
+
+    def _apply_rows(self, table, slots, rows, grad, lr, t):
         p = self.params
         if self.kind == "adagrad_optimizer":
             tf.raw_ops.ResourceSparseApplyAdagradV2(
@@ -136,7 +161,6 @@ class SparseOptimizer(tf.Module):
                 var=table.handle, accum=slots["momentum"].handle, lr=lr, grad=grad, indices=rows,
                 momentum=tf.constant(p.momentum_optimizer_value))
             return
-        t = tf.cast(self.iterations, tf.float32)
         beta1, beta2 = p.beta1, p.beta2
         m = beta1 * tf.gather(slots["m"], rows) + (1 - beta1) * grad
         v = beta2 * tf.gather(slots["v"], rows) + (1 - beta2) * tf.square(grad)
