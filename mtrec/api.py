@@ -32,6 +32,9 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
     """Train from a config path or PipelineConfig; returns the last eval metrics."""
     loaded = _load(config, model_dir, edit_config_json, sets)
     from mtrec.training import distribute
+    if distribute.task_type() == "evaluator":
+        # TF_CONFIG's evaluator task: evaluate the chief's checkpoints as they appear.
+        return evaluate(loaded, continuous=True)
     # First: a multi-worker strategy must configure the runtime before other TF work.
     cluster = distribute.make_cluster(loaded.pipeline.train_config)
     from mtrec import serving
@@ -96,8 +99,11 @@ def _restored_job(loaded, checkpoint_path=None):
 
 
 def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=None,
-             edit_config_json=None, sets=None) -> dict:
-    """Evaluate a checkpoint; prints nothing, returns {metric: value, global_step: n}."""
+             edit_config_json=None, sets=None, continuous=False, timeout=None) -> dict:
+    """Evaluate a checkpoint; prints nothing, returns {metric: value, global_step: n}.
+
+    continuous: evaluate every new checkpoint in model_dir as training writes it, until
+    one at train_config.num_steps is evaluated or none appears for `timeout` seconds."""
     loaded = _load(config, model_dir, edit_config_json, sets)
     pipeline = loaded.pipeline
     if eval_input_path:
@@ -106,8 +112,12 @@ def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=
         raise MtrecError("no eval data: set eval_input_path or pass --eval_input_path.")
     from mtrec.data.reader import expand_paths
     from mtrec.training import loop
-    job, path = _restored_job(loaded, checkpoint_path)
     files = expand_paths(pipeline.eval_input_path, "eval_input_path")
+    if continuous:
+        if not pipeline.model_dir:
+            raise MtrecError("evaluate --continuous needs a model_dir to watch.")
+        return loop.evaluate_continuously(loaded, files, timeout)
+    job, path = _restored_job(loaded, checkpoint_path)
     log.info("evaluating %s", path)
     return loop.evaluate_job(job, files, pipeline.model_dir)
 

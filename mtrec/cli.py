@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, required=False)
     p.add_argument("--eval_input_path", help="overrides eval_input_path")
     p.add_argument("--checkpoint_path", help="a checkpoint (default: the latest in model_dir)")
+    p.add_argument("--continuous", action="store_true",
+                   help="evaluate every new checkpoint while training runs, until num_steps")
+    p.add_argument("--timeout", type=float,
+                   help="with --continuous: stop after this many seconds without a new one")
 
     p = sub.add_parser("export", help="export a SavedModel to EXPORT_DIR/<unix_ts>/")
     _add_config_args(p, required=False)
@@ -119,7 +123,8 @@ def run(argv=None) -> int:
         print(json.dumps(mtrec.evaluate(args.config, model_dir=args.model_dir,
                                         eval_input_path=args.eval_input_path,
                                         checkpoint_path=args.checkpoint_path,
-                                        edit_config_json=args.edit_config_json, sets=args.sets)))
+                                        edit_config_json=args.edit_config_json, sets=args.sets,
+                                        continuous=args.continuous, timeout=args.timeout)))
     elif args.command == "export":
         print(mtrec.export(args.config, export_dir=args.export_dir, model_dir=args.model_dir,
                            checkpoint_path=args.checkpoint_path,

@@ -246,3 +246,40 @@ def test_file_and_row_sharding():
     assert shard_files(files, 2, 1) == (["f1", "f3"], False)
     assert shard_files(files[:1], 2, 1) == (["f0"], True)
     assert shard_files(files, 1, 0) == (files, False)
+
+
+def test_evaluator_task_evaluates_the_chiefs_checkpoints_as_they_appear(tmp_path):
+    """TF_CONFIG with an evaluator: the chief trains without evaluating; `mtrec train` in
+    the evaluator task evaluates every new checkpoint, up to num_steps, then exits."""
+    model_dir = str(tmp_path / "model")
+    cluster = {"chief": ["127.0.0.1:1"], "evaluator": ["127.0.0.1:2"]}
+    sets = ["--set", f"train_input_path={TRAIN}", "--set", f"eval_input_path={TEST}",
+            "--set", "train_config.num_steps=60", "--set", "train_config.save_checkpoints_steps=20",
+            "--set", "eval_config.num_examples=512"]
+    command = [sys.executable, "-m", "mtrec", "train", "--config", CONFIG, "--model_dir",
+               model_dir, *sets]
+    evaluator = subprocess.Popen(command, env=_env(TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "evaluator", "index": 0}})), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        chief = subprocess.run(command, env=_env(TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "chief", "index": 0}})), cwd=ROOT,
+            capture_output=True, text=True, timeout=300)
+        assert chief.returncode == 0, chief.stderr[-3000:]
+        assert "evaluating" not in chief.stderr
+        out, err = evaluator.communicate(timeout=300)
+    finally:
+        evaluator.kill()
+    assert evaluator.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["global_step"] == 60
+    with open(os.path.join(model_dir, "eval_result.txt")) as f:
+        steps = [json.loads(line)["global_step"] for line in f]
+    assert steps[-1] == 60 and steps == sorted(set(steps))  # each checkpoint at most once
+
+
+def test_evaluate_continuous_gives_up_after_timeout_without_checkpoints(tmp_path):
+    import mtrec
+    model_dir = str(tmp_path / "model")
+    result = mtrec.evaluate(CONFIG, model_dir=model_dir, continuous=True, timeout=1,
+                            sets=[f"eval_input_path={TEST}"])
+    assert result == {}  # nothing to evaluate within the timeout

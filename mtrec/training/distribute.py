@@ -33,6 +33,8 @@ class Cluster:
     task_type: str = ""
     task_id: int = 0
     num_workers: int = 1
+    # An evaluator task in TF_CONFIG evaluates the checkpoints; the chief does not.
+    external_evaluator: bool = False
 
     @property
     def num_replicas(self) -> int:
@@ -66,6 +68,16 @@ def read_tf_config() -> dict:
     return value
 
 
+def task_type() -> str:
+    """This process's task type in TF_CONFIG ("" when unset)."""
+    return str(read_tf_config().get("task", {}).get("type", ""))
+
+
+def has_evaluator() -> bool:
+    """Whether TF_CONFIG lists an evaluator task: then it evaluates, not the chief."""
+    return bool(read_tf_config().get("cluster", {}).get("evaluator"))
+
+
 def _local_devices(num_gpus: int) -> list[str] | None:
     """MirroredStrategy's devices: the first num_gpus GPUs (all if 0); without GPUs every
     logical CPU (one, unless tf.config.set_logical_device_configuration split the CPU)."""
@@ -81,24 +93,29 @@ def make_cluster(train_config) -> Cluster:
     kind = train_config.train_distribute
     name = train_pb2.DistributionStrategy.Name(kind)
     if kind == train_pb2.NoStrategy:
-        return NO_STRATEGY
+        return Cluster(None, external_evaluator=True) if has_evaluator() else NO_STRATEGY
     if kind == train_pb2.MirroredStrategy:
         devices = _local_devices(train_config.num_gpus_per_worker)
         strategy = tf.distribute.MirroredStrategy(devices=devices)
         log.info("MirroredStrategy over %s", ", ".join(devices))
-        return Cluster(strategy)
+        return Cluster(strategy, external_evaluator=has_evaluator())
     if kind not in MULTI_WORKER:
         raise ConfigError(unsupported_strategy(name))
     spec = read_tf_config()
     task = spec.get("task", {})
     cluster = spec.get("cluster", {})
     task_type, task_id = task.get("type", ""), int(task.get("index", 0))
-    unknown = sorted(set(cluster) - {"chief", "worker"})
+    unknown = sorted(set(cluster) - {"chief", "worker", "evaluator"})
     if unknown or task_type not in ("", "chief", "worker"):
         raise ConfigError(
             f"TF_CONFIG has {', '.join(unknown or [task_type])} tasks, which "
-            f"{name} does not run: list only \"chief\" and \"worker\" tasks (evaluate "
-            "checkpoints with `mtrec evaluate` in a separate job).")
+            f"{name} does not run: list \"chief\", \"worker\" and \"evaluator\" tasks.")
+    evaluator = "evaluator" in cluster
+    if evaluator:
+        # The evaluator is no member of the collective group: the workers' strategy
+        # must not wait for it.
+        cluster = {k: v for k, v in cluster.items() if k != "evaluator"}
+        os.environ["TF_CONFIG"] = json.dumps({**spec, "cluster": cluster})
     if not cluster:
         log.warning("%s without TF_CONFIG: training as a single worker.", name)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
@@ -108,7 +125,8 @@ def make_cluster(train_config) -> Cluster:
     num_workers = len(cluster.get("chief", [])) + len(cluster.get("worker", [])) or 1
     is_chief = (task_type in ("", "chief") or
                 (task_type == "worker" and task_id == 0 and not has_chief))
-    result = Cluster(strategy, is_chief, task_type or "worker", task_id, num_workers)
+    result = Cluster(strategy, is_chief, task_type or "worker", task_id, num_workers,
+                     external_evaluator=evaluator)
     log.info("%s: %s %d of %d workers (%s), %d replicas in sync", name,
              task_type or "worker", task_id, num_workers, "chief" if is_chief else "not chief",
              strategy.num_replicas_in_sync)

@@ -196,8 +196,10 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
     for warning in loaded.warnings:
         log.warning(warning)
     train_files = expand_paths(pipeline.train_input_path, "train_input_path")
+    # With an evaluator task in TF_CONFIG, it evaluates the checkpoints, not the chief.
     eval_files = (expand_paths(pipeline.eval_input_path, "eval_input_path")
-                  if pipeline.eval_input_path and cluster.is_chief else None)
+                  if pipeline.eval_input_path and cluster.is_chief
+                  and not cluster.external_evaluator else None)
 
     if train_config.seed:
         keras.utils.set_random_seed(train_config.seed)
@@ -517,6 +519,32 @@ def _restore(job: Job, latest: str | None, fine_tune_checkpoint: str) -> None:
                                 "checkpoint.")
         tf.train.Checkpoint(model=job.checkpoint.model).restore(path).expect_partial()
         log.info("initialised weights from %s", path)
+
+
+def evaluate_continuously(loaded, files, timeout=None) -> dict:
+    """Evaluate each new checkpoint of model_dir (the evaluator's job while others train)
+    until the one at num_steps; returns the last metrics ({} if none appeared in time)."""
+    pipeline = loaded.pipeline
+    model_dir, num_steps = pipeline.model_dir, pipeline.train_config.num_steps
+    job = Job.create(pipeline, for_training=False)
+    job.build()
+    result = {}
+    log.info("waiting for checkpoints in %s%s", model_dir,
+             f" (up to {timeout:g} s between them)" if timeout else "")
+    for path in tf.train.checkpoints_iterator(model_dir, min_interval_secs=1, timeout=timeout):
+        try:
+            restore_checkpoint(job.checkpoint, path, partial=True)
+        except TrainingError:
+            if os.path.exists(path + ".index"):
+                raise
+            continue  # removed by keep_checkpoint_max before we read it; wait for the next
+        log.info("evaluating %s", path)
+        result = evaluate_job(job, files, model_dir)
+        if num_steps and result["global_step"] >= num_steps:
+            break
+    if not result:
+        log.warning("no checkpoint appeared in %s within %s s.", model_dir, timeout)
+    return result
 
 
 def evaluate_job(job: Job, files, model_dir, num_examples=None) -> dict:
