@@ -207,6 +207,18 @@ def test_killed_worker_fails_the_job_clearly(tmp_path):
     assert "mtrec: error: distributed training stopped near step" in output, output[-3000:]
     assert "another worker is unreachable or failed" in output
     assert "Traceback" not in output
+    # Restarting every worker resumes from the chief's last checkpoint.
+    import tensorflow as tf
+    last = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
+    workers = Workers(tmp_path, model_dir, last + 10, ["eval_input_path="])
+    try:
+        codes = workers.wait(240)
+        assert codes == [0, 0], workers.output(0)[-3000:] + workers.output(1)[-3000:]
+    finally:
+        workers.stop()
+    for index in range(2):
+        assert f"(step {last})" in workers.output(index)
+        assert f"step {last + 10}/{last + 10}" in workers.output(index)
 
 
 def test_unsupported_strategies_are_config_errors(tmp_path):
