@@ -189,6 +189,31 @@ def test_meta_unit_generated_shapes_and_per_row_value(units, widths):
     np.testing.assert_allclose(out3[:, 1], _np(meta(2 * H, SCEN)), rtol=1e-5, atol=1e-6)
 
 
+def test_meta_unit_shares_weights_of_repeated_scenarios_exactly():
+    """Rows with the same scenario (one per domain) get weights generated once: outputs and
+    gradients equal generating them for every row."""
+    unit = MetaUnit(depth=2, activation="relu", name="meta")
+    table = tf.constant(np.random.default_rng(1).normal(size=(3, 4)), tf.float32)
+    scenario = tf.gather(table, [2, 0, 2, 1, 0, 2])  # 6 rows, 3 distinct scenarios
+    h = tf.constant(np.random.default_rng(2).normal(size=(6, 5)), tf.float32)
+
+    def per_row(h, scenario):
+        for w, b in unit.generate(scenario):
+            h = tf.nn.relu(tf.einsum("bi,bij->bj", h, w) + b)
+        return h
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(table)
+        scenario = tf.gather(table, [2, 0, 2, 1, 0, 2])
+        shared, expected = unit(h, scenario), per_row(h, scenario)
+        loss_shared, loss_expected = tf.reduce_sum(shared ** 2), tf.reduce_sum(expected ** 2)
+    np.testing.assert_allclose(shared.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(tape.gradient(loss_shared, unit.trainable_variables + [table]),
+                    tape.gradient(loss_expected, unit.trainable_variables + [table])):
+        np.testing.assert_allclose(tf.convert_to_tensor(a).numpy(),
+                                   tf.convert_to_tensor(b).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_meta_unit_rejects_bad_arguments():
     with pytest.raises(ValueError, match="MetaUnit depth must be a positive integer, got 0"):
         MetaUnit(0)
