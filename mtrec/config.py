@@ -1009,7 +1009,8 @@ def _check_eval(pipeline, inputs, p: _Problems) -> None:
     if export.exporter_type not in ("final", "latest", "best"):
         p.error(f"export_config.exporter_type {export.exporter_type!r} is not supported; use "
                 "\"final\", \"latest\" or \"best\".", "exporter_type")
-    if (export.exporter_type == "best" or export.enable_early_stop) and not pipeline.eval_input_path:
+    evaluates = export.exporter_type == "best" or export.enable_early_stop
+    if evaluates and not pipeline.eval_input_path:
         p.error("export_config: exporter_type \"best\" and enable_early_stop evaluate during "
                 "training, so they need eval_input_path.", "export_config")
     if export.enable_early_stop and export.max_check_steps <= 0:
