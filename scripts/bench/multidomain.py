@@ -131,6 +131,10 @@ def write_config(args, model, train, test, path):
         rating.loss_type = loss_pb2.L2_LOSS
         del rating.metrics_set[:]
         rating.metrics_set.add().mean_squared_error.SetInParent()
+    if args.tower_units:  # the same towers for every model (a capacity-matched comparison)
+        for tower in config_lib.task_towers(pipeline.model_config):
+            del tower.dnn.hidden_units[:]
+            tower.dnn.hidden_units.extend(int(u) for u in args.tower_units.split(","))
     pipeline.train_config.num_steps = args.steps
     pipeline.train_config.save_checkpoints_steps = args.steps
     with open(path, "w") as f:
@@ -214,11 +218,15 @@ def main(argv=None):
     parser.add_argument("--train_rows", type=int, default=200000)
     parser.add_argument("--test_rows", type=int, default=50000)
     parser.add_argument("--data_seed", type=int, default=2026)
+    parser.add_argument("--tower_units", default="",
+                        help="e.g. 256,128,64: replace every task tower's hidden_units")
     parser.add_argument("--work_dir", default="/tmp/mtrec_bench_multidomain")
     args = parser.parse_args(argv)
     if args.dataset == "ml100k" and not args.data:
         parser.error("--dataset ml100k needs --data PATH/ml100k_ratings_joined.csv")
-    args.work_dir = os.path.join(args.work_dir, args.dataset)
+    args.work_dir = os.path.join(args.work_dir, args.dataset +
+                                 (f"_towers{args.tower_units.replace(',', '-')}"
+                                  if args.tower_units else ""))
     train, test, domain_column, tasks = prepare(args)
     results = {}
     for model in args.models.split(","):
@@ -227,7 +235,8 @@ def main(argv=None):
             results.setdefault(model, []).append(r)
             print(model, seed, json.dumps({k: round(v, 4) if v is not None else None
                                            for k, v in r.items()}), flush=True)
-    report = (f"{args.dataset}: {args.steps} steps, batch 512, seeds {args.seeds}; "
+    report = (f"{args.dataset}: {args.steps} steps, batch 512, seeds {args.seeds}"
+              f"{'; task towers ' + args.tower_units if args.tower_units else ''}; "
               f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores\n"
               + table(results, tasks))
     print(report)
