@@ -7,10 +7,7 @@ import tensorflow as tf
 
 from mtrec.data.reader import field_dtype
 from mtrec.training.loop import Job
-
-# Slots the optimizer keeps per parameter (same shape as the parameter).
-_SLOTS = {"adam_optimizer": 2, "adamw_optimizer": 2, "lazy_adam_optimizer": 2,
-          "adagrad_optimizer": 1, "momentum_optimizer": 1}
+from mtrec.training.optimizers import SLOT_NAMES, optimizer_configs
 
 
 def _mib(num_floats: int) -> str:
@@ -61,8 +58,8 @@ def model_report(pipeline) -> list[str]:
     if own:  # weights of the model itself (e.g. uncertainty loss weights)
         dense += own
         lines.append(f"    (model): {own:,}")
-    optimizers = [c.WhichOneof("optimizer") for c in pipeline.train_config.optimizer_config]
-    slots = _SLOTS.get(optimizers[-1], 0) if optimizers else 0
+    _, embedding_optimizer = optimizer_configs(pipeline.train_config)
+    slots = len(SLOT_NAMES[embedding_optimizer.WhichOneof("optimizer")])
     lines.append(f"  parameters: {embedding + dense:,} ({embedding:,} embedding, {dense:,} "
                  "dense)")
     lines.append(f"  embedding memory: {_mib(embedding)} for the tables, "

@@ -52,6 +52,12 @@ def _default_optimizer() -> optimizer_pb2.Optimizer:
     return optimizer
 
 
+# Slot variables the sparse optimizer keeps per embedding table (each the table's shape).
+SLOT_NAMES = {"adam_optimizer": ("m", "v"), "adamw_optimizer": ("m", "v"),
+              "lazy_adam_optimizer": ("m", "v"), "adagrad_optimizer": ("accumulator",),
+              "momentum_optimizer": ("momentum",)}
+
+
 def optimizer_configs(train_config):
     """(dense optimizer config, embedding optimizer config)."""
     configs = list(train_config.optimizer_config) or [_default_optimizer()]
@@ -95,13 +101,11 @@ class SparseOptimizer(tf.Module):
         self.table_index = {}
 
     def build(self, tables: list[tf.Variable]) -> None:
-        names = {"adam_optimizer": ("m", "v"), "adamw_optimizer": ("m", "v"),
-                 "adagrad_optimizer": ("accumulator",), "momentum_optimizer": ("momentum",)}
         for table in tables:
             if table.name in self.table_index:
                 continue
             slots = {}
-            for slot in names[self.kind]:
+            for slot in SLOT_NAMES[self.kind]:
                 init = self.params.initial_accumulator_value if slot == "accumulator" else 0.0
                 slots[slot] = tf.Variable(tf.fill(table.shape, init), trainable=False,
                                           name=f"{table.name.split(':')[0]}_{slot}")

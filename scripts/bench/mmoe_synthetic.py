@@ -48,7 +48,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import string
 import subprocess
@@ -59,6 +58,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
+from common import machine_info, mean_std  # noqa: E402
 from mtrec.data import synthetic  # noqa: E402  (numpy only)
 
 DIM = 100
@@ -369,32 +369,6 @@ def ple_available():
 
 # ---------------------------------------------------------------------------------------
 # report
-
-def machine_info():
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-
-    def version(package):
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "tensorflow": version("tensorflow"), "keras": version("keras")}
-
-
-def mean_std(values):
-    values = np.asarray(values, dtype=np.float64)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return float(values.mean()), std
 
 
 def table(results, correlations, models, baselines):

@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from common import auc, machine_info, mean_std_text  # noqa: E402
 MODELS = ["mmoe", "pepnet", "apg", "m2m", "star", "hmoe"]
 
 ML_INPUTS = """
@@ -70,23 +70,6 @@ feature_groups { group_name: "all" wide_deep: DEEP
   feature_names: ["domain", "user_id", "item_id", "gender", "occupation", "genres", "release_year"] }
 feature_groups { group_name: "prior" feature_names: ["user_id", "item_id"] wide_deep: DEEP }
 """
-
-
-def auc(labels, scores):
-    """Exact ROC AUC (rank formula, ties averaged); None without both classes."""
-    labels = np.asarray(labels, bool)
-    positives = labels.sum()
-    if positives == 0 or positives == len(labels):
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = np.asarray(scores)[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2)
-                 / (positives * (len(labels) - positives)))
 
 
 def prepare(args):
@@ -182,13 +165,6 @@ def run(args, model, seed, train, test, domain_column, tasks):
     return results
 
 
-def mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
-
-
 def table(results, tasks):
     keys = [k for k in next(iter(results.values()))[0] if k != "seconds"]
     overall = [k for k in keys if "/" not in k]
@@ -200,7 +176,7 @@ def table(results, tasks):
                      + " |")
         lines.append("|---" * (2 + len(per_domain)) + "|")
         for model, runs in results.items():
-            cells = [mean_std([r[k] for r in runs]) for k in [key] + per_domain]
+            cells = [mean_std_text([r[k] for r in runs]) for k in [key] + per_domain]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
     seconds = {m: np.mean([r["seconds"] for r in runs]) for m, runs in results.items()}
     lines.append("\nMean wall time per run (s): " +
@@ -235,9 +211,11 @@ def main(argv=None):
             results.setdefault(model, []).append(r)
             print(model, seed, json.dumps({k: round(v, 4) if v is not None else None
                                            for k, v in r.items()}), flush=True)
+    info = machine_info()
     report = (f"{args.dataset}: {args.steps} steps, batch 512, seeds {args.seeds}"
               f"{'; task towers ' + args.tower_units if args.tower_units else ''}; "
-              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores\n"
+              f"{info['cpu']}, {info['nproc']} cores, tensorflow {info['tensorflow']}, "
+              f"mtrec source {info['mtrec_source_sha256']}\n"
               + table(results, tasks))
     print(report)
     with open(os.path.join(args.work_dir, "report.md"), "w") as f:
