@@ -19,6 +19,19 @@ def test_dnn_shape_and_exact_value():
     np.testing.assert_allclose(y.numpy(), h, rtol=1e-5, atol=1e-6)
 
 
+def test_dnn_rejects_an_unknown_initializer_without_touching_the_random_stream():
+    with pytest.raises(ValueError, match="unknown kernel initializer 'nope'"):
+        DNN([4], kernel_initializer="nope")
+    # Building a DNN draws exactly the seeds its Dense layers draw: seeded runs stay the same.
+    keras.utils.set_random_seed(3)
+    a = DNN([4], name="a")
+    a.build((None, 3))
+    keras.utils.set_random_seed(3)
+    b = keras.layers.Dense(4)
+    b.build((None, 3))
+    np.testing.assert_array_equal(a.dense_layers[0].kernel.numpy(), b.kernel.numpy())
+
+
 def test_dnn_accepts_easyrec_activation_names_and_rejects_unknown():
     assert DNN([4], activation="tf.nn.relu").activation == "relu"
     with pytest.raises(ValueError, match="unknown activation 'nope'"):

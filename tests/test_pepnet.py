@@ -140,14 +140,15 @@ model_config {
 CONFIG = DOMAIN_INPUTS + MODEL
 
 
-def build(text=CONFIG):
+def build(text=CONFIG, domains=(0, 1, 2, 5)):
+    """(model, features, columns) of a 4-row batch whose scenario column holds `domains`."""
     pipeline = config_lib.parse_text(text, "pepnet.config")
     config_lib.validate(pipeline, config_lib.Source("pepnet.config", text))
     feature_set = FeatureSet(pipeline)
     model = build_model(pipeline, feature_set)
     columns = {"clk": tf.constant([1, 0, 1, 0]), "buy": tf.constant([0, 0, 1, 0]),
                "user": tf.constant(["a", "b", "c", "a"]), "price": tf.constant([3, 7, 11, 3]),
-               "dom": tf.constant([0, 1, 2, 5])}
+               "dom": tf.constant(list(domains))}
     features = feature_set.preprocess(columns)
     return model, features, columns
 
@@ -225,17 +226,11 @@ def test_domain_from_a_vocabulary_names_metrics_by_value():
     text = edit('features { input_names: "dom" num_buckets: 3 embedding_dim: 4 }',
                 'features { input_names: "dom" vocab_list: ["home", "search"] embedding_dim: 2 }',
                 text)
-    pipeline = config_lib.parse_text(text, "pepnet.config")
-    config_lib.validate(pipeline, config_lib.Source("pepnet.config", text))
-    feature_set = FeatureSet(pipeline)
-    model = build_model(pipeline, feature_set)
-    columns = {"clk": tf.constant([1, 0, 1, 0]), "buy": tf.constant([0, 0, 1, 0]),
-               "user": tf.constant(["a", "b", "c", "a"]), "price": tf.constant([3, 7, 11, 3]),
-               "dom": tf.constant(["home", "search", "search", "tv"])}
-    features = feature_set.preprocess(columns)
+    model, features, columns = build(text, ["home", "search", "search", "tv"])
     outputs = model(features)
     assert model.domain_names == ["oov", "home", "search"]
-    evaluator = Evaluator(model, pipeline.eval_config, outputs, columns, model.domain_names)
+    evaluator = Evaluator(model, config_lib.parse_text(text).eval_config, outputs, columns,
+                          model.domain_names)
     evaluator.update(outputs, columns, model.domain_ids(features))
     results = evaluator.results()
     assert {"auc_ctr/domain=oov", "auc_ctr/domain=home", "auc_ctr/domain=search"} <= set(results)

@@ -93,11 +93,6 @@ class DNN(keras.layers.Layer):
             if use_final_bias is None else bool(use_final_bias)
         self.kernel_initializer = kernel_initializer
         self.bn_after_activation = bool(bn_after_activation)
-        try:
-            keras.initializers.get(kernel_initializer)
-        except ValueError:
-            raise ValueError(f"unknown kernel initializer {kernel_initializer!r}; use a Keras "
-                             "initializer name such as 'glorot_uniform' or 'he_uniform'.") from None
         last = len(hidden_units) - 1
         # Per layer: (activation, batch norm, bias).
         self.layer_settings = [
@@ -105,11 +100,14 @@ class DNN(keras.layers.Layer):
             else (self.activation, use_bn, self.use_bias) for i in range(len(hidden_units))]
         regularizer = keras.regularizers.L2(l2_regularization) if l2_regularization else None
         # Explicit names keep variable paths (checkpoint keys) stable across processes.
-        self.dense_layers = [keras.layers.Dense(u, use_bias=bias, kernel_regularizer=regularizer,
-                                                kernel_initializer=kernel_initializer,
-                                                name=f"dense_{i}")
-                             for i, (u, (_, _, bias)) in enumerate(zip(hidden_units,
-                                                                       self.layer_settings))]
+        try:  # Dense resolves the initializer name (no separate lookup: it would draw a seed)
+            self.dense_layers = [
+                keras.layers.Dense(u, use_bias=bias, kernel_regularizer=regularizer,
+                                   kernel_initializer=kernel_initializer, name=f"dense_{i}")
+                for i, (u, (_, _, bias)) in enumerate(zip(hidden_units, self.layer_settings))]
+        except ValueError:
+            raise ValueError(f"unknown kernel initializer {kernel_initializer!r}; use a Keras "
+                             "initializer name such as 'glorot_uniform' or 'he_uniform'.") from None
         self.norms = [DebiasedBatchNormalization(name=f"bn_{i}") if bn else None
                       for i, (_, bn, _) in enumerate(self.layer_settings)]
         self.dropouts = [keras.layers.Dropout(r) if r > 0 else None for r in self.dropout_ratio]
