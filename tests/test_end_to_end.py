@@ -15,31 +15,64 @@ from conftest import fast_overrides, sample_config
 SAMPLES = sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "samples",
                                          "model_config")))
 
-# Runs in a fresh interpreter: only TensorFlow, numpy and csv; never mtrec.
+# Runs in a fresh interpreter: only TensorFlow, numpy and csv; never mtrec. One process
+# serves every test (a TensorFlow import costs seconds): each stdin line is a JSON request
+# [saved_model, data_path, columns]; it answers one JSON line of outputs (or an error).
 BARE_LOADER = r"""
-import csv, json, sys
+import csv, json, sys, traceback
 import numpy as np
 import tensorflow as tf
 assert "mtrec" not in sys.modules
-saved_model, data_path, columns = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
-serve = tf.saved_model.load(saved_model).signatures["serving_default"]
-specs = serve.structured_input_signature[1]
-with open(data_path, newline="") as f:
-    rows = list(csv.reader(f))
-inputs = {}
-for name, spec in specs.items():
-    cells = [r[columns.index(name)] for r in rows]
-    if spec.dtype == tf.string:
-        cells = [c if c not in ("", "NULL") else "" for c in cells]
-        inputs[name] = tf.constant(cells)
-    else:
-        cast = int if spec.dtype.is_integer else float
-        inputs[name] = tf.constant([cast(float(c)) if c not in ("", "NULL") else 0 for c in cells],
-                                   dtype=spec.dtype)
-outputs = serve(**inputs)
-print(json.dumps({k: v.numpy().tolist() for k, v in outputs.items()}))
-assert "mtrec" not in sys.modules
+
+def score(saved_model, data_path, columns):
+    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+    specs = serve.structured_input_signature[1]
+    with open(data_path, newline="") as f:
+        rows = list(csv.reader(f))
+    inputs = {}
+    for name, spec in specs.items():
+        cells = [r[columns.index(name)] for r in rows]
+        if spec.dtype == tf.string:
+            cells = [c if c not in ("", "NULL") else "" for c in cells]
+            inputs[name] = tf.constant(cells)
+        else:
+            cast = int if spec.dtype.is_integer else float
+            inputs[name] = tf.constant([cast(float(c)) if c not in ("", "NULL") else 0
+                                        for c in cells], dtype=spec.dtype)
+    outputs = serve(**inputs)
+    return {k: v.numpy().tolist() for k, v in outputs.items()}
+
+for line in sys.stdin:
+    saved_model, data_path, columns = json.loads(line)
+    try:
+        answer = {"outputs": score(saved_model, data_path, columns.split(","))}
+    except Exception:
+        answer = {"error": traceback.format_exc()}
+    answer["mtrec_imported"] = "mtrec" in sys.modules
+    print(json.dumps(answer), flush=True)
 """
+
+
+@pytest.fixture(scope="module")
+def bare_loader(tmp_path_factory):
+    """score(saved_model, data_path, columns) -> outputs, from a process without mtrec."""
+    process = subprocess.Popen([sys.executable, "-c", BARE_LOADER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": ""},
+                               cwd=str(tmp_path_factory.mktemp("bare")))
+
+    def score(saved_model, data_path, columns):
+        process.stdin.write(json.dumps([saved_model, data_path, columns]) + "\n")
+        process.stdin.flush()
+        answer = json.loads(process.stdout.readline())
+        assert not answer["mtrec_imported"]
+        assert "error" not in answer, answer.get("error")
+        return answer["outputs"]
+
+    yield score
+    process.stdin.close()
+    process.wait(timeout=60)
+
 
 TAOBAO_COLUMNS = ("clk,buy,pid,adgroup_id,cate_id,campaign_id,customer,brand,user_id,cms_segid,"
                   "cms_group_id,final_gender_code,age_level,pvalue_level,shopping_level,"
@@ -51,7 +84,7 @@ MULTIDOMAIN_COLUMNS = ("clk,like,domain,user_id,item_id,user_group,gender,age_bu
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-def test_train_evaluate_export_predict(name, request, tmp_path):
+def test_train_evaluate_export_predict(name, request, tmp_path, bare_loader):
     """Multi-scenario samples (`*_on_multidomain.config`) run on the multi-domain data."""
     import mtrec
     multidomain = "multidomain" in name
@@ -79,7 +112,10 @@ def test_train_evaluate_export_predict(name, request, tmp_path):
     assert again["global_step"] == 20
     assert again["auc_ctr"] == pytest.approx(result["auc_ctr"], abs=1e-6)
 
-    export_dir = mtrec.export(model_dir=model_dir, export_dir=str(tmp_path / "export"))
+    # The export train wrote at the end (export_config default "final"); `mtrec export`
+    # from a model_dir is tested in test_cli.
+    final = os.path.join(model_dir, "export", "final")
+    export_dir = os.path.join(final, os.listdir(final)[0])
     assert os.path.basename(export_dir).isdigit()
     assert os.path.isfile(os.path.join(export_dir, "assets", "pipeline.config"))
 
@@ -91,11 +127,7 @@ def test_train_evaluate_export_predict(name, request, tmp_path):
     assert len(predicted) == 400
     assert "probs_ctr" in predicted[0] and "user_id" in predicted[0]
 
-    bare = subprocess.run([sys.executable, "-c", BARE_LOADER, export_dir, test_path, columns],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": ""}, cwd=str(tmp_path))
-    assert bare.returncode == 0, bare.stderr[-3000:]
-    outputs = json.loads(bare.stdout.strip().splitlines()[-1])
+    outputs = bare_loader(export_dir, test_path, columns)
     for key, values in outputs.items():
         mine = np.array([float(r[key]) for r in predicted])
         np.testing.assert_allclose(mine, np.array(values, dtype=float), atol=1e-5, err_msg=key)

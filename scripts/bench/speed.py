@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""Speed suite: mtrec from CSV/Parquet vs a hand-written in-memory limit vs peer libraries.
+
+Workload (scripts/bench/speed_data.py): 1M rows, 20 sparse id columns (vocab 10,000,
+embedding_dim 16, hashed from their text by mtrec), 5 dense columns, labels click and
+conversion. MMoE: 4 experts [256, 128], towers [64]. ESMM: ctr and cvr towers
+[256, 128, 64] over the concatenated embeddings. Adam lr 1e-3, batch 2048, one epoch.
+
+Parts (each a subprocess, run one at a time):
+  mtrec   `mtrec train` on the files; steady-state examples/s from its log lines (all log
+          intervals after the first --warmup_steps), wall time of the whole process (start-up,
+          reading, training, the final checkpoint; no evaluation, no export), peak RSS; then
+          the test AUCs from `mtrec evaluate`.
+  limit   scripts/bench/speed_limit.py: the same model as a hand-written tf.function step
+          over tensors already in memory (XLA off and on).
+  peers   scripts/bench/peers/run_all.py in the peer virtualenvs (--peers; see
+          scripts/bench/peers/make_venvs.py).
+  scaling step time over hash_bucket_size, wall time / RSS over rows, ex/s over batch size.
+
+Usage:
+  python scripts/bench/speed_data.py --out /tmp/mtrec_speed --rows 1000000 --parquet
+  python scripts/bench/speed.py --data /tmp/mtrec_speed --parts mtrec,limit --runs 3
+Results go to --out (JSON, one record per run) and a markdown summary on stdout.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import REPO, machine_info  # noqa: E402
+
+NUM_SPARSE, NUM_DENSE = 20, 5
+
+
+def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_size: int,
+                 rows_file: str = "train", steps_per_loop: int = 0) -> str:
+    """The mtrec config of the workload (one epoch, one checkpoint at the end)."""
+    ext = "csv" if fmt == "csv" else "parquet"
+    fields = ['input_fields { input_name: "click" input_type: INT32 }',
+              'input_fields { input_name: "conversion" input_type: INT32 }']
+    fields += [f'input_fields {{ input_name: "d{i}" input_type: FLOAT }}'
+               for i in range(NUM_DENSE)]
+    fields += [f'input_fields {{ input_name: "c{j}" input_type: STRING }}'
+               for j in range(NUM_SPARSE)]
+    features = [f'feature_configs {{ input_names: "c{j}" feature_type: IdFeature '
+                f'hash_bucket_size: {hash_buckets} embedding_dim: 16 }}' for j in range(NUM_SPARSE)]
+    features += [f'feature_configs {{ input_names: "d{i}" feature_type: RawFeature }}'
+                 for i in range(NUM_DENSE)]
+    names = " ".join(f'feature_names: "c{j}"' for j in range(NUM_SPARSE))
+    names += " " + " ".join(f'feature_names: "d{i}"' for i in range(NUM_DENSE))
+    tower = ('tower_name: "{name}" label_name: "{label}" dnn {{ hidden_units: {units} '
+             'use_bn: false }} loss_type: CLASSIFICATION metrics_set {{ auc {{}} }}')
+    if model == "mmoe":
+        body = ("model_class: \"MMoE\" mmoe { expert_dnn { hidden_units: [256, 128] "
+                "use_bn: false } num_expert: 4 "
+                + " ".join("task_towers { " + tower.format(name=n, label=n, units="[64]") + " }"
+                           for n in ("click", "conversion")) + " }")
+        groups = f'feature_groups {{ group_name: "all" {names} wide_deep: DEEP }}'
+    else:
+        body = ('model_class: "ESMM" esmm { groups { input: "all" } '
+                "ctr_tower { " + tower.format(name="ctr", label="click", units="[256, 128, 64]")
+                + " } cvr_tower { " + tower.format(name="cvr", label="conversion",
+                                                   units="[256, 128, 64]") + " } }")
+        groups = f'feature_groups {{ group_name: "all" {names} wide_deep: DEEP }}'
+    return f"""
+train_input_path: "{os.path.join(data_dir, f'{rows_file}.{ext}')}"
+eval_input_path: "{os.path.join(data_dir, f'test.{ext}')}"
+train_config {{
+  optimizer_config {{ adam_optimizer {{ learning_rate {{ constant_learning_rate {{
+    learning_rate: 0.001 }} }} }} }}
+  save_checkpoints_steps: 100000000
+  log_step_count_steps: 50
+  steps_per_loop: {steps_per_loop}
+}}
+data_config {{
+  batch_size: {batch_size}
+  num_epochs: 1
+  shuffle: false
+  input_type: {"CSVInput" if fmt == "csv" else "ParquetInput"}
+  with_header: true
+  separator: ","
+  label_fields: "click"
+  label_fields: "conversion"
+  {" ".join(fields)}
+}}
+{" ".join(features)}
+model_config {{
+  {groups}
+  {body}
+}}
+"""
+
+
+def _run_logged(cmd, env=None):
+    """Run cmd; return (stderr lines with arrival times, wall seconds, peak RSS MB)."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    lines = [(time.time() - start, line.rstrip()) for line in proc.stderr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.time() - start
+    if status != 0:
+        sys.stderr.write("\n".join(text for _, text in lines[-20:]) + "\n")
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return lines, wall, usage.ru_maxrss / 1024
+
+
+def steady_rate(lines, batch_size: int, warmup_steps: int) -> float:
+    """Examples/s between the first log line at or after warmup_steps and the last full
+    interval, timed by line arrival."""
+    points = []
+    for t, text in lines:
+        if " step " in text and " examples/s" in text:
+            step = int(text.split(" step ")[1].split("/")[0].split(" ")[0])
+            points.append((step, t))
+    points = [p for p in points if p[0] >= warmup_steps]
+    if len(points) < 2:
+        return float("nan")
+    # The last line may end a short interval (the epoch's end): drop it if more remain.
+    (s0, t0), (s1, t1) = points[0], points[-2 if len(points) > 2 else -1]
+    return (s1 - s0) * batch_size / (t1 - t0)
+
+
+def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows_file="train",
+              evaluate=True, steps_per_loop=0) -> dict:
+    config = os.path.join(work, f"{model}_{fmt}_{hash_buckets}_{batch_size}_{rows_file}.config")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(mtrec_config(model, args.data, fmt, hash_buckets, batch_size, rows_file,
+                             steps_per_loop))
+    model_dir = tempfile.mkdtemp(prefix="run_", dir=work)
+    lines, wall, rss = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
+                                    "--model_dir", model_dir])
+    record = {"part": "mtrec", "model": model, "format": fmt, "hash_buckets": hash_buckets,
+              "batch_size": batch_size, "rows_file": rows_file,
+              "steady_ex_per_s": steady_rate(lines, batch_size, args.warmup_steps),
+              "end_to_end_s": wall, "peak_rss_mb": rss}
+    if evaluate:
+        subprocess.run([sys.executable, "-m", "mtrec", "evaluate", "--config", config,
+                        "--model_dir", model_dir], cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(model_dir, "eval_result.txt"), encoding="utf-8") as f:
+            result = json.loads(f.readlines()[-1])
+        record.update({k: v for k, v in result.items() if k.startswith("auc")})
+    subprocess.run(["rm", "-rf", model_dir], check=True)
+    return record
+
+
+def run_limit(model, xla, args, batch_size=2048) -> dict:
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/speed_limit.py"),
+                          "--data", args.data, "--model", model, "--batch_size", str(batch_size)]
+                         + (["--xla"] if xla else []),
+                         cwd=REPO, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="directory of speed_data.py's files")
+    parser.add_argument("--parts", default="mtrec,limit")
+    parser.add_argument("--models", default="mmoe,esmm")
+    parser.add_argument("--formats", default="csv")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup_steps", type=int, default=100)
+    parser.add_argument("--work_dir", default="/tmp/mtrec_bench_speed")
+    parser.add_argument("--out", default="/tmp/mtrec_bench_speed/results.jsonl")
+    parser.add_argument("--peer_python_tf", default="/tmp/mtrec_peers/tf/bin/python")
+    parser.add_argument("--peer_python_torch", default="/tmp/mtrec_peers/torch/bin/python")
+    parser.add_argument("--hash_sizes", default="10000,100000,2000000")
+    parser.add_argument("--row_files", default="", help="for scaling: train file stems, "
+                        "e.g. rows_100k,train,rows_5m (speed_data.py --rows into the same dir)")
+    parser.add_argument("--batch_sizes", default="512,1024,2048,4096,8192")
+    args = parser.parse_args()
+    os.makedirs(args.work_dir, exist_ok=True)
+    parts = args.parts.split(",")
+    models = args.models.split(",")
+    info = machine_info()
+    records = []
+
+    def keep(record):
+        record.update(time=time.strftime("%Y-%m-%d %H:%M:%S"),
+                      load=os.getloadavg()[0], source=info["mtrec_source_sha256"])
+        records.append(record)
+        print(json.dumps(record), file=sys.stderr, flush=True)
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    print(json.dumps(info), file=sys.stderr)
+    # Interleave the parts per run, so that a change in machine load hits all of them alike.
+    for run in range(args.runs):
+        for model in models:
+            if "limit" in parts:
+                for xla in (False, True):
+                    keep(run_limit(model, xla, args))
+            if "mtrec" in parts:
+                for fmt in args.formats.split(","):
+                    keep(run_mtrec(model, fmt, args, args.work_dir))
+        if "peers" in parts:
+            out = os.path.join(args.work_dir, f"peers_{run}.json")
+            subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
+                            "--python_tf", args.peer_python_tf,
+                            "--python_torch", args.peer_python_torch,
+                            "--train", os.path.join(args.data, "train.csv"),
+                            "--test", os.path.join(args.data, "test.csv"),
+                            "--runs", "1", "--out", out], check=True, cwd=REPO)
+            with open(out, encoding="utf-8") as f:
+                for record in json.load(f):
+                    keep(dict(record, part="peer"))
+    if "scaling" in parts:
+        for size in [int(s) for s in args.hash_sizes.split(",")]:
+            keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, hash_buckets=size,
+                                evaluate=False), scaling="hash_buckets"))
+        for stem in [s for s in args.row_files.split(",") if s]:
+            keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, rows_file=stem,
+                                evaluate=False), scaling="rows"))
+        for batch in [int(b) for b in args.batch_sizes.split(",")]:
+            keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, batch_size=batch,
+                                evaluate=False), scaling="batch_size"))
+    summarize(records)
+
+
+def summarize(records):
+    groups = {}
+    for r in records:
+        if "scaling" in r:
+            continue
+        key = (r["model"], r["part"], r.get("format", ""), str(r.get("xla", "")),
+               r.get("library", ""))
+        groups.setdefault(key, []).append(r)
+    print("| model | what | steady ex/s (median) | end-to-end s | peak RSS MB | AUC click | "
+          "AUC conversion | runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (model, part, fmt, xla, lib), rs in sorted(groups.items()):
+        what = {"mtrec": f"mtrec ({fmt})", "limit": f"in-memory limit (XLA {xla})",
+                "peer": lib}.get(part, part)
+        med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
+        auc_click = med("auc_click") if part != "mtrec" or model == "mmoe" else med("auc_ctr")
+        auc_conv = (med("auc_conversion") if part != "mtrec" or model == "mmoe"
+                    else med("auc_ctcvr"))
+        print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
+              f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
+              f"{auc_conv:.4f} | {len(rs)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""The in-memory limit of the speed suite: the workload's model as a hand-written
+`tf.function` training step over tensors already in memory (no parsing, no hashing).
+
+The rows are read with pandas beforehand (not timed); ids are the integers themselves.
+The model has the same shapes as mtrec's (see speed.py): per-feature tables [10000, 16],
+Dense layers, softmax gates, Keras Adam (lr 1e-3) on every variable. Steps run
+`--steps_per_call` at a time inside one tf.function (a tf.range loop slicing the in-memory
+tensors), optionally XLA-compiled (--xla). Prints one JSON line: steady examples/s (all
+calls after the first --warmup_calls), the test AUCs, peak RSS.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import keras
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import auc  # noqa: E402
+
+NUM_SPARSE, NUM_DENSE, VOCAB, DIM = 20, 5, 10_000, 16
+
+
+def load(path):
+    frame = pd.read_csv(path)
+    ids = frame[[f"c{j}" for j in range(NUM_SPARSE)]].to_numpy(np.int32)
+    dense = frame[[f"d{i}" for i in range(NUM_DENSE)]].to_numpy(np.float32)
+    labels = frame[["click", "conversion"]].to_numpy(np.float32)
+    return tf.constant(ids), tf.constant(dense), tf.constant(labels)
+
+
+def mlp(units, name):
+    return [keras.layers.Dense(u, activation="relu", name=f"{name}_{i}")
+            for i, u in enumerate(units)]
+
+
+class Model(keras.Model):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.tables = [self.add_weight(shape=(VOCAB, DIM), name=f"table_{j}",
+                                       initializer=keras.initializers.RandomUniform(-0.05, 0.05))
+                       for j in range(NUM_SPARSE)]
+        if kind == "mmoe":
+            self.experts = [mlp([256, 128], f"expert{e}") for e in range(4)]
+            self.gates = [keras.layers.Dense(4, name=f"gate{t}") for t in range(2)]
+            self.towers = [mlp([64], f"tower{t}") + [keras.layers.Dense(1)] for t in range(2)]
+        else:
+            self.towers = [mlp([256, 128, 64], f"tower{t}") + [keras.layers.Dense(1)]
+                           for t in range(2)]
+
+    def call(self, ids, dense):
+        x = tf.concat([tf.gather(t, ids[:, j]) for j, t in enumerate(self.tables)] + [dense], 1)
+
+        def run(layers, h):
+            for layer in layers:
+                h = layer(h)
+            return h
+
+        if self.kind == "mmoe":
+            experts = tf.stack([run(e, x) for e in self.experts], axis=1)  # (batch, 4, 128)
+            logits = []
+            for gate, tower in zip(self.gates, self.towers):
+                w = tf.nn.softmax(gate(x))[:, :, None]  # (batch, 4, 1)
+                logits.append(run(tower, tf.reduce_sum(w * experts, axis=1))[:, 0])
+            return tf.nn.sigmoid(logits[0]), tf.nn.sigmoid(logits[1])
+        pctr = tf.nn.sigmoid(run(self.towers[0], x)[:, 0])
+        pcvr = tf.nn.sigmoid(run(self.towers[1], x)[:, 0])
+        return pctr, pctr * pcvr
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", default="mmoe", choices=["mmoe", "esmm"])
+    parser.add_argument("--batch_size", type=int, default=2048)
+    parser.add_argument("--steps_per_call", type=int, default=50)
+    parser.add_argument("--warmup_calls", type=int, default=2)
+    parser.add_argument("--xla", action="store_true")
+    parser.add_argument("--max_steps", type=int, default=0, help="stop early (0: one epoch)")
+    args = parser.parse_args()
+    ids, dense, labels = load(os.path.join(args.data, "train.csv"))
+    model = Model(args.model)
+    model(ids[:2], dense[:2])
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    bce = keras.losses.BinaryCrossentropy()
+    n, b = int(ids.shape[0]), args.batch_size
+
+    @tf.function(jit_compile=args.xla)
+    def step(i0):
+        x_ids, x_dense, y = ids[i0:i0 + b], dense[i0:i0 + b], labels[i0:i0 + b]
+        with tf.GradientTape() as tape:
+            p0, p1 = model(x_ids, x_dense)
+            loss = bce(y[:, 0], p0) + bce(y[:, 1], p1)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function
+    def loop(start, steps):
+        total = tf.constant(0.0)
+        for k in tf.range(steps):
+            total += step(start + k * b)
+        return total
+
+    full_steps = min(n // b, args.max_steps or n)
+    times, step_at = [], 0
+    start = time.time()
+    while step_at < full_steps:
+        k = min(args.steps_per_call, full_steps - step_at)
+        loop(tf.constant(step_at * b), tf.constant(k)).numpy()
+        times.append((step_at + k, time.time(), time.process_time()))
+        step_at += k
+    warm = times[args.warmup_calls - 1] if len(times) > args.warmup_calls else times[0]
+    rate = (times[-1][0] - warm[0]) * b / (times[-1][1] - warm[1])
+    # CPU time per step (all threads): the work, whatever else the machine runs
+    cpu_ms = 1000 * (times[-1][2] - warm[2]) / (times[-1][0] - warm[0])
+    t_ids, t_dense, t_labels = load(os.path.join(args.data, "test.csv"))
+    p0, p1 = model(t_ids, t_dense)
+    print(json.dumps({
+        "part": "limit", "model": args.model, "xla": args.xla, "batch_size": b,
+        "steady_ex_per_s": rate, "cpu_ms_per_step": cpu_ms, "fit_s": time.time() - start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "auc_click": auc(t_labels[:, 0].numpy(), p0.numpy()),
+        "auc_conversion": auc(t_labels[:, 1].numpy(), p1.numpy())}))
+
+
+if __name__ == "__main__":
+    main()
