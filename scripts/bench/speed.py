@@ -163,7 +163,8 @@ def run_limit(model, xla, args, batch_size=2048) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="directory of speed_data.py's files")
+    parser.add_argument("--data", help="directory of speed_data.py's files")
+    parser.add_argument("--summarize", help="only print the tables of a results.jsonl")
     parser.add_argument("--parts", default="mtrec,limit")
     parser.add_argument("--models", default="mmoe,esmm")
     parser.add_argument("--formats", default="csv")
@@ -178,6 +179,12 @@ def main():
                         "e.g. rows_100k,train,rows_5m (speed_data.py --rows into the same dir)")
     parser.add_argument("--batch_sizes", default="512,1024,2048,4096,8192")
     args = parser.parse_args()
+    if args.summarize:
+        with open(args.summarize, encoding="utf-8") as f:
+            summarize([json.loads(line) for line in f if line.strip()])
+        return
+    if not args.data:
+        parser.error("--data is required")
     os.makedirs(args.work_dir, exist_ok=True)
     parts = args.parts.split(",")
     models = args.models.split(",")
@@ -247,6 +254,16 @@ def summarize(records):
         print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
               f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
               f"{auc_conv:.4f} | {len(rs)} |")
+    scaling = [r for r in records if "scaling" in r]
+    if scaling:
+        print("\n| scaling | hash_bucket_size | rows file | batch | steady ex/s | step ms | "
+              "end-to-end s | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in scaling:
+            step_ms = 1000 * r["batch_size"] / r["steady_ex_per_s"]
+            print(f"| {r['scaling']} | {r['hash_buckets']:,} | {r['rows_file']} | "
+                  f"{r['batch_size']} | {r['steady_ex_per_s']:,.0f} | {step_ms:.1f} | "
+                  f"{r['end_to_end_s']:.1f} | {r['peak_rss_mb']:,.0f} |")
 
 
 if __name__ == "__main__":
