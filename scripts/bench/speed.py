@@ -40,7 +40,7 @@ NUM_SPARSE, NUM_DENSE = 20, 5
 
 
 def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_size: int,
-                 rows_file: str = "train", steps_per_loop: int = 0) -> str:
+                 rows_file: str = "train", steps_per_loop: int = 0, ids: str = "hash") -> str:
     """The mtrec config of the workload (one epoch, one checkpoint at the end; no
     evaluation and no export during training: run_mtrec evaluates afterwards)."""
     ext = "csv" if fmt == "csv" else "parquet"
@@ -48,10 +48,15 @@ def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_s
               'input_fields { input_name: "conversion" input_type: INT32 }']
     fields += [f'input_fields {{ input_name: "d{i}" input_type: FLOAT }}'
                for i in range(NUM_DENSE)]
-    fields += [f'input_fields {{ input_name: "c{j}" input_type: STRING }}'
+    # ids "hash": the id text hashed into hash_buckets rows (collisions when the buckets
+    # are few); "identity": the integer itself is the row (num_buckets), as the peers'
+    # label encoding, so both train the same model.
+    id_type, id_space = (("STRING", "hash_bucket_size") if ids == "hash"
+                         else ("INT64", "num_buckets"))
+    fields += [f'input_fields {{ input_name: "c{j}" input_type: {id_type} }}'
                for j in range(NUM_SPARSE)]
     features = [f'feature_configs {{ input_names: "c{j}" feature_type: IdFeature '
-                f'hash_bucket_size: {hash_buckets} embedding_dim: 16 }}' for j in range(NUM_SPARSE)]
+                f'{id_space}: {hash_buckets} embedding_dim: 16 }}' for j in range(NUM_SPARSE)]
     features += [f'feature_configs {{ input_names: "d{i}" feature_type: RawFeature }}'
                  for i in range(NUM_DENSE)]
     names = " ".join(f'feature_names: "c{j}"' for j in range(NUM_SPARSE))
@@ -132,15 +137,17 @@ def steady_rate(lines, batch_size: int, warmup_steps: int) -> float:
 
 
 def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows_file="train",
-              evaluate=True, steps_per_loop=0) -> dict:
-    config = os.path.join(work, f"{model}_{fmt}_{hash_buckets}_{batch_size}_{rows_file}.config")
+              evaluate=True, steps_per_loop=0, ids=None) -> dict:
+    ids = ids or getattr(args, "ids", "hash")
+    config = os.path.join(work, f"{model}_{fmt}_{ids}{hash_buckets}_{batch_size}_{rows_file}.config")
     with open(config, "w", encoding="utf-8") as f:
         f.write(mtrec_config(model, args.data, fmt, hash_buckets, batch_size, rows_file,
-                             steps_per_loop))
+                             steps_per_loop, ids))
     model_dir = tempfile.mkdtemp(prefix="run_", dir=work)
     lines, wall, rss = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
                                     "--model_dir", model_dir])
     record = {"part": "mtrec", "model": model, "format": fmt, "hash_buckets": hash_buckets,
+              "ids": ids,
               "batch_size": batch_size, "rows_file": rows_file,
               "steady_ex_per_s": steady_rate(lines, batch_size, args.warmup_steps),
               "end_to_end_s": wall, "peak_rss_mb": rss}
@@ -158,10 +165,10 @@ def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows
     return record
 
 
-def run_limit(model, xla, args, batch_size=2048) -> dict:
+def run_limit(model, xla, args, batch_size=2048, extra=()) -> dict:
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/speed_limit.py"),
                           "--data", args.data, "--model", model, "--batch_size", str(batch_size)]
-                         + (["--xla"] if xla else []),
+                         + (["--xla"] if xla else []) + list(extra),
                          cwd=REPO, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -174,6 +181,8 @@ def main():
     parser.add_argument("--parts", default="mtrec,limit")
     parser.add_argument("--models", default="mmoe,esmm")
     parser.add_argument("--formats", default="csv")
+    parser.add_argument("--ids", choices=["hash", "identity"], default="identity",
+                        help="main mtrec runs: ids as rows (the peers' model) or hashed text")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--work_dir", default="/tmp/mtrec_bench_speed")
@@ -210,8 +219,7 @@ def main():
     for run in range(args.runs):
         for model in models:
             if "limit" in parts:
-                for xla in (False, True):
-                    keep(run_limit(model, xla, args))
+                keep(run_limit(model, False, args))
             if "mtrec" in parts:
                 for fmt in args.formats.split(","):
                     keep(run_mtrec(model, fmt, args, args.work_dir))
@@ -226,11 +234,16 @@ def main():
             with open(out, encoding="utf-8") as f:
                 for record in json.load(f):
                     keep(dict(record, part="peer"))
+    if "xla" in parts:
+        # XLA on CPU measured far slower here: a short run (60 steps) is enough to show it.
+        for model in models:
+            keep(run_limit(model, True, args, extra=["--max_steps", "60", "--steps_per_call",
+                                                     "10", "--warmup_calls", "1"]))
     if "large" in parts:
         # Tables of 1e6 rows x 20 features: the peers on the first 200k rows (their dense
         # table updates make a whole epoch take long), mtrec's hash_bucket_size 1e6.
         keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, hash_buckets=1_000_000,
-                            evaluate=False), scaling="large"))
+                            evaluate=False, ids="hash"), scaling="large"))
         out = os.path.join(args.work_dir, "peers_large.json")
         subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
                         "--python_tf", args.peer_python_tf,
@@ -245,7 +258,7 @@ def main():
     if "scaling" in parts:
         for size in [int(s) for s in args.hash_sizes.split(",")]:
             keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, hash_buckets=size,
-                                evaluate=False), scaling="hash_buckets"))
+                                evaluate=False, ids="hash"), scaling="hash_buckets"))
         for stem in [s for s in args.row_files.split(",") if s]:
             keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, rows_file=stem,
                                 evaluate=False), scaling="rows"))
@@ -261,13 +274,13 @@ def summarize(records):
         if "scaling" in r:
             continue
         key = (r["model"], r["part"], r.get("format", ""), str(r.get("xla", "")),
-               r.get("library", ""))
+               r.get("library", ""), r.get("ids", "hash"))
         groups.setdefault(key, []).append(r)
     print("| model | what | steady ex/s (median) | end-to-end s | peak RSS MB | AUC click | "
           "AUC conversion | runs |")
     print("|---|---|---|---|---|---|---|---|")
-    for (model, part, fmt, xla, lib), rs in sorted(groups.items()):
-        what = {"mtrec": f"mtrec ({fmt})", "limit": f"in-memory limit (XLA {xla})",
+    for (model, part, fmt, xla, lib, _), rs in sorted(groups.items()):
+        what = {"mtrec": f"mtrec ({fmt}, ids {rs[0].get('ids', 'hash')})", "limit": f"in-memory limit (XLA {xla})",
                 "peer": lib}.get(part, part)
         med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
         auc_click = med("auc_click") if part != "mtrec" or model == "mmoe" else med("auc_ctr")
