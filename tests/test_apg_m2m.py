@@ -92,6 +92,120 @@ def test_apg_factorised_output_equals_explicit_weight_product(mode):
     np.testing.assert_allclose(b[0], b[4], rtol=1e-6)
 
 
+def _relu(a):
+    return np.maximum(a, 0.0)
+
+
+def _chain_apg(layer, x, cond, inner=_relu, generate=_relu, act=_relu):
+    """The layer's chain in numpy, factor by factor and row by row: inner after every factor
+    but the last, generate on every generator output, act at the end."""
+    k, n, units = layer.k_dim, layer.input_dim, layer.units
+
+    def gen(dense, shape):
+        return generate(_dense(dense, cond)).reshape((-1,) + shape)
+
+    def shared(h, kernel_bias):
+        return h @ _np(kernel_bias[0]) + _np(kernel_bias[1])
+
+    def per_row(h, matrices, bias):
+        return np.stack([h[i] @ matrices[i] for i in range(len(h))]) + bias
+
+    core = gen(layer.core_generator, (k, k))
+    core_bias = gen(layer.core_bias_generator, (k,))
+    if layer.use_uv_shared and layer.use_mf_p:
+        h = inner(shared(inner(shared(x, layer.v_left)), layer.v_right))
+        h = inner(per_row(h, core, core_bias))
+        y = shared(inner(shared(h, layer.u_left)), layer.u_right)
+    elif layer.use_uv_shared:
+        h = inner(per_row(inner(shared(x, layer.v)), core, core_bias))
+        y = shared(h, layer.u)
+    else:
+        h = inner(per_row(x, gen(layer.v_generator, (n, k)), gen(layer.v_bias_generator, (k,))))
+        h = inner(per_row(h, core, core_bias))
+        y = per_row(h, gen(layer.u_generator, (k, units)), gen(layer.u_bias_generator, (units,)))
+    return act(y)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_apg_inner_and_generate_activation_exact(mode, grouped):
+    """Small integer weights and inputs: every product and sum is exact in float32, so the
+    layer must give exactly the numpy chain with relu after each inner factor and on the
+    generators' outputs, and differ from the chain without them."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, size=(6, 4)).astype("float32")
+    cond = rng.integers(-1, 2, size=(6, 2)).astype("float32")
+    cond[3:] = cond[:3]  # three distinct conditions, each twice
+    layer = APGDense(3, activation="relu", mf_k=1, mf_p=2, inner_activation="relu",
+                     generate_activation="relu", grouped_condition=grouped, name="apg",
+                     **MODES[mode])
+    layer(x, cond)
+    for weight in layer.weights:
+        weight.assign(rng.integers(-2, 3, size=weight.shape).astype("float32"))
+    y = _np(layer(x, cond))
+    expected = _chain_apg(layer, x, cond)
+    np.testing.assert_array_equal(y, expected)
+    assert (y > 0).any()
+    # The activations change the result: the same weights without them give another y.
+    plain = _chain_apg(layer, x, cond, inner=lambda a: a, generate=lambda a: a)
+    assert not np.array_equal(expected, plain)
+    layer.inner_activation = layer.generate_activation = None
+    for dense in (layer.core_generator, layer.core_bias_generator):
+        dense.activation = keras.activations.get(None)
+    if mode == "unshared":
+        for dense in (layer.v_generator, layer.v_bias_generator, layer.u_generator,
+                      layer.u_bias_generator):
+            dense.activation = keras.activations.get(None)
+    np.testing.assert_array_equal(_np(layer(x, cond)), plain)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_apg_grouped_condition_equals_per_row_generation(mode):
+    """grouped_condition (generate once per distinct condition, no (batch, K, K) tensor)
+    gives the per-row layer's outputs and gradients, with inner and generate activations."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 10)).astype("float32")
+    which = rng.integers(0, 4, 12)
+    cond = rng.normal(size=(4, 3)).astype("float32")[which]
+    kwargs = dict(mf_k=2, mf_p=3, inner_activation="relu", generate_activation="tanh",
+                  **MODES[mode])
+    per_row = APGDense(7, name="apg", **kwargs)
+    grouped = APGDense(7, grouped_condition=True, name="apg", **kwargs)
+    per_row(x, cond), grouped(x, cond)
+    for a, b in zip(per_row.weights, grouped.weights):
+        a.assign(a + rng.normal(0, 0.3, a.shape).astype("float32"))
+        b.assign(a)
+    results = []
+    for layer in (per_row, grouped):
+        xt, ct = tf.constant(x), tf.constant(cond)
+        with tf.GradientTape() as tape:
+            tape.watch([xt, ct])
+            y = layer(xt, ct)
+            loss = tf.reduce_sum(y * np.arange(7, dtype="float32"))
+        grads = tape.gradient(loss, [xt, ct] + layer.trainable_weights)
+        results.append([y] + [tf.convert_to_tensor(g) for g in grads])  # gather: slices
+    assert (_np(results[0][0]) > 0).any()
+    # The condition's gradient reaches the first row of each distinct value: the same sum
+    # over rows of equal condition (what an embedding table of domains receives).
+    for i in (0, 1):
+        results[i][2] = np.stack([_np(results[i][2])[which == d].sum(0) for d in range(4)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(_np(b), _np(a), rtol=1e-5, atol=1e-5)
+    # Against the numpy chain, and a batch with a single distinct condition.
+    np.testing.assert_allclose(_np(results[1][0]), _chain_apg(grouped, x, cond, generate=np.tanh),
+                               rtol=1e-5, atol=1e-6)
+    # No (batch, K, K) tensor in the grouped layer's graph; the per-row one has it.
+    def shapes(layer):
+        graph = tf.function(layer).get_concrete_function(tf.constant(x), tf.constant(cond)).graph
+        return {tuple(t.shape.as_list()) for op in graph.get_operations() for t in op.outputs}
+
+    k = grouped.k_dim
+    assert (12, k, k) in shapes(per_row) and (12, k, k) not in shapes(grouped)
+    same = np.repeat(cond[:1], 12, axis=0)
+    np.testing.assert_allclose(_np(grouped(x, same)), _np(per_row(x, same)), rtol=1e-5,
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_apg_shapes_and_named_weights(mode):
     layer = APGDense(6, mf_k=2, mf_p=3, name="apg", **MODES[mode])
@@ -127,6 +241,8 @@ def test_apg_shapes_and_named_weights(mode):
     ({"units": 4, "mf_k": 0}, "APGDense mf_k must be a positive integer, got 0"),
     ({"units": 4, "mf_p": -1}, "APGDense mf_p must be a positive integer, got -1"),
     ({"units": 4, "activation": "nope"}, "unknown activation 'nope'"),
+    ({"units": 4, "inner_activation": "nope"}, "unknown activation 'nope'"),
+    ({"units": 4, "generate_activation": "nope"}, "unknown activation 'nope'"),
     ({"units": 4, "l2_regularization": -1.0}, "l2_regularization must not be negative"),
 ])
 def test_apg_rejects_bad_arguments(kwargs, message):
@@ -134,12 +250,15 @@ def test_apg_rejects_bad_arguments(kwargs, message):
         APGDense(**kwargs)
 
 
+@pytest.mark.parametrize("extra", [{}, {"inner_activation": "relu",
+                                        "generate_activation": "tanh",
+                                        "grouped_condition": True}])
 @pytest.mark.parametrize("mode", list(MODES))
-def test_apg_weights_round_trip_and_config(mode, tmp_path):
+def test_apg_weights_round_trip_and_config(mode, extra, tmp_path):
     def model():
         x, c = keras.Input((10,)), keras.Input((3,))
-        h = APGDense(8, mf_k=2, name="apg_0", **MODES[mode])(x, c)
-        return keras.Model([x, c], APGDense(4, name="apg_1", **MODES[mode])(h, c))
+        h = APGDense(8, mf_k=2, name="apg_0", **MODES[mode], **extra)(x, c)
+        return keras.Model([x, c], APGDense(4, name="apg_1", **MODES[mode], **extra)(h, c))
 
     first = model()
     for weight in first.weights:  # off the initial values, so loading must restore them
@@ -154,6 +273,8 @@ def test_apg_weights_round_trip_and_config(mode, tmp_path):
     rebuilt = APGDense.from_config(layer.get_config())
     rebuilt(np.zeros((2, 8), "float32"), COND[:2])
     assert [w.path for w in rebuilt.weights] == [w.path for w in layer.weights]
+    assert rebuilt.get_config() == layer.get_config()
+    assert layer.inner_activation == extra.get("inner_activation")
 
 
 # ---------------------------------------------------------------------------
@@ -447,6 +568,8 @@ def test_apg_model_learns_a_domain_specific_signal(condition):
     # The main input leaves out the MIX condition group: price and dom embeddings only.
     assert model.main_tensor(groups).shape == (240, 8)
     assert [layer.units for layer in model.apg_layers] == [16, 16]
+    # Only GROUP's condition (the domain embedding) is deduplicated per batch.
+    assert [layer.grouped_condition for layer in model.apg_layers] == [condition == "GROUP"] * 2
     losses = _train(model, features, {"clk": columns["clk"], "buy": columns["buy"]}, 100)
     assert losses[-1] < 0.5 * losses[0], losses[::10]
     # Each domain's opposite rule on price is learnt.
@@ -475,6 +598,14 @@ def test_m2m_model_learns_a_domain_specific_signal():
 def test_model_config_errors():
     with pytest.raises(ConfigError, match="apg.activation: unknown activation 'nope'"):
         _build(edit("mf_k: 2", 'mf_k: 2\n    activation: "nope"', APG_CONFIG))
+    for field in ("inner_activation", "generate_activation"):
+        with pytest.raises(ConfigError, match=f"apg.{field}: unknown activation 'nope'"):
+            _build(edit("mf_k: 2", f'mf_k: 2\n    {field}: "nope"', APG_CONFIG))
+    # Set and valid: the layers get them (EasyRec's tf.nn names are accepted).
+    model, _ = _build(edit("mf_k: 2", 'mf_k: 2\n    inner_activation: "tf.nn.relu"\n'
+                           '    generate_activation: "tanh"', APG_CONFIG))
+    assert [(layer.inner_activation, layer.generate_activation)
+            for layer in model.apg_layers] == [("relu", "tanh")] * 2
     with pytest.raises(ConfigError, match="m2m.expert_dnn: unknown activation 'nope'"):
         _build(edit("expert_dnn { hidden_units: [12] use_bn: false }",
                     'expert_dnn { hidden_units: [12] use_bn: false activation: "nope" }',

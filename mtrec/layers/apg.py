@@ -9,14 +9,39 @@ products of two matrices through a width P:
     y_i = act( (((x_i V_l + b_l) V_r + b_r) S_i + s_i) U_l + c_l) U_r + c_r )
 with V_l (N x P), V_r (P x K), U_l (K x P), U_r (P x units). The input meets one factor at
 a time, so no N x units matrix is ever built per sample.
+
+inner_activation g (optional) follows every factor but the last:
+    y_i = act( g(g(g(g(x_i V_l + b_l) V_r + b_r) S_i + s_i) U_l + c_l) U_r + c_r )
+without it the layer is one affine map per sample followed by act. generate_activation
+(optional) is applied to every generator's output (S_i, s_i and, unshared, V_i, U_i and
+their biases), as in a one-layer generator MLP.
 """
 import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from mtrec.layers.dnn import activation_name
+
+
+def distinct_rows(x):
+    """(first, row_of) for x (batch, c): `first` (D, c) holds each of the D distinct rows of x
+    once, gathered from x at its first occurrence (so gradients reach x: Unique has none),
+    and row_of (batch,) indexes each row's value in `first`: x == tf.gather(first, row_of).
+
+    The per-distinct-scenario dedupe of MetaUnit.call (mtrec/layers/meta_unit.py).
+    """
+    distinct, row_of = tf.raw_ops.UniqueV2(x=x, axis=[0])
+    first = tf.math.unsorted_segment_min(tf.range(tf.shape(x)[0]), row_of,
+                                         tf.shape(distinct)[0])
+    return tf.gather(x, first), row_of
+
+
+def _optional_activation(name):
+    """'' or None -> None (no activation); otherwise the Keras name (ValueError if unknown)."""
+    return activation_name(name) if name else None
 
 
 class APGDense(keras.layers.Layer):
@@ -32,6 +57,15 @@ class APGDense(keras.layers.Layer):
     against N*units to apply and c*N*units to generate a full per-sample matrix. The shared
     matmuls each carry a bias; the generated ones get a generated bias.
 
+    grouped_condition: the condition takes a few distinct values per batch (the domain
+    embedding, condition GROUP). The per-sample matrices are then generated once per
+    distinct condition row (D of them), and each generated factor is applied as one dense
+    matmul against all D matrices, (batch, a) x (D, a, b) -> (batch, D, b), of which each row
+    keeps its own: no (batch, a, b) tensor is built, and the generation costs D instead of
+    batch times c*(K*K + K). Same values as per-row generation; the application costs D
+    times the per-row multiply-adds, so leave it off when the condition is per-row (MIX,
+    SELF).
+
     The core generator's bias starts at the flattened identity (S_i = I at start, so the
     layer starts as the shared U V), and in the unshared mode the N x K and K x units
     generators' biases start Glorot-uniform: a zero start would make the product of
@@ -39,7 +73,8 @@ class APGDense(keras.layers.Layer):
     """
 
     def __init__(self, units, activation="relu", mf_k=4, mf_p=4, use_uv_shared=True,
-                 use_mf_p=True, l2_regularization=0.0, **kwargs):
+                 use_mf_p=True, l2_regularization=0.0, inner_activation=None,
+                 generate_activation=None, grouped_condition=False, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("units", units), ("mf_k", mf_k), ("mf_p", mf_p)):
             if int(value) != value or value < 1:
@@ -49,16 +84,20 @@ class APGDense(keras.layers.Layer):
                              f"{l2_regularization}.")
         self.units = int(units)
         self.activation = activation_name(activation or "linear")
+        self.inner_activation = _optional_activation(inner_activation)
+        self.generate_activation = _optional_activation(generate_activation)
         self.mf_k = int(mf_k)
         self.mf_p = int(mf_p)
         self.use_uv_shared = bool(use_uv_shared)
         self.use_mf_p = bool(use_mf_p)
+        self.grouped_condition = bool(grouped_condition)
         self.l2_regularization = l2_regularization
         self._regularizer = (keras.regularizers.L2(l2_regularization)
                              if l2_regularization else None)
 
     def _dense(self, units, name):
-        return keras.layers.Dense(units, kernel_regularizer=self._regularizer, name=name)
+        return keras.layers.Dense(units, activation=self.generate_activation,
+                                  kernel_regularizer=self._regularizer, name=name)
 
     def _shared(self, shape, name):
         # A shared factor and its bias, created as raw weights with stable names.
@@ -111,10 +150,10 @@ class APGDense(keras.layers.Layer):
         return tuple(x_shape[:-1]) + (self.units,)
 
     def generated(self, condition):
-        """The per-sample matrices generated from the condition:
-        {"core": (batch, K, K), "core_bias": (batch, K)} and, without use_uv_shared,
-        "v": (batch, N, K), "v_bias": (batch, K), "u": (batch, K, units),
-        "u_bias": (batch, units)."""
+        """The matrices generated from each condition row (generate_activation applied):
+        {"core": (rows, K, K), "core_bias": (rows, K)} and, without use_uv_shared,
+        "v": (rows, N, K), "v_bias": (rows, K), "u": (rows, K, units),
+        "u_bias": (rows, units)."""
         k = self.k_dim
         out = {"core": ops.reshape(self.core_generator(condition), (-1, k, k)),
                "core_bias": self.core_bias_generator(condition)}
@@ -126,30 +165,45 @@ class APGDense(keras.layers.Layer):
         return out
 
     def call(self, x, condition):
-        g = self.generated(condition)
+        if self.grouped_condition:
+            # Generate once per distinct condition; row_of maps each row to its matrices.
+            distinct, row_of = distinct_rows(condition)
+            g = self.generated(distinct)
+        else:
+            g, row_of = self.generated(condition), None
+        inner = (keras.activations.get(self.inner_activation) if self.inner_activation
+                 else (lambda h: h))
 
-        def mat_vec(h, matrices, bias):
-            # Per-sample matrices: a batched mat-vec, (batch, a) x (batch, a, b) -> (batch, b).
-            return ops.einsum("bi,bij->bj", h, matrices) + bias
+        def generated(h, matrices, bias):
+            if row_of is None:
+                # Per-row matrices: a batched mat-vec, (batch, a) x (batch, a, b) -> (batch, b).
+                return ops.einsum("bi,bij->bj", h, matrices) + bias
+            # (batch, a) x (D, a, b) -> (batch, D, b) in one matmul; each row keeps its own.
+            every = ops.einsum("bi,dij->bdj", h, matrices)
+            return tf.gather(every, row_of, axis=1, batch_dims=1) + tf.gather(bias, row_of)
 
         def shared(h, kernel_bias):
             kernel, bias = kernel_bias
             return ops.matmul(h, kernel) + bias
 
         if self.use_uv_shared and self.use_mf_p:
-            h = shared(shared(x, self.v_left), self.v_right)  # (batch, K)
-            h = mat_vec(h, g["core"], g["core_bias"])  # (batch, K)
-            y = shared(shared(h, self.u_left), self.u_right)  # (batch, units)
+            h = inner(shared(inner(shared(x, self.v_left)), self.v_right))  # (batch, K)
+            h = inner(generated(h, g["core"], g["core_bias"]))  # (batch, K)
+            y = shared(inner(shared(h, self.u_left)), self.u_right)  # (batch, units)
         elif self.use_uv_shared:
-            h = mat_vec(shared(x, self.v), g["core"], g["core_bias"])  # (batch, K)
+            h = inner(shared(x, self.v))  # (batch, K)
+            h = inner(generated(h, g["core"], g["core_bias"]))  # (batch, K)
             y = shared(h, self.u)  # (batch, units)
         else:
-            h = mat_vec(x, g["v"], g["v_bias"])  # (batch, K)
-            h = mat_vec(h, g["core"], g["core_bias"])  # (batch, K)
-            y = mat_vec(h, g["u"], g["u_bias"])  # (batch, units)
+            h = inner(generated(x, g["v"], g["v_bias"]))  # (batch, K)
+            h = inner(generated(h, g["core"], g["core_bias"]))  # (batch, K)
+            y = generated(h, g["u"], g["u_bias"])  # (batch, units)
         return keras.activations.get(self.activation)(y)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation,
                 "mf_k": self.mf_k, "mf_p": self.mf_p, "use_uv_shared": self.use_uv_shared,
-                "use_mf_p": self.use_mf_p, "l2_regularization": self.l2_regularization}
+                "use_mf_p": self.use_mf_p, "l2_regularization": self.l2_regularization,
+                "inner_activation": self.inner_activation,
+                "generate_activation": self.generate_activation,
+                "grouped_condition": self.grouped_condition}

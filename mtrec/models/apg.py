@@ -3,6 +3,8 @@ sample from a condition -> the same representation to every task tower.
 
 condition GROUP: the domain embedding; MIX: the domain embedding next to the
 condition_group_name group (e.g. user/item ids); SELF: each layer's own input.
+With GROUP the condition has one value per domain, so each layer generates its matrices
+once per domain present in the batch (APGDense grouped_condition), not once per row.
 """
 import tensorflow as tf
 
@@ -18,13 +20,22 @@ class APG(MultiTaskModel):
     def __init__(self, pipeline, feature_set, **kwargs):
         super().__init__(pipeline, feature_set, **kwargs)
         p = self.params
-        try:
-            activation_name(p.activation)
-        except ValueError as e:
-            raise ConfigError(f"apg.activation: {e}") from None
+        for field in ("activation", "inner_activation", "generate_activation"):
+            name = getattr(p, field)
+            try:
+                if name or field == "activation":  # empty inner/generate: none
+                    activation_name(name)
+            except ValueError as e:
+                raise ConfigError(f"apg.{field}: {e}") from None
+        # GROUP: the condition is the domain embedding, a handful of distinct rows per
+        # batch: the layers generate their matrices once per distinct domain.
+        grouped = p.condition == models_pb2.APG.GROUP
         try:
             self.apg_layers = [APGDense(units, p.activation, p.mf_k, p.mf_p, p.use_uv_shared,
-                                        p.use_mf_p, self.l2_regularization, name=f"apg_{i}")
+                                        p.use_mf_p, self.l2_regularization,
+                                        inner_activation=p.inner_activation,
+                                        generate_activation=p.generate_activation,
+                                        grouped_condition=grouped, name=f"apg_{i}")
                                for i, units in enumerate(p.hidden_units)]
         except ValueError as e:  # e.g. mf_k 0 in a config that skipped validation
             raise ConfigError(f"apg.hidden_units: {e}") from None
