@@ -295,3 +295,21 @@ def test_evaluate_continuous_gives_up_after_timeout_without_checkpoints(tmp_path
     result = mtrec.evaluate(CONFIG, model_dir=model_dir, continuous=True, timeout=1,
                             sets=[f"eval_input_path={TEST}"])
     assert result == {}  # nothing to evaluate within the timeout
+
+
+def test_a_worker_lost_during_the_checkpoint_agreement_is_the_same_clear_error():
+    # The chief agrees with the others after each checkpoint (early stop, timed saves); a
+    # worker killed at that moment must not surface as a collective-op traceback.
+    import tensorflow as tf
+    from mtrec.training import loop
+
+    class LostPeer:
+        def experimental_distribute_values_from_function(self, fn):
+            return fn(None)
+
+        def reduce(self, *args, **kwargs):
+            raise tf.errors.UnavailableError(None, None, "task 1 stopped sending heartbeats")
+
+    with pytest.raises(loop.TrainingError, match="stopped near step 20: another worker is "
+                       r"unreachable or failed \(task 1 stopped sending heartbeats\)"):
+        loop._any_worker(LostPeer(), False, 20, "/tmp/model")

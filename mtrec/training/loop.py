@@ -245,8 +245,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
             done, loss_sums, total_sum, bad, finite = train_loop(iterator, tf.constant(n))
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
             raise _data_error(e, reader[0], train_files, "training", job) from None
-        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                tf.errors.CancelledError, tf.errors.AbortedError) as e:
+        except _PEER_ERRORS as e:
             if cluster.strategy is None:
                 raise
             raise _peer_error(e, step, model_dir) from None
@@ -290,7 +289,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                            time.time() - last_saved_time >= train_config.save_checkpoints_secs)
         if train_config.save_checkpoints_secs and cluster.num_workers > 1:
             # Clocks differ: all workers save (and agree below) at the same step.
-            due_by_time = _any_worker(cluster.strategy, due_by_time)
+            due_by_time = _any_worker(cluster.strategy, due_by_time, step, model_dir)
         if (step % train_config.save_checkpoints_steps == 0 or due_by_time) and step != last_saved:
             _save(manager, step, last_saved)
             last_saved, last_saved_time = step, time.time()
@@ -300,7 +299,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                 stop = False
             # Only the chief evaluates: every worker must stop at the same step.
             if cluster.num_workers > 1:
-                stop = _any_worker(cluster.strategy, stop)
+                stop = _any_worker(cluster.strategy, stop, step, model_dir)
             if stop:
                 log.info("early stop at step %d: %s has not improved for %d steps.", step,
                          pipeline.export_config.best_exporter_metric,
@@ -353,11 +352,20 @@ def _train_dataset(job: Job, files, cluster):
     return dataset, readers
 
 
-def _any_worker(strategy, flag: bool) -> bool:
-    """Whether flag is true on any worker (a collective: every worker must call it)."""
-    value = strategy.experimental_distribute_values_from_function(
-        lambda _: tf.constant(1.0 if flag else 0.0))
-    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+# What a collective raises when another worker died or cannot be reached.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def _any_worker(strategy, flag: bool, step: int, model_dir: str) -> bool:
+    """Whether flag is true on any worker (a collective: every worker must call it).
+    A worker that died meanwhile is the same clear error as in a train step."""
+    try:
+        value = strategy.experimental_distribute_values_from_function(
+            lambda _: tf.constant(1.0 if flag else 0.0))
+        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+    except _PEER_ERRORS as e:
+        raise _peer_error(e, step, model_dir) from None
 
 
 def _peer_error(error, step: int, model_dir: str) -> TrainingError:
