@@ -26,8 +26,9 @@ extraction level with 2 experts per task and 4 shared experts of 16 units; every
 one hidden layer of 8 units.
 
 The data seed fixes u1, u2, alpha, beta and the rows, so every model and every p with
-the same seed sees the same inputs. mtrec has no random-seed option: weight
-initialisation and the shuffling of training rows are not seeded.
+the same seed sees the same inputs. Weight initialisation and the shuffling of training
+rows are seeded too (train_config.seed = data seed + 1; 0 would mean unseeded), so a run
+repeats.
 
 PLE (model_class "PLE") is included when mtrec.models.ple is importable, else skipped
 with a note.
@@ -87,6 +88,7 @@ train_config {
     use_moving_average: false
   }
   num_steps: $num_steps
+  seed: $train_seed
   save_checkpoints_steps: $num_steps
   keep_checkpoint_max: 1
   log_step_count_steps: $log_steps
@@ -272,7 +274,8 @@ def write_config(path, args, model, p, seed, train_path, test_path, model_dir):
         expert_units=units(args.expert_units), num_expert=args.num_expert,
         ple_task_experts=args.ple_task_experts, ple_shared_experts=args.ple_shared_experts)
     text = string.Template(CONFIG_TEMPLATE).substitute(
-        model_class=model, p=p, seed=seed, train_path=train_path, test_path=test_path,
+        model_class=model, p=p, seed=seed, train_seed=seed + 1, train_path=train_path,
+        test_path=test_path,
         model_dir=model_dir, learning_rate=args.learning_rate, decay_steps=args.decay_steps,
         decay_factor=args.decay_factor, num_steps=args.num_steps,
         log_steps=max(1, args.num_steps // 10), batch_size=args.batch_size,
