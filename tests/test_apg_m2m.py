@@ -159,14 +159,17 @@ def test_apg_inner_and_generate_activation_exact(mode, grouped):
     np.testing.assert_array_equal(_np(layer(x, cond)), plain)
 
 
+@pytest.mark.parametrize("distinct", [4, 12])
 @pytest.mark.parametrize("mode", list(MODES))
-def test_apg_grouped_condition_equals_per_row_generation(mode):
-    """grouped_condition (generate once per distinct condition, no (batch, K, K) tensor)
-    gives the per-row layer's outputs and gradients, with inner and generate activations."""
+def test_apg_grouped_condition_equals_per_row_generation(mode, distinct):
+    """grouped_condition (generate once per distinct condition) gives the per-row layer's
+    outputs and gradients, with inner and generate activations; with few distinct
+    conditions (4) every row meets every condition's matrices in one matmul, with many
+    (12 > MAX_GROUPED_SCENARIOS) each row gathers its own."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(12, 10)).astype("float32")
-    which = rng.integers(0, 4, 12)
-    cond = rng.normal(size=(4, 3)).astype("float32")[which]
+    which = rng.permutation(12) if distinct == 12 else rng.integers(0, 4, 12)
+    cond = rng.normal(size=(distinct, 3)).astype("float32")[which]
     kwargs = dict(mf_k=2, mf_p=3, inner_activation="relu", generate_activation="tanh",
                   **MODES[mode])
     per_row = APGDense(7, name="apg", **kwargs)
@@ -188,19 +191,13 @@ def test_apg_grouped_condition_equals_per_row_generation(mode):
     # The condition's gradient reaches the first row of each distinct value: the same sum
     # over rows of equal condition (what an embedding table of domains receives).
     for i in (0, 1):
-        results[i][2] = np.stack([_np(results[i][2])[which == d].sum(0) for d in range(4)])
+        results[i][2] = np.stack([_np(results[i][2])[which == d].sum(0)
+                                  for d in range(distinct)])
     for a, b in zip(*results):
         np.testing.assert_allclose(_np(b), _np(a), rtol=1e-5, atol=1e-5)
     # Against the numpy chain, and a batch with a single distinct condition.
     np.testing.assert_allclose(_np(results[1][0]), _chain_apg(grouped, x, cond, generate=np.tanh),
                                rtol=1e-5, atol=1e-6)
-    # No (batch, K, K) tensor in the grouped layer's graph; the per-row one has it.
-    def shapes(layer):
-        graph = tf.function(layer).get_concrete_function(tf.constant(x), tf.constant(cond)).graph
-        return {tuple(t.shape.as_list()) for op in graph.get_operations() for t in op.outputs}
-
-    k = grouped.k_dim
-    assert (12, k, k) in shapes(per_row) and (12, k, k) not in shapes(grouped)
     same = np.repeat(cond[:1], 12, axis=0)
     np.testing.assert_allclose(_np(grouped(x, same)), _np(per_row(x, same)), rtol=1e-5,
                                atol=1e-6)
@@ -625,3 +622,21 @@ def test_sample_configs_build(name):
     outputs = model(feature_set.preprocess(columns))
     assert outputs["probs_ctr"].shape == (2,) and outputs["probs_like"].shape == (2,)
     assert model.num_domains == 4
+
+
+@pytest.mark.parametrize("num_scenarios", [3, 10])  # either side of MAX_GROUPED_SCENARIOS
+@pytest.mark.parametrize("three_d", [False, True])
+def test_grouped_affine_equals_each_row_with_its_own_kernel(three_d, num_scenarios):
+    from mtrec.layers.generated import grouped_affine, per_row_affine, scenario_affine
+    rng = np.random.default_rng(7)
+    kernels = rng.normal(size=(num_scenarios, 4, 2)).astype("float32")
+    biases = rng.normal(size=(num_scenarios, 2)).astype("float32")
+    row_of = rng.integers(0, num_scenarios, 12).astype("int32")
+    h = rng.normal(size=(12, 3, 4) if three_d else (12, 4)).astype("float32")
+    # Row r: h[r] @ kernels[row_of[r]] + biases[row_of[r]], by hand.
+    expected = np.stack([h[r] @ kernels[row_of[r]] + biases[row_of[r]] for r in range(12)])
+    for got in (grouped_affine(h, kernels, biases, row_of),
+                per_row_affine(h, kernels[row_of], biases[row_of]),
+                scenario_affine(h, kernels, biases, row_of)):
+        assert tuple(got.shape) == expected.shape
+        np.testing.assert_allclose(_np(got), expected, rtol=1e-5, atol=1e-6)

@@ -20,23 +20,10 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from mtrec.layers.dnn import activation_name
-
-
-def distinct_rows(x):
-    """(first, row_of) for x (batch, c): `first` (D, c) holds each of the D distinct rows of x
-    once, gathered from x at its first occurrence (so gradients reach x: Unique has none),
-    and row_of (batch,) indexes each row's value in `first`: x == tf.gather(first, row_of).
-
-    The per-distinct-scenario dedupe of MetaUnit.call (mtrec/layers/meta_unit.py).
-    """
-    distinct, row_of = tf.raw_ops.UniqueV2(x=x, axis=[0])
-    first = tf.math.unsorted_segment_min(tf.range(tf.shape(x)[0]), row_of,
-                                         tf.shape(distinct)[0])
-    return tf.gather(x, first), row_of
+from mtrec.layers.generated import distinct_rows, per_row_affine, scenario_affine
 
 
 def _optional_activation(name):
@@ -175,12 +162,9 @@ class APGDense(keras.layers.Layer):
                  else (lambda h: h))
 
         def generated(h, matrices, bias):
-            if row_of is None:
-                # Per-row matrices: a batched mat-vec, (batch, a) x (batch, a, b) -> (batch, b).
-                return ops.einsum("bi,bij->bj", h, matrices) + bias
-            # (batch, a) x (D, a, b) -> (batch, D, b) in one matmul; each row keeps its own.
-            every = ops.einsum("bi,dij->bdj", h, matrices)
-            return tf.gather(every, row_of, axis=1, batch_dims=1) + tf.gather(bias, row_of)
+            if row_of is None:  # per-row matrices
+                return per_row_affine(h, matrices, bias)
+            return scenario_affine(h, matrices, bias, row_of)
 
         def shared(h, kernel_bias):
             kernel, bias = kernel_bias

@@ -6,10 +6,10 @@ For each of `depth` layers l (widths d_l, d_0 = the input width):
     h_l = act(h_{l-1} W_l + b_l)
 """
 import keras
-import tensorflow as tf
 from keras import ops
 
 from mtrec.layers.dnn import activation_name
+from mtrec.layers.generated import distinct_rows, scenario_affine
 
 
 class MetaUnit(keras.layers.Layer):
@@ -80,20 +80,11 @@ class MetaUnit(keras.layers.Layer):
 
     def call(self, h, scenario):
         act = keras.activations.get(self.activation)
-        three_d = len(h.shape) == 3
-        # A batch holds few distinct scenarios (one per domain): generate the weights once
-        # per distinct scenario row, then give each row its own by a gather. Same values
-        # and gradients (they flow through the first row of each scenario), a fraction of
-        # the batch * s * d_in * d_out generation cost.
-        distinct, row_of = tf.raw_ops.UniqueV2(x=scenario, axis=[0])
-        first = tf.math.unsorted_segment_min(tf.range(tf.shape(scenario)[0]), row_of,
-                                             tf.shape(distinct)[0])
-        for w, b in self.generate(tf.gather(scenario, first)):
-            w, b = tf.gather(w, row_of), tf.gather(b, row_of)
-            if three_d:  # (batch, n, d_{l-1}) x (batch, d_{l-1}, d_l) -> (batch, n, d_l)
-                h = act(ops.einsum("bni,bij->bnj", h, w) + b[:, None, :])
-            else:  # (batch, d_{l-1}) x (batch, d_{l-1}, d_l) -> (batch, d_l)
-                h = act(ops.einsum("bi,bij->bj", h, w) + b)
+        # Generate the weights once per distinct scenario row (same values and gradients,
+        # which flow through each scenario's first row), then apply each row's own.
+        distinct, row_of = distinct_rows(scenario)
+        for w, b in self.generate(distinct):
+            h = act(scenario_affine(h, w, b, row_of))
         return h
 
     def get_config(self):
