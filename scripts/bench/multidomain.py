@@ -8,7 +8,8 @@ Datasets (derived files go to --work_dir, never into the repository):
              pass it with --data): domain age_group (3), tasks label_like (binary, AUC)
              and rating (regression, RMSE); rows sorted by time, the first 90% train.
 
-Each model is its sample config samples/model_config/<model>_on_multidomain.config; for
+Each model is its sample config samples/model_config/<model>_on_multidomain.config (or
+--sample_dir/<model>_on_multidomain.config, to screen variants); for
 ml100k its data, features, groups and towers are swapped for MovieLens ones (same group
 names: "all" and "prior" = user and item ids; the domain feature is called "domain").
 Every run: `mtrec train` with train_config.seed, then the exported SavedModel scores the
@@ -95,7 +96,7 @@ def write_config(args, model, train, test, path):
 
     from mtrec import config as config_lib
     from mtrec.protos import loss_pb2
-    sample = os.path.join(ROOT, "samples", "model_config", f"{model}_on_multidomain.config")
+    sample = os.path.join(args.sample_dir, f"{model}_on_multidomain.config")
     with open(sample) as f:
         pipeline = config_lib.parse_text(f.read(), sample)
     pipeline.train_input_path, pipeline.eval_input_path = train, test
@@ -197,6 +198,8 @@ def main(argv=None):
     parser.add_argument("--tower_units", default="",
                         help="e.g. 256,128,64: replace every task tower's hidden_units")
     parser.add_argument("--work_dir", default="/tmp/mtrec_bench_multidomain")
+    parser.add_argument("--sample_dir", default=os.path.join(ROOT, "samples", "model_config"),
+                        help="where <model>_on_multidomain.config are read (to screen variants)")
     args = parser.parse_args(argv)
     if args.dataset == "ml100k" and not args.data:
         parser.error("--dataset ml100k needs --data PATH/ml100k_ratings_joined.csv")
