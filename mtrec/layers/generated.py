@@ -3,8 +3,10 @@
 A batch holds few distinct scenarios (one per domain), so the weights are generated once
 per distinct scenario row and each row then uses its scenario's weights. Applying them as
 one matmul against every distinct scenario's weights and keeping each row's own result is
-cheaper than gathering a (batch, a, c) weight tensor for a batched mat-vec (M2M's meta
-units: 6.4 vs 16.9 CPU-ms per forward + backward at batch 512, 4 scenarios, 64 x 64).
+cheaper than gathering a (batch, a, c) weight tensor for a batched mat-vec: 6.4 vs 16.9
+CPU-ms per forward + backward of one 64 x 64 layer at batch 512 with 4 scenarios. (M2M's
+sample trains at the same rate either way, within run-to-run noise: its meta units are a
+small part of its step.)
 """
 import tensorflow as tf
 from keras import ops
