@@ -266,6 +266,14 @@ def test_use_moving_average_is_an_error(tmp_path):
             "supported") in message
 
 
+def test_dense_moments_on_lazy_adam_is_an_error(tmp_path):
+    text = edit("  optimizer_config {\n    adam_optimizer {\n",
+                "  optimizer_config {\n    lazy_adam_optimizer {\n      dense_moments: true\n")
+    path, message = load_error(tmp_path, text)
+    assert (f"{path}:{line_of(text, 'dense_moments')}: lazy_adam_optimizer cannot have "
+            "dense_moments: true") in message
+
+
 def test_ps_strategy_is_an_error(tmp_path):
     text = edit("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: PSStrategy\n")
     path, message = load_error(tmp_path, text)

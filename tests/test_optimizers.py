@@ -68,3 +68,56 @@ def test_learning_rate_schedules():
     assert float(lr(10)) == pytest.approx(1.0)
     assert float(lr(60)) == pytest.approx(0.5, abs=1e-6)
     assert float(lr(110)) == pytest.approx(0.0, abs=1e-6)
+
+
+def _dense_moments_config(lr):
+    config = _config("adam_optimizer", lr)
+    config.adam_optimizer.dense_moments = True
+    return config
+
+
+def test_dense_moments_follow_keras_dense_adam_on_rows_that_sit_idle():
+    """Rows touched every few steps: after flush(), the table and both moments equal Keras'
+    dense Adam, which moves every row at every step. Both start at step 100,000, where the
+    bias corrections are 1 (the closed form of the idle steps uses the current step size)."""
+    import keras
+    rng = np.random.default_rng(3)
+    init = rng.normal(size=(7, 3)).astype("float32")
+    sparse_table, dense_table = tf.Variable(init), tf.Variable(init)
+    sparse = SparseOptimizer(_dense_moments_config(0.01))
+    sparse.build([sparse_table])
+    dense = keras.optimizers.Adam(0.01, epsilon=1e-7)
+    dense.build([dense_table])
+    sparse.iterations.assign(100_000)
+    dense.iterations.assign(100_000)
+    sparse.slot_variables[0]["last_step"].assign(tf.fill([7], tf.constant(100_000, tf.int64)))
+    lazy_table = tf.Variable(init)
+    lazy = SparseOptimizer(_config("adam_optimizer", 0.01))
+    lazy.build([lazy_table])
+    lazy.iterations.assign(100_000)
+    for step in range(40):
+        ids = rng.choice(7, size=2, replace=False)  # most rows idle for several steps
+        values = rng.normal(size=(2, 3)).astype("float32")
+        grad = tf.IndexedSlices(tf.constant(values), tf.constant(ids, tf.int64), [7, 3])
+        sparse.apply([(grad, sparse_table)])
+        lazy.apply([(grad, lazy_table)])
+        dense.apply_gradients([(tf.convert_to_tensor(grad), dense_table)])
+        if step == 20:  # a checkpoint in between changes nothing
+            sparse.flush([sparse_table])
+    sparse.flush([sparse_table])
+    slots = sparse.slot_variables[0]
+    m, v = (dense.variables[i].numpy() for i in (2, 3))  # iterations, lr, m, v
+    np.testing.assert_allclose(slots["m"].numpy(), m, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(slots["v"].numpy(), v, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(sparse_table.numpy(), dense_table.numpy(), rtol=1e-4, atol=2e-6)
+    assert slots["last_step"].numpy().tolist() == [100_040] * 7
+    # Lazy Adam is measurably different on the same gradients.
+    assert np.abs(lazy_table.numpy() - dense_table.numpy()).max() > 1e-3
+
+
+def test_dense_moments_flush_before_any_step_changes_nothing():
+    table = tf.Variable(tf.ones([3, 2]))
+    optimizer = SparseOptimizer(_dense_moments_config(0.1))
+    optimizer.build([table])
+    optimizer.flush([table])
+    assert table.numpy().tolist() == [[1.0, 1.0]] * 3

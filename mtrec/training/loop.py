@@ -229,6 +229,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
         # shape with every batch of tags and at an epoch's short batch: one step per call.
         steps_per_loop = 1
     train_loop = _make_train_loop(job, train_config, cluster.strategy)
+    tables = job.model.feature_groups.table_variables
     iterator = iter(dataset)
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
     # Examples per step: the global batch, per-replica batch_size times the replicas.
@@ -291,6 +292,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
             # Clocks differ: all workers save (and agree below) at the same step.
             due_by_time = _any_worker(cluster.strategy, due_by_time, step, model_dir)
         if (step % train_config.save_checkpoints_steps == 0 or due_by_time) and step != last_saved:
+            job.sparse_optimizer.flush(tables)
             _save(manager, step, last_saved)
             last_saved, last_saved_time = step, time.time()
             if eval_files:
@@ -306,6 +308,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                          pipeline.export_config.max_check_steps)
                 break
     if step != last_saved:
+        job.sparse_optimizer.flush(tables)
         _save(manager, step, last_saved)
         if eval_files:
             eval_result, _ = _evaluate(job, eval_files, model_dir, after_evaluation)

@@ -52,6 +52,9 @@ def _default_optimizer() -> optimizer_pb2.Optimizer:
     return optimizer
 
 
+# Adam's epsilon (as Keras').
+EPSILON = 1e-7
+
 # Slot variables the sparse optimizer keeps per embedding table (each the table's shape).
 SLOT_NAMES = {"adam_optimizer": ("m", "v"), "adamw_optimizer": ("m", "v"),
               "lazy_adam_optimizer": ("m", "v"), "adagrad_optimizer": ("accumulator",),
@@ -82,13 +85,22 @@ def build_dense_optimizer(config: optimizer_pb2.Optimizer) -> keras.optimizers.O
 class SparseOptimizer(tf.Module):
     """Row-sparse updates of embedding tables.
 
-    adam/adamw are lazy: moments of a row change only when a batch touches it.
+    adam/adamw are lazy: moments of a row change only when a batch touches it. With
+    adam_optimizer { dense_moments: true } the rows follow dense Adam instead: a row idle
+    for n steps gets, when next touched (or at flush()), the n steps dense Adam would have
+    given it, in closed form: m <- beta1^n m, v <- beta2^n v, and the momentum steps
+        sum_{j=1..n} step_size * beta1^j m / sqrt(beta2^j v)
+      = step_size * m / (sqrt(v) + eps) * r (1 - r^n) / (1 - r),   r = beta1 / sqrt(beta2),
+    approximated with the current step_size and eps outside the sum (exact once the bias
+    corrections have converged and sqrt(v) >> eps).
     adagrad and momentum use TF's ResourceSparseApply kernels.
     """
 
     def __init__(self, config: optimizer_pb2.Optimizer, name="sparse_optimizer"):
         super().__init__(name=name)
         self.kind = config.WhichOneof("optimizer")
+        self.dense_moments = (self.kind == "adam_optimizer"
+                              and config.adam_optimizer.dense_moments)
         if self.kind == "lazy_adam_optimizer":
             self.kind = "adam_optimizer"
         self.params = getattr(config, self.kind)
@@ -109,6 +121,11 @@ class SparseOptimizer(tf.Module):
                 init = self.params.initial_accumulator_value if slot == "accumulator" else 0.0
                 slots[slot] = tf.Variable(tf.fill(table.shape, init), trainable=False,
                                           name=f"{table.name.split(':')[0]}_{slot}")
+            if self.dense_moments:
+                # The step of each row's last update (its moments are current as of it).
+                slots["last_step"] = tf.Variable(
+                    tf.zeros(table.shape[:1], tf.int64), trainable=False,
+                    name=f"{table.name.split(':')[0]}_last_step")
             self.table_index[table.name] = len(self.slot_variables)
             self.slot_variables.append(slots)
 
@@ -166,12 +183,50 @@ class SparseOptimizer(tf.Module):
                 momentum=tf.constant(p.momentum_optimizer_value))
             return
         beta1, beta2 = p.beta1, p.beta2
-        m = beta1 * tf.gather(slots["m"], rows) + (1 - beta1) * grad
-        v = beta2 * tf.gather(slots["v"], rows) + (1 - beta2) * tf.square(grad)
+        step_size = lr * tf.sqrt(1 - tf.pow(beta2, t)) / (1 - tf.pow(beta1, t))
+        m, v = tf.gather(slots["m"], rows), tf.gather(slots["v"], rows)
+        drift = 0.0
+        if self.dense_moments:
+            # Steps between the row's last update and this one.
+            idle = self.iterations - 1 - tf.gather(slots["last_step"], rows)
+            m, v, drift = self._idle_steps(m, v, idle, step_size)
+            slots["last_step"].scatter_update(
+                tf.IndexedSlices(tf.fill(tf.shape(rows), self.iterations), rows))
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * tf.square(grad)
         slots["m"].scatter_update(tf.IndexedSlices(m, rows))
         slots["v"].scatter_update(tf.IndexedSlices(v, rows))
-        step_size = lr * tf.sqrt(1 - tf.pow(beta2, t)) / (1 - tf.pow(beta1, t))
-        update = step_size * m / (tf.sqrt(v) + 1e-7)
+        update = step_size * m / (tf.sqrt(v) + EPSILON) + drift
         if self.kind == "adamw_optimizer":
             update += lr * p.weight_decay * tf.gather(table, rows)
         table.scatter_sub(tf.IndexedSlices(update, rows))
+
+    def _idle_steps(self, m, v, idle, step_size):
+        """(m, v, parameter decrease) after `idle` (int, per row) steps without gradient."""
+        beta1, beta2 = self.params.beta1, self.params.beta2
+        n = tf.cast(idle, tf.float32)[..., None]
+        r = beta1 / math.sqrt(beta2)
+        drift = step_size * m / (tf.sqrt(v) + EPSILON) * (r * (1 - tf.pow(r, n)) / (1 - r))
+        return tf.pow(beta1, n) * m, tf.pow(beta2, n) * v, drift
+
+    def flush(self, tables: list[tf.Variable]) -> None:
+        """dense_moments: bring every row of the tables (those given to build) up to the
+        current step, before a checkpoint, so that saved, evaluated and exported tables
+        are what dense Adam would hold."""
+        if self.dense_moments and tables:
+            self._flush(tables)
+
+    @tf.function
+    def _flush(self, tables):
+        t = tf.cast(tf.maximum(self.iterations, 1), tf.float32)  # no step yet: nothing moves
+        p = self.params
+        step_size = (self.learning_rate(self.iterations - 1) * tf.sqrt(1 - tf.pow(p.beta2, t))
+                     / (1 - tf.pow(p.beta1, t)))
+        for table in tables:
+            slots = self.slot_variables[self.table_index[table.name]]
+            m, v, drift = self._idle_steps(slots["m"], slots["v"],
+                                           self.iterations - slots["last_step"], step_size)
+            table.assign_sub(drift)
+            slots["m"].assign(m)
+            slots["v"].assign(v)
+            slots["last_step"].assign(tf.fill(tf.shape(slots["last_step"]), self.iterations))
