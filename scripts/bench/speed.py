@@ -40,7 +40,8 @@ NUM_SPARSE, NUM_DENSE = 20, 5
 
 
 def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_size: int,
-                 rows_file: str = "train", steps_per_loop: int = 0, ids: str = "hash") -> str:
+                 rows_file: str = "train", steps_per_loop: int = 0, ids: str = "hash",
+                 dense_moments: bool = False) -> str:
     """The mtrec config of the workload (one epoch, one checkpoint at the end; no
     evaluation and no export during training: run_mtrec evaluates afterwards)."""
     ext = "csv" if fmt == "csv" else "parquet"
@@ -81,7 +82,7 @@ train_input_path: "{os.path.join(data_dir, f'{rows_file}.{ext}')}"
 export_config {{ exporter_type: "latest" }}
 train_config {{
   optimizer_config {{ adam_optimizer {{ learning_rate {{ constant_learning_rate {{
-    learning_rate: 0.001 }} }} }} }}
+    learning_rate: 0.001 }} }} dense_moments: {str(dense_moments).lower()} }} }}
   save_checkpoints_steps: 100000000
   log_step_count_steps: 50
   steps_per_loop: {steps_per_loop}
@@ -142,12 +143,12 @@ def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows
     config = os.path.join(work, f"{model}_{fmt}_{ids}{hash_buckets}_{batch_size}_{rows_file}.config")
     with open(config, "w", encoding="utf-8") as f:
         f.write(mtrec_config(model, args.data, fmt, hash_buckets, batch_size, rows_file,
-                             steps_per_loop, ids))
+                             steps_per_loop, ids, getattr(args, "dense_moments", False)))
     model_dir = tempfile.mkdtemp(prefix="run_", dir=work)
     lines, wall, rss = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
                                     "--model_dir", model_dir])
     record = {"part": "mtrec", "model": model, "format": fmt, "hash_buckets": hash_buckets,
-              "ids": ids,
+              "ids": ids, "dense_moments": getattr(args, "dense_moments", False),
               "batch_size": batch_size, "rows_file": rows_file,
               "steady_ex_per_s": steady_rate(lines, batch_size, args.warmup_steps),
               "end_to_end_s": wall, "peak_rss_mb": rss}
@@ -183,6 +184,8 @@ def main():
     parser.add_argument("--formats", default="csv")
     parser.add_argument("--ids", choices=["hash", "identity"], default="identity",
                         help="main mtrec runs: ids as rows (the peers' model) or hashed text")
+    parser.add_argument("--dense_moments", action="store_true",
+                        help="adam_optimizer { dense_moments: true } for the tables")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--work_dir", default="/tmp/mtrec_bench_speed")
