@@ -520,6 +520,7 @@ def restore_checkpoint(checkpoint, path: str, partial: bool = False) -> None:
 def _restore(job: Job, latest: str | None, fine_tune_checkpoint: str) -> None:
     if latest:
         restore_checkpoint(job.checkpoint, latest)
+        job.sparse_optimizer.restored()
         log.info("resumed from %s (step %d)", latest, int(job.global_step.numpy()))
     elif fine_tune_checkpoint:
         path = fine_tune_checkpoint

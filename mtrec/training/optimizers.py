@@ -111,6 +111,9 @@ class SparseOptimizer(tf.Module):
         # One {slot_name: variable} per table, in table order (checkpointed).
         self.slot_variables = []
         self.table_index = {}
+        # dense_moments: per table, each row's last update step. Not checkpointed: every
+        # checkpoint is written after flush(), when all rows are current (see restored()).
+        self._last_step = _Untracked()
 
     def build(self, tables: list[tf.Variable]) -> None:
         for table in tables:
@@ -123,7 +126,7 @@ class SparseOptimizer(tf.Module):
                                           name=f"{table.name.split(':')[0]}_{slot}")
             if self.dense_moments:
                 # The step of each row's last update (its moments are current as of it).
-                slots["last_step"] = tf.Variable(
+                self._last_step.by_table[table.name] = tf.Variable(
                     tf.zeros(table.shape[:1], tf.int64), trainable=False,
                     name=f"{table.name.split(':')[0]}_last_step")
             self.table_index[table.name] = len(self.slot_variables)
@@ -188,9 +191,10 @@ class SparseOptimizer(tf.Module):
         drift = 0.0
         if self.dense_moments:
             # Steps between the row's last update and this one.
-            idle = self.iterations - 1 - tf.gather(slots["last_step"], rows)
+            last_step = self._last_step.by_table[table.name]
+            idle = self.iterations - 1 - tf.gather(last_step, rows)
             m, v, drift = self._idle_steps(m, v, idle, step_size)
-            slots["last_step"].scatter_update(
+            last_step.scatter_update(
                 tf.IndexedSlices(tf.fill(tf.shape(rows), self.iterations), rows))
         m = beta1 * m + (1 - beta1) * grad
         v = beta2 * v + (1 - beta2) * tf.square(grad)
@@ -216,6 +220,12 @@ class SparseOptimizer(tf.Module):
         if self.dense_moments and tables:
             self._flush(tables)
 
+    def restored(self) -> None:
+        """After restoring a checkpoint (always written flushed, or lazily without
+        dense_moments): every row is current as of the restored step."""
+        for last_step in self._last_step.by_table.values():
+            last_step.assign(tf.fill(tf.shape(last_step), self.iterations))
+
     @tf.function
     def _flush(self, tables):
         t = tf.cast(tf.maximum(self.iterations, 1), tf.float32)  # no step yet: nothing moves
@@ -224,9 +234,17 @@ class SparseOptimizer(tf.Module):
                      / (1 - tf.pow(p.beta1, t)))
         for table in tables:
             slots = self.slot_variables[self.table_index[table.name]]
+            last_step = self._last_step.by_table[table.name]
             m, v, drift = self._idle_steps(slots["m"], slots["v"],
-                                           self.iterations - slots["last_step"], step_size)
+                                           self.iterations - last_step, step_size)
             table.assign_sub(drift)
             slots["m"].assign(m)
             slots["v"].assign(v)
-            slots["last_step"].assign(tf.fill(tf.shape(slots["last_step"]), self.iterations))
+            last_step.assign(tf.fill(tf.shape(last_step), self.iterations))
+
+
+class _Untracked:
+    """Holds variables that tf.Module must not track (so they stay out of checkpoints)."""
+
+    def __init__(self):
+        self.by_table = {}
