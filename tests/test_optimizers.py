@@ -125,17 +125,18 @@ def test_dense_moments_flush_before_any_step_changes_nothing():
 def test_dense_moments_resume_from_a_lazy_checkpoint_and_stay_out_of_checkpoints(
         small_taobao, tmp_path):
     """Row steps are not saved (every checkpoint is written flushed), so a model_dir trained
-    with lazy Adam resumes with dense_moments switched on, and back."""
+    with lazy Adam resumes with dense_moments switched on."""
     import mtrec
     from conftest import fast_overrides, sample_config
     train_path, test_path = small_taobao
     model_dir = str(tmp_path / "model")
     on = "train_config.optimizer_config[:].adam_optimizer.dense_moments=true"
-    for steps, extra in ((10, []), (20, [on]), (30, [])):
+    for steps, extra in ((5, []), (10, [on])):
+        # No evaluation or export: only training and checkpoints matter here.
         sets = fast_overrides(train_path, test_path, steps=steps) + [
+            "eval_input_path=", "train_config.save_checkpoints_steps=5",
             "export_config.exporter_type=latest"] + extra
-        result = mtrec.train(sample_config("mmoe_on_taobao.config"), model_dir=model_dir,
-                             sets=sets)
-        assert result["global_step"] == steps
+        mtrec.train(sample_config("mmoe_on_taobao.config"), model_dir=model_dir, sets=sets)
+        assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{steps}")
     saved = [name for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(model_dir))]
     assert saved and not [name for name in saved if "last_step" in name]
