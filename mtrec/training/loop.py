@@ -229,7 +229,6 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
         # shape with every batch of tags and at an epoch's short batch: one step per call.
         steps_per_loop = 1
     train_loop = _make_train_loop(job, train_config, cluster.strategy)
-    tables = job.model.feature_groups.table_variables
     iterator = iter(dataset)
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
     # Examples per step: the global batch, per-replica batch_size times the replicas.
@@ -292,8 +291,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
             # Clocks differ: all workers save (and agree below) at the same step.
             due_by_time = _any_worker(cluster.strategy, due_by_time, step, model_dir)
         if (step % train_config.save_checkpoints_steps == 0 or due_by_time) and step != last_saved:
-            job.sparse_optimizer.flush(tables)
-            _save(manager, step, last_saved)
+            _save(job, manager, step, last_saved)
             last_saved, last_saved_time = step, time.time()
             if eval_files:
                 eval_result, stop = _evaluate(job, eval_files, model_dir, after_evaluation)
@@ -308,8 +306,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                          pipeline.export_config.max_check_steps)
                 break
     if step != last_saved:
-        job.sparse_optimizer.flush(tables)
-        _save(manager, step, last_saved)
+        _save(job, manager, step, last_saved)
         if eval_files:
             eval_result, _ = _evaluate(job, eval_files, model_dir, after_evaluation)
     elif eval_files and not eval_result and step > start:
@@ -379,10 +376,12 @@ def _peer_error(error, step: int, model_dir: str) -> TrainingError:
                          f"in {model_dir}.")
 
 
-def _save(manager, step: int, last_saved: int) -> None:
+def _save(job: Job, manager, step: int, last_saved: int) -> None:
     """Save a checkpoint; a failed write (disk full, directory removed) is one clear error.
     TensorFlow writes the files under temporary names and updates the `checkpoint` index
-    last, so the previous checkpoint stays the latest and intact."""
+    last, so the previous checkpoint stays the latest and intact. Embedding rows are
+    brought current first (dense_moments), so every checkpoint is saved flushed."""
+    job.sparse_optimizer.flush(job.model.feature_groups.table_variables)
     try:
         manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:

@@ -186,7 +186,7 @@ class SparseOptimizer(tf.Module):
                 momentum=tf.constant(p.momentum_optimizer_value))
             return
         beta1, beta2 = p.beta1, p.beta2
-        step_size = lr * tf.sqrt(1 - tf.pow(beta2, t)) / (1 - tf.pow(beta1, t))
+        step_size = self._step_size(lr, t)
         m, v = tf.gather(slots["m"], rows), tf.gather(slots["v"], rows)
         drift = 0.0
         if self.dense_moments:
@@ -204,6 +204,11 @@ class SparseOptimizer(tf.Module):
         if self.kind == "adamw_optimizer":
             update += lr * p.weight_decay * tf.gather(table, rows)
         table.scatter_sub(tf.IndexedSlices(update, rows))
+
+    def _step_size(self, lr, t):
+        """Adam's bias-corrected learning rate at step t."""
+        p = self.params
+        return lr * tf.sqrt(1 - tf.pow(p.beta2, t)) / (1 - tf.pow(p.beta1, t))
 
     def _idle_steps(self, m, v, idle, step_size):
         """(m, v, parameter decrease) after `idle` (int, per row) steps without gradient."""
@@ -229,9 +234,7 @@ class SparseOptimizer(tf.Module):
     @tf.function
     def _flush(self, tables):
         t = tf.cast(tf.maximum(self.iterations, 1), tf.float32)  # no step yet: nothing moves
-        p = self.params
-        step_size = (self.learning_rate(self.iterations - 1) * tf.sqrt(1 - tf.pow(p.beta2, t))
-                     / (1 - tf.pow(p.beta1, t)))
+        step_size = self._step_size(self.learning_rate(self.iterations - 1), t)
         for table in tables:
             slots = self.slot_variables[self.table_index[table.name]]
             last_step = self._last_step.by_table[table.name]
