@@ -983,9 +983,10 @@ def _check_train(pipeline, p: _Problems) -> None:
         if optimizer.use_moving_average:
             p.error("use_moving_average: true is not supported by mtrec yet; set it to false.",
                     "use_moving_average")
-        if optimizer.lazy_adam_optimizer.dense_moments:
+        lazy = optimizer.lazy_adam_optimizer
+        if lazy.HasField("dense_moments") and lazy.dense_moments:
             p.error("lazy_adam_optimizer cannot have dense_moments: true (lazy is the "
-                    "opposite); use adam_optimizer { dense_moments: true }.", "dense_moments")
+                    "opposite); adam_optimizer keeps dense moments by default.", "dense_moments")
     if len(train.optimizer_config) > 2:
         p.error("train_config takes at most two optimizer_config entries (dense, embedding).",
                 "optimizer_config")

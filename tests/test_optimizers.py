@@ -32,12 +32,24 @@ def test_only_touched_rows_change(kind):
     assert changed.tolist() == [False, True, False, True, False, False]
 
 
+def test_adam_keeps_dense_moments_by_default_and_lazy_adam_does_not():
+    for kind, idle_row_moves in (("adam_optimizer", True), ("lazy_adam_optimizer", False)):
+        table = tf.Variable(tf.ones([4, 2]))
+        optimizer = SparseOptimizer(_config(kind))
+        optimizer.build([table])
+        _grad_step(optimizer, table, tf.constant([1], tf.int64))
+        row_after_its_step = table.numpy()[1].copy()
+        _grad_step(optimizer, table, tf.constant([3], tf.int64))  # row 1 sits idle
+        optimizer.flush([table])
+        assert np.any(table.numpy()[1] != row_after_its_step) == idle_row_moves, kind
+
+
 def test_lazy_adam_equals_keras_adam_when_every_row_is_touched():
     import keras
     init = np.arange(8, dtype="float32").reshape(4, 2) / 10
     sparse_table = tf.Variable(init)
     dense_table = tf.Variable(init)
-    sparse = SparseOptimizer(_config("adam_optimizer", 0.01))
+    sparse = SparseOptimizer(_config("lazy_adam_optimizer", 0.01))
     sparse.build([sparse_table])
     dense = keras.optimizers.Adam(0.01, epsilon=1e-7)
     ids = tf.constant([0, 1, 2, 3, 1], tf.int64)  # duplicates are summed
@@ -125,13 +137,13 @@ def test_dense_moments_flush_before_any_step_changes_nothing():
 def test_dense_moments_resume_from_a_lazy_checkpoint_and_stay_out_of_checkpoints(
         small_taobao, tmp_path):
     """Row steps are not saved (every checkpoint is written flushed), so a model_dir trained
-    with lazy Adam resumes with dense_moments switched on."""
+    with lazy Adam resumes with dense moments (adam_optimizer's default)."""
     import mtrec
     from conftest import fast_overrides, sample_config
     train_path, test_path = small_taobao
     model_dir = str(tmp_path / "model")
-    on = "train_config.optimizer_config[:].adam_optimizer.dense_moments=true"
-    for steps, extra in ((5, []), (10, [on])):
+    lazy = "train_config.optimizer_config[:].adam_optimizer.dense_moments=false"
+    for steps, extra in ((5, [lazy]), (10, [])):
         # No evaluation or export: only training and checkpoints matter here.
         sets = fast_overrides(train_path, test_path, steps=steps) + [
             "eval_input_path=", "train_config.save_checkpoints_steps=5",

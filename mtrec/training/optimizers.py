@@ -85,25 +85,25 @@ def build_dense_optimizer(config: optimizer_pb2.Optimizer) -> keras.optimizers.O
 class SparseOptimizer(tf.Module):
     """Row-sparse updates of embedding tables.
 
-    adam/adamw are lazy: moments of a row change only when a batch touches it. With
-    adam_optimizer { dense_moments: true } the rows follow dense Adam instead: a row idle
+    adam_optimizer (dense_moments, the default) makes the rows follow dense Adam: a row idle
     for n steps gets, when next touched (or at flush()), the n steps dense Adam would have
     given it, in closed form: m <- beta1^n m, v <- beta2^n v, and the momentum steps
         sum_{j=1..n} step_size * beta1^j m / sqrt(beta2^j v)
       = step_size * m / (sqrt(v) + eps) * r (1 - r^n) / (1 - r),   r = beta1 / sqrt(beta2),
     approximated with the current step_size and eps outside the sum (exact once the bias
     corrections have converged and sqrt(v) >> eps).
+    lazy_adam_optimizer, adam_optimizer { dense_moments: false } and adamw are lazy: the
+    moments of a row change only when a batch touches it.
     adagrad and momentum use TF's ResourceSparseApply kernels.
     """
 
     def __init__(self, config: optimizer_pb2.Optimizer, name="sparse_optimizer"):
         super().__init__(name=name)
-        self.kind = config.WhichOneof("optimizer")
-        self.dense_moments = (self.kind == "adam_optimizer"
-                              and config.adam_optimizer.dense_moments)
-        if self.kind == "lazy_adam_optimizer":
-            self.kind = "adam_optimizer"
-        self.params = getattr(config, self.kind)
+        kind = config.WhichOneof("optimizer")
+        self.params = getattr(config, kind)
+        self.dense_moments = kind == "adam_optimizer" and self.params.dense_moments
+        # lazy_adam_optimizer is adam_optimizer's update with dense_moments off.
+        self.kind = "adam_optimizer" if kind == "lazy_adam_optimizer" else kind
         self.learning_rate = LearningRate(self.params.learning_rate)
         # Updated once per step in cross-replica context under a strategy.
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
@@ -159,9 +159,12 @@ class SparseOptimizer(tf.Module):
         t = tf.cast(self.iterations, tf.float32)
         for grad, table in pairs:
             slots = self.slot_variables[self.table_index[table.name]]
-            update(table, self._apply_one, (grad, slots, lr, t))
+            # Looked up here by the (mirrored) table's name: under a strategy, update()
+            # hands _apply_one each device's copies of the table, slots and last steps.
+            last_step = self._last_step.by_table.get(table.name)
+            update(table, self._apply_one, (grad, slots, last_step, lr, t))
 
-    def _apply_one(self, table, grad, slots, lr, t):
+    def _apply_one(self, table, grad, slots, last_step, lr, t):
         if not isinstance(grad, tf.IndexedSlices):
             grad = tf.IndexedSlices(grad, tf.range(tf.shape(grad)[0], dtype=tf.int64))
         # Duplicate ids in a batch (or from several replicas): sum their gradients first.
@@ -171,9 +174,9 @@ class SparseOptimizer(tf.Module):
         # get an exactly-zero gradient and must not be treated as touched.
         touched = tf.reduce_any(tf.not_equal(values, 0), axis=1)
         rows, values = tf.boolean_mask(rows, touched), tf.boolean_mask(values, touched)
-        self._apply_rows(table, slots, rows, values, lr, t)
+        self._apply_rows(table, slots, last_step, rows, values, lr, t)
 
-    def _apply_rows(self, table, slots, rows, grad, lr, t):
+    def _apply_rows(self, table, slots, last_step, rows, grad, lr, t):
         p = self.params
         if self.kind == "adagrad_optimizer":
             tf.raw_ops.ResourceSparseApplyAdagradV2(
@@ -191,7 +194,6 @@ class SparseOptimizer(tf.Module):
         drift = 0.0
         if self.dense_moments:
             # Steps between the row's last update and this one.
-            last_step = self._last_step.by_table[table.name]
             idle = self.iterations - 1 - tf.gather(last_step, rows)
             m, v, drift = self._idle_steps(m, v, idle, step_size)
             last_step.scatter_update(

@@ -96,7 +96,7 @@ DEFAULTS = {
     "ids": "vocab", "hash_factor": 2.0, "min_count": 1,
     "expert_units": "64, 32", "num_expert": 4, "bottom_units": "64, 32",
     "tower_units": "32", "relation_units": "16", "relations": "full", "dropout": 0.1,
-    "l2": 1e-6, "embedding_l2": 1e-2,
+    "l2": 1e-6, "embedding_l2": 1e-2, "dense_moments": False,
 }
 MODEL_SETTINGS = {model: {} for model in MODELS}
 MODEL_SETTINGS["ple"] = {"epochs": 2.0}
@@ -120,7 +120,7 @@ train_config {
         constant_learning_rate {
           learning_rate: $learning_rate
         }
-      }
+      }$dense_moments
     }
     use_moving_average: false
   }
@@ -351,13 +351,18 @@ def write_config(path, model, s, paths, train, num_steps, save_steps, seed):
         for name, kind in INPUT_FIELDS)
     labels = "\n".join(f"  label_fields: \"{t}\"" for t in model_tasks(model))
     embedding_optimizer = ""
+    # The tables' Adam (the second optimizer_config, else the first) keeps dense moments.
+    dense_moments = "\n      dense_moments: true" if s["dense_moments"] else ""
     if s["embedding_optimizer"]:
         # A second optimizer_config applies to the embedding tables (EasyRec's two-optimizer form).
         kind, lr = s["embedding_optimizer"].split(":")
+        if dense_moments and kind != "adam":
+            sys.exit("--dense_moments needs an adam embedding optimizer")
         embedding_optimizer = (
             f"  optimizer_config {{\n    {kind}_optimizer {{\n      learning_rate {{\n"
             f"        constant_learning_rate {{\n          learning_rate: {float(lr)}\n"
-            f"        }}\n      }}\n    }}\n    use_moving_average: false\n  }}")
+            f"        }}\n      }}{dense_moments}\n    }}\n    use_moving_average: false\n  }}")
+        dense_moments = ""
     user_ids, n_users = id_space("user_id", train, s, run_dir)
     video_ids, n_videos = id_space("video_id", train, s, run_dir)
     hour_edges = ", ".join(str(100 * h) for h in range(1, 24))
@@ -367,6 +372,7 @@ def write_config(path, model, s, paths, train, num_steps, save_steps, seed):
         model_name=model, train_path=paths["train"], test_path=paths["test"],
         model_dir=os.path.join(run_dir, "model_unused"),
         learning_rate=s["learning_rate"], embedding_optimizer=embedding_optimizer,
+        dense_moments=dense_moments,
         num_steps=num_steps, save_steps=save_steps, seed=seed,
         log_steps=max(1, num_steps // 5), batch_size=s["batch_size"],
         label_fields=labels, input_fields=fields, user_ids=user_ids, video_ids=video_ids,
@@ -702,6 +708,8 @@ def main(argv=None):
     p.add_argument("--embedding_optimizer",
                    help="KIND:LR (KIND adam or adagrad) for the embedding tables; "
                         "\"\" = the dense weights' optimizer")
+    p.add_argument("--dense_moments", action="store_const", const=True,
+                   help="the tables' Adam keeps dense moments (adam_optimizer.dense_moments)")
     p.add_argument("--embedding_dim", type=int)
     p.add_argument("--ids", choices=["hash", "vocab"])
     p.add_argument("--hash_factor", type=float,
