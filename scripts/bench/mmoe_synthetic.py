@@ -89,7 +89,7 @@ train_config {
   }
   num_steps: $num_steps
   seed: $train_seed
-  save_checkpoints_steps: $num_steps
+  save_checkpoints_steps: $save_steps
   keep_checkpoint_max: 1
   log_step_count_steps: $log_steps
 }
@@ -206,6 +206,9 @@ def parse_args(argv=None):
     parser.add_argument("--ple_shared_experts", type=int, default=4)
     parser.add_argument("--tower_units", default="8")
     parser.add_argument("--noise_std", type=float, default=0.1)
+    parser.add_argument("--eval_every", type=int, default=0,
+                        help="also evaluate every N steps (0: only at the end); the report "
+                             "then adds the test loss along training")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: p 0.5 and 1.0, seed 0, 2000/500 rows, 200 steps "
                              "(checks the pipeline; the numbers mean nothing)")
@@ -277,6 +280,7 @@ def write_config(path, args, model, p, seed, train_path, test_path, model_dir):
         model_class=model, p=p, seed=seed, train_seed=seed + 1, train_path=train_path,
         test_path=test_path,
         model_dir=model_dir, learning_rate=args.learning_rate, decay_steps=args.decay_steps,
+        save_steps=args.eval_every or args.num_steps,
         decay_factor=args.decay_factor, num_steps=args.num_steps,
         log_steps=max(1, args.num_steps // 10), batch_size=args.batch_size,
         input_fields=input_fields, features=features, group_features=group_features,
@@ -294,7 +298,7 @@ def mtrec_command():
 
 
 def run_mtrec_train(config_path, model_dir, log_path, runner="inprocess"):
-    """Train one config; returns (last eval record of eval_result.txt, seconds).
+    """Train one config; returns (the eval records of eval_result.txt, seconds).
 
     runner "inprocess" runs mtrec's training loop in this process (see _train_in_process):
     TensorFlow is imported once for the whole sweep instead of once per run.
@@ -318,8 +322,8 @@ def run_mtrec_train(config_path, model_dir, log_path, runner="inprocess"):
             tail = f.read()[-3000:]
         sys.exit(f"FAILED: {' '.join(command)}\n--- {log_path} (tail)\n{tail}")
     with open(os.path.join(model_dir, "eval_result.txt")) as f:
-        record = json.loads([line for line in f if line.strip()][-1])
-    return record, seconds
+        records = [json.loads(line) for line in f if line.strip()]
+    return records, seconds
 
 
 def _train_in_process(config_path, model_dir, log_path) -> bool:
@@ -422,6 +426,34 @@ def paired_table(results, correlations, models):
     return "\n".join(lines)
 
 
+def curve_table(results, correlations, models):
+    """Per p and evaluation step: each model's mean test MSE y1 + y2 over seeds, and each
+    model's paired difference to Shared-Bottom: mean ± standard error (std / sqrt(n)) and
+    the seeds where it was lower."""
+    others = [m for m in models if m != "SharedBottom"]
+    lines = ["| p | step | " + " | ".join(models) + " | "
+             + " | ".join(f"{m} − SharedBottom (wins)" for m in others) + " |",
+             "|---|---|" + "---|" * (len(models) + len(others))]
+    for p in correlations:
+        runs = {(r["model"], r["seed"]): r["curve"] for r in results if r["p"] == p}
+        steps = sorted({int(k) for c in runs.values() for k in c})
+        for step in steps:
+            at = lambda model: {seed: c[str(step)] for (m, seed), c in runs.items()  # noqa: E731
+                                if m == model and str(step) in c}
+            cells = [f"{np.mean(list(at(m).values())):.4f}" if at(m) else "" for m in models]
+            base = at("SharedBottom")
+            for m in others:
+                diffs = [v - base[seed] for seed, v in at(m).items() if seed in base]
+                if len(diffs) < 2:
+                    cells.append("")
+                    continue
+                se = np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+                cells.append(f"{np.mean(diffs):+.4f} ± {se:.4f} "
+                             f"({sum(d < 0 for d in diffs)}/{len(diffs)})")
+            lines.append(f"| {p:g} | {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(info):
     """Print the tables of a results dict (as saved in results.json) and return the text."""
     results, models = info["results"], info["models"]
@@ -429,6 +461,8 @@ def report(info):
     baselines = {(b["p"], b["seed"]): b for b in info["baselines"]}
     text = (table(results, correlations, models, baselines) + "\n\n"
             + paired_table(results, correlations, models))
+    if any(len(r.get("curve", {})) > 1 for r in results):
+        text += "\n\n" + curve_table(results, correlations, models)
     print()
     print(text)
     print()
@@ -466,14 +500,19 @@ def main(argv=None):
                 model_dir = os.path.join(run_dir, "model")
                 write_config(config_path, args, model, p, seed, paths["train"], paths["test"],
                              model_dir)
-                record, seconds = run_mtrec_train(config_path, model_dir,
-                                                  os.path.join(run_dir, "train.log"),
-                                                  args.runner)
+                records, seconds = run_mtrec_train(config_path, model_dir,
+                                                   os.path.join(run_dir, "train.log"),
+                                                   args.runner)
+                record = records[-1]
                 mse = {t: float(record[f"mean_squared_error_{t}"]) for t in TASKS}
                 result = {"p": p, "seed": seed, "model": model, "params":
                           count_trainable(model_dir), "mse_y1": mse["y1"], "mse_y2": mse["y2"],
                           "mse_sum": mse["y1"] + mse["y2"], "seconds": seconds,
-                          "global_step": record.get("global_step")}
+                          "global_step": record.get("global_step"),
+                          # test MSE y1 + y2 at every evaluation (--eval_every), by step
+                          "curve": {str(r["global_step"]): sum(
+                              float(r[f"mean_squared_error_{t}"]) for t in TASKS)
+                              for r in records}}
                 results.append(result)
                 print(f"p={p:g} seed={seed} {model:12s} params={result['params']:,} "
                       f"mse_y1={mse['y1']:.4f} mse_y2={mse['y2']:.4f} "
