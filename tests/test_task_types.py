@@ -134,3 +134,28 @@ def test_metrics_per_domain(small_taobao):
     brier = np.mean((probs[in_domain] - columns["clk"].numpy()[in_domain]) ** 2)
     assert results[f"mean_squared_error_ctr/domain={domains[0]}"] == pytest.approx(brier,
                                                                                    rel=1e-5)
+
+
+def test_default_auc_matches_the_exact_auc_when_predictions_crowd_near_zero():
+    """A 2% positive rate with predictions mostly under 0.05 (a conversion task): the
+    default num_thresholds reads the exact rank AUC to 1e-3; EasyRec's 200 did not."""
+    import keras
+    from mtrec.protos import eval_pb2
+    rng = np.random.default_rng(0)
+    labels = (rng.random(50_000) < 0.02).astype("float32")
+    # Positives score a little higher on average: exact AUC about 0.7.
+    preds = (1 / (1 + np.exp(-(rng.normal(-4.2, 0.8, labels.size) + 0.6 * labels))))
+    order = np.argsort(preds)
+    ranks = np.empty(labels.size)
+    ranks[order] = np.arange(1, labels.size + 1)
+    positives = labels.sum()
+    exact = (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (
+        positives * (labels.size - positives))
+
+    def keras_auc(num_thresholds):
+        metric = keras.metrics.AUC(num_thresholds=num_thresholds)
+        metric.update_state(labels, preds.astype("float32"))
+        return float(metric.result())
+
+    assert keras_auc(eval_pb2.AUC().num_thresholds) == pytest.approx(exact, abs=1e-3)
+    assert abs(keras_auc(200) - exact) > 1.5e-3
