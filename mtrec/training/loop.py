@@ -56,6 +56,8 @@ class Job:
     dense_optimizer: object = None
     sparse_optimizer: object = None
     loss_names: list = dataclasses.field(default_factory=list)
+    # (files, num_examples) -> _EvalPass: built once, so later evaluations skip the tracing.
+    eval_passes: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, pipeline, for_training: bool):
@@ -558,38 +560,56 @@ def evaluate_continuously(loaded, files, timeout=None) -> dict:
     return result
 
 
+class _EvalPass:
+    """The eval dataset, metrics and traced eval step of one (files, num_examples); run()
+    makes one pass with the job's current weights."""
+
+    def __init__(self, job: Job, files, num_examples):
+        self.job, self.files = job, files
+        self.dataset, self.reader = _dataset(job, files, training=False)
+        if num_examples:
+            data_config = job.pipeline.data_config
+            batch = data_config.eval_batch_size or data_config.batch_size
+            self.dataset = self.dataset.take(-(-num_examples // batch))
+        self.evaluator = None  # built from the first batch's outputs
+        features_spec, side_spec, _ = self.dataset.element_spec
+
+        # A fixed signature: ragged bags vary in shape per batch and would retrace.
+        @tf.function(input_signature=[features_spec, side_spec], autograph=False)
+        def eval_step(features, side):
+            outputs = job.model(features, training=False)
+            return self.evaluator.update(outputs, side, job.model.domain_ids(features))
+
+        self.eval_step = eval_step
+
+    def run(self) -> tuple[dict, int]:
+        """(metrics, rows read)."""
+        job, rows = self.job, 0
+        if self.evaluator is not None:
+            self.evaluator.reset()
+        try:
+            for features, side, _ in self.dataset:
+                if self.evaluator is None:
+                    outputs = job.model(features, training=False)
+                    self.evaluator = Evaluator(job.model, job.pipeline.eval_config, outputs,
+                                               side, job.model.domain_names)
+                self.evaluator.collect(self.eval_step(features, side))
+                rows += int(tf.shape(next(iter(side.values())))[0])
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+            raise _data_error(e, self.reader, self.files, "evaluation", job) from None
+        if not rows:
+            raise DataError(f"eval data {', '.join(self.files)} holds no rows.")
+        return self.evaluator.results(), rows
+
+
 def evaluate_job(job: Job, files, model_dir, num_examples=None) -> dict:
     """Evaluate the job's current weights on files; log, summarise and append the result."""
-    pipeline = job.pipeline
-    dataset, reader = _dataset(job, files, training=False)
-    num_examples = pipeline.eval_config.num_examples if num_examples is None else num_examples
-    if num_examples:
-        batch = pipeline.data_config.eval_batch_size or pipeline.data_config.batch_size
-        dataset = dataset.take(-(-num_examples // batch))
-    evaluator = None
-    features_spec, side_spec, _ = dataset.element_spec
-
-    # A fixed signature: ragged bags vary in shape per batch and would retrace.
-    @tf.function(input_signature=[features_spec, side_spec], autograph=False)
-    def eval_step(features, side):
-        outputs = job.model(features, training=False)
-        return evaluator.update(outputs, side, job.model.domain_ids(features))
-
-    rows = 0
-    try:
-        for features, side, _ in dataset:
-            if evaluator is None:
-                outputs = job.model(features, training=False)
-                evaluator = Evaluator(job.model, pipeline.eval_config, outputs, side,
-                                      job.model.domain_names)
-            evaluator.collect(eval_step(features, side))
-            rows += int(tf.shape(next(iter(side.values())))[0])
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-        raise _data_error(e, reader, files, "evaluation", job) from None
-    if evaluator is None:
-        raise DataError(f"eval data {', '.join(files)} holds no rows.")
+    num_examples = job.pipeline.eval_config.num_examples if num_examples is None else num_examples
+    key = (tuple(files), num_examples)
+    if key not in job.eval_passes:
+        job.eval_passes[key] = _EvalPass(job, files, num_examples)
+    results, rows = job.eval_passes[key].run()
     step = int(job.global_step.numpy())
-    results = evaluator.results()
     record = {**results, "global_step": step, "num_examples": rows}
     log.info("eval at step %d on %d rows: %s", step, rows,
              " ".join(f"{k}={'null' if v is None else f'{v:.5f}'}" for k, v in results.items()))
