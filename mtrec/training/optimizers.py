@@ -237,15 +237,17 @@ class SparseOptimizer(tf.Module):
     def _flush(self, tables):
         t = tf.cast(tf.maximum(self.iterations, 1), tf.float32)  # no step yet: nothing moves
         step_size = self._step_size(self.learning_rate(self.iterations - 1), t)
+        done = []
         for table in tables:
             slots = self.slot_variables[self.table_index[table.name]]
             last_step = self._last_step.by_table[table.name]
-            m, v, drift = self._idle_steps(slots["m"], slots["v"],
-                                           self.iterations - last_step, step_size)
-            table.assign_sub(drift)
-            slots["m"].assign(m)
-            slots["v"].assign(v)
-            last_step.assign(tf.fill(tf.shape(last_step), self.iterations))
+            # One table at a time: run in parallel, every table's full-size temporaries
+            # (m, v, drift) were alive at once (peak RSS 13.7 GB for 20 tables of 2e6 x 16).
+            with tf.control_dependencies(done):
+                m, v, drift = self._idle_steps(slots["m"], slots["v"],
+                                               self.iterations - last_step, step_size)
+                done = [table.assign_sub(drift), slots["m"].assign(m), slots["v"].assign(v),
+                        last_step.assign(tf.fill(tf.shape(last_step), self.iterations))]
 
 
 class _Untracked:

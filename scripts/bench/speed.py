@@ -261,13 +261,13 @@ def main():
             for record in json.load(f):
                 keep(dict(record, part="peer", scaling="large"))
     if "scaling" in parts:
-        for size in [int(s) for s in args.hash_sizes.split(",")]:
+        for size in [int(s) for s in args.hash_sizes.split(",") if s]:
             keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, hash_buckets=size,
                                 evaluate=False, ids="hash"), scaling="hash_buckets"))
         for stem in [s for s in args.row_files.split(",") if s]:
             keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, rows_file=stem,
                                 evaluate=False), scaling="rows"))
-        for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        for batch in [int(b) for b in args.batch_sizes.split(",") if b]:
             keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, batch_size=batch,
                                 evaluate=False), scaling="batch_size"))
     summarize(records)
