@@ -58,6 +58,13 @@ class Job:
     loss_names: list = dataclasses.field(default_factory=list)
     # (files, num_examples) -> _EvalPass: built once, so later evaluations skip the tracing.
     eval_passes: dict = dataclasses.field(default_factory=dict)
+    # directory -> summary writer: one events file per directory, not one per evaluation.
+    writers: dict = dataclasses.field(default_factory=dict)
+
+    def summary_writer(self, directory: str):
+        if directory not in self.writers:
+            self.writers[directory] = tf.summary.create_file_writer(directory)
+        return self.writers[directory]
 
     @classmethod
     def create(cls, pipeline, for_training: bool):
@@ -615,7 +622,7 @@ def evaluate_job(job: Job, files, model_dir, num_examples=None) -> dict:
              " ".join(f"{k}={'null' if v is None else f'{v:.5f}'}" for k, v in results.items()))
     if model_dir:
         utils.append_line(os.path.join(model_dir, "eval_result.txt"), json.dumps(record))
-        writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+        writer = job.summary_writer(os.path.join(model_dir, "eval"))
         with writer.as_default(step=step):
             for name, value in results.items():
                 if value is not None:

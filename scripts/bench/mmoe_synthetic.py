@@ -438,12 +438,13 @@ def curve_table(results, correlations, models):
         runs = {(r["model"], r["seed"]): r["curve"] for r in results if r["p"] == p}
         steps = sorted({int(k) for c in runs.values() for k in c})
         for step in steps:
-            at = lambda model: {seed: c[str(step)] for (m, seed), c in runs.items()  # noqa: E731
-                                if m == model and str(step) in c}
-            cells = [f"{np.mean(list(at(m).values())):.4f}" if at(m) else "" for m in models]
-            base = at("SharedBottom")
+            # model -> {seed: test loss at this step}
+            at = {model: {seed: c[str(step)] for (m, seed), c in runs.items()
+                          if m == model and str(step) in c} for model in models}
+            cells = [f"{np.mean(list(at[m].values())):.4f}" if at[m] else "" for m in models]
+            base = at.get("SharedBottom", {})
             for m in others:
-                diffs = [v - base[seed] for seed, v in at(m).items() if seed in base]
+                diffs = [v - base[seed] for seed, v in at[m].items() if seed in base]
                 if len(diffs) < 2:
                     cells.append("")
                     continue

@@ -142,14 +142,15 @@ def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows
               evaluate=True, steps_per_loop=0, ids=None) -> dict:
     ids = ids or getattr(args, "ids", "hash")
     config = os.path.join(work, f"{model}_{fmt}_{ids}{hash_buckets}_{batch_size}_{rows_file}.config")
+    dense_moments = not getattr(args, "lazy", False)
     with open(config, "w", encoding="utf-8") as f:
         f.write(mtrec_config(model, args.data, fmt, hash_buckets, batch_size, rows_file,
-                             steps_per_loop, ids, not getattr(args, "lazy", False)))
+                             steps_per_loop, ids, dense_moments))
     model_dir = tempfile.mkdtemp(prefix="run_", dir=work)
     lines, wall, rss = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
                                     "--model_dir", model_dir])
     record = {"part": "mtrec", "model": model, "format": fmt, "hash_buckets": hash_buckets,
-              "ids": ids, "dense_moments": not getattr(args, "lazy", False),
+              "ids": ids, "dense_moments": dense_moments,
               "batch_size": batch_size, "rows_file": rows_file,
               "steady_ex_per_s": steady_rate(lines, batch_size, args.warmup_steps),
               "end_to_end_s": wall, "peak_rss_mb": rss}
