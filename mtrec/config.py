@@ -713,6 +713,7 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
                     "dropout_ratio")
         if any(not 0 <= r < 1 for r in dnn.dropout_ratio):
             p.error(f"{name}: dropout_ratio values must be in [0, 1).", "dropout_ratio")
+    _check_deepfm_logits(which, model, features, groups, p)
     if which in ("mmoe", "m2m", "hmoe") and model.num_expert == 0:
         p.error(f"{which}.num_expert must be at least 1.", "num_expert")
     if hasattr(model, "domain_feature"):
@@ -731,6 +732,35 @@ def _check_model(pipeline, inputs: dict, features: dict, p: _Problems) -> None:
     elif which == "model_params":
         p.error(f"model_class {model_config.model_class!r} builds its towers on a backbone; "
                 "add `backbone { blocks { ... } }` (see docs/backbone.md).", "model_class")
+
+
+def _check_deepfm_logits(which: str, model, features: dict, groups: dict,
+                         p: _Problems) -> None:
+    """use_linear_logits reads the WIDE groups; use_fm_logits pairs the DEEP groups'
+    embeddings, so they must share one width."""
+    from mtrec.protos import feature_pb2
+    if getattr(model, "use_linear_logits", False) and not any(
+            g.wide_deep == feature_pb2.WIDE for g in groups.values()):
+        p.error(f"{which}.use_linear_logits needs a feature group with wide_deep: WIDE "
+                "(its features get the linear weights).", "use_linear_logits")
+    if not getattr(model, "use_fm_logits", False):
+        return
+    widths = {}
+    for group in groups.values():
+        if group.wide_deep == feature_pb2.WIDE:
+            continue
+        for name in group.feature_names:
+            f = features.get(name)
+            if f is not None and not (f.feature_type == feature_pb2.FeatureConfig.RawFeature
+                                      and not f.boundaries):
+                widths.setdefault(f.embedding_dim, name)
+    if not widths:
+        p.error(f"{which}.use_fm_logits needs embedded features in a DEEP group.",
+                "use_fm_logits")
+    elif len(widths) > 1:
+        named = ", ".join(f"{n!r} ({d})" for d, n in sorted(widths.items()))
+        p.error(f"{which}.use_fm_logits needs one embedding_dim for all embedded DEEP "
+                f"features; they differ: {named}.", "use_fm_logits")
 
 
 def _check_model_params(model_config, labels: list, p: _Problems) -> None:

@@ -216,6 +216,21 @@ def test_duplicate_tower_name(tmp_path):
     assert any(f"{path}:{n}: " in message for n in lines)
 
 
+def test_linear_logits_without_a_wide_group(tmp_path):
+    text = edit("    num_expert: 2\n", "    num_expert: 2\n    use_linear_logits: true\n")
+    path, message = load_error(tmp_path, text)
+    assert (f"{path}:{line_of(text, 'use_linear_logits')}: mmoe.use_linear_logits needs a "
+            "feature group with wide_deep: WIDE") in message
+
+
+def test_fm_logits_over_embeddings_of_different_widths(tmp_path):
+    text = edit("    num_expert: 2\n", "    num_expert: 2\n    use_fm_logits: true\n")
+    text = edit('num_buckets: 50 embedding_dim: 4', 'num_buckets: 50 embedding_dim: 8', text)
+    path, message = load_error(tmp_path, text)
+    assert (f"{path}:{line_of(text, 'use_fm_logits')}: mmoe.use_fm_logits needs one "
+            "embedding_dim for all embedded DEEP features; they differ:") in message
+
+
 def test_model_class_does_not_match_block(tmp_path):
     start = BASE.index("  mmoe {")
     end = BASE.index("  }\n", start) + len("  }\n")

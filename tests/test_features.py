@@ -93,7 +93,7 @@ def test_id_feature_vocab_list():
     assert ids.dtype == tf.int64
     assert ids.numpy().tolist() == [1, 2, 3, 0, 0, -1]
     assert fs["a"].num_ids == 4
-    assert fs["a"].table() == feature_lib.TableSpec("a", 4, 4)
+    assert fs["a"].table() == feature_lib.TableSpec("a", 4, 4, oov_row=True)
 
 
 def test_id_feature_vocab_file(tmp_path):
@@ -334,6 +334,23 @@ def test_missing_id_gives_zero_embedding():
     np.testing.assert_array_equal(price[1], np.zeros(3, np.float32))
     np.testing.assert_array_equal(tags[1], np.zeros(5, np.float32))
     assert np.all(user[0] != 0) and np.all(price[0] != 0)
+
+
+def test_out_of_vocabulary_row_and_wide_weights_start_at_zero():
+    groups = GROUPS + '  feature_groups { group_name: "w" feature_names: ["user", "tags"] ' \
+        'wide_deep: WIDE }'
+    fs, layer = build_groups(groups=groups)
+    outputs = layer(fs.preprocess(group_inputs()))
+    tags = layer.tables["tags"].numpy()
+    # The vocabulary's out-of-vocabulary row is zero, its known ids are not.
+    np.testing.assert_array_equal(tags[0], np.zeros(5, np.float32))
+    assert np.all(tags[1:] != 0)
+    # Hashed ids have no such row; a linear model's weights all start at zero.
+    assert np.all(layer.tables["user"].numpy()[0] != 0)
+    assert np.all(layer.tables["user/wide"].numpy() == 0)
+    assert np.all(layer.tables["tags/wide"].numpy() == 0)
+    # "zz" is out of vocabulary: it adds nothing to the sum ("c|zz" = c / 2 with "mean").
+    np.testing.assert_allclose(outputs["all"][2].numpy()[2], tags[3] / 2, rtol=1e-6)
 
 
 def test_tag_feature_mean_combiner():

@@ -86,34 +86,53 @@ def test_esmm_ctcvr_loss_is_cross_entropy_of_the_product():
     assert float(losses["cvr"]) == pytest.approx(expected, rel=1e-5)
 
 
-def test_deepfm_mmoe_adds_linear_and_fm_logits(small_taobao, tmp_path):
-    edits = ["model_config.mmoe.use_linear_logits=true", "model_config.mmoe.use_fm_logits=true",
-             "model_config.mmoe.bottom_dnn=hidden_units: [32] use_bn: false"]
-    text = open(sample_config("mmoe_on_taobao.config")).read().replace(
+def _with_wide_group(config_name: str, tmp_path) -> str:
+    """The sample config plus a WIDE group over three of its id features."""
+    text = open(sample_config(config_name)).read().replace(
         "model_config {\n", 'model_config {\n  feature_groups {\n    group_name: "wide"\n'
         '    feature_names: "user_id"\n    feature_names: "adgroup_id"\n'
         '    feature_names: "tag_category_list"\n    wide_deep: WIDE\n  }\n', 1)
-    path = tmp_path / "deepfm_mmoe.config"
+    path = tmp_path / config_name
     path.write_text(text)
-    loaded = config_lib.load(str(path), sets=edits)
+    return str(path)
+
+
+@pytest.mark.parametrize("config_name,which", [
+    ("mmoe_on_taobao.config", "mmoe"), ("esmm_on_taobao.config", "esmm"),
+    ("ple_on_taobao.config", "ple"), ("dbmtl_on_taobao.config", "dbmtl"),
+    ("aitm_on_taobao.config", "dbmtl"), ("shared_bottom_on_taobao.config", "shared_bottom"),
+    ("simple_multi_task_on_taobao.config", "simple_multi_task")])
+def test_every_multi_task_model_adds_linear_and_fm_logits(config_name, which, tmp_path):
+    edits = [f"model_config.{which}.use_linear_logits=true",
+             f"model_config.{which}.use_fm_logits=true"]
+    loaded = config_lib.load(_with_wide_group(config_name, tmp_path), sets=edits)
     fs = FeatureSet(loaded.pipeline)
     model = build_model(loaded.pipeline, fs)
     features, _ = _dummy_batch(loaded.pipeline, fs)
     outputs = model(features)
     groups = model.feature_groups(features)
+    towers = [t.tower_name for t in model.tower_configs]
     # Per-task linear term: the wide tables have one weight per id and tower.
-    assert all(t.shape == (4, 2) for t in groups["wide"])
-    extra = model.extra_logits(groups)
+    assert all(t.shape == (4, len(towers)) for t in groups["wide"])
     linear = sum(t.numpy() for t in groups["wide"])
-    emb = np.stack([t.numpy() for t in groups["all"]], axis=1)
+    emb = np.stack([t.numpy() for n in model.group_names() for t, f in
+                    zip(groups[n], model.feature_groups.groups[n][0])
+                    if fs[f].kind != "values"], axis=1)  # (batch, features, dim)
     fm = 0.5 * np.sum(np.square(emb.sum(axis=1)) - np.square(emb).sum(axis=1), axis=1)
-    for i in range(2):
-        np.testing.assert_allclose(extra[i].numpy()[:, 0], linear[:, i] + fm, rtol=1e-4, atol=1e-5)
-    assert outputs["logits_ctr"].shape == (4,)
-    # And it trains end to end.
+    deep = model.tower_logits(groups, False)
+    for i, name in enumerate(towers):
+        np.testing.assert_allclose(outputs[f"logits_{name}"].numpy(),
+                                   deep[i].numpy()[:, 0] + linear[:, i] + fm,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_deepfm_mmoe_trains_end_to_end(small_taobao, tmp_path):
     import mtrec
+    edits = ["model_config.mmoe.use_linear_logits=true", "model_config.mmoe.use_fm_logits=true",
+             "model_config.mmoe.bottom_dnn=hidden_units: [32] use_bn: false"]
     train_path, test_path = small_taobao
-    result = mtrec.train(str(path), model_dir=str(tmp_path / "m"),
+    result = mtrec.train(_with_wide_group("mmoe_on_taobao.config", tmp_path),
+                         model_dir=str(tmp_path / "m"),
                          sets=edits + fast_overrides(train_path, test_path, steps=10))
     assert result["global_step"] == 10 and "auc_ctr" in result
 

@@ -23,6 +23,10 @@ class TableSpec:
     name: str
     num_rows: int
     dim: int
+    # Row 0 holds the out-of-vocabulary id of a vocabulary (vocab_list / vocab_file).
+    oov_row: bool = False
+    # Weights of a linear model (a WIDE group), not embeddings.
+    wide: bool = False
 
 
 def _vocabulary(config) -> list[str]:
@@ -54,7 +58,9 @@ class Feature:
         return self.config.embedding_dim
 
     def table(self) -> TableSpec:
-        return TableSpec(self.config.embedding_name or self.name, self.num_ids, self.embedding_dim)
+        id_space = getattr(self, "id_space", None)
+        return TableSpec(self.config.embedding_name or self.name, self.num_ids, self.embedding_dim,
+                         oov_row=id_space is not None and id_space.lookup is not None)
 
     def preprocess(self, inputs: dict) -> dict:
         """{input_name: typed tensor} -> {key: tensor} for this feature."""

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.features.embedding import FeatureGroups
+from mtrec.layers.fm import FM
 from mtrec.layers.tower import TaskTower
 from mtrec.protos import feature_pb2, loss_pb2, model_pb2
 
@@ -40,15 +41,17 @@ class MultiTaskModel(keras.Model):
         self.tower_configs = config_lib.task_towers(model_config)
         self.sample_weight_field = pipeline.data_config.sample_weight
         self.l2_regularization = getattr(self.params, "l2_regularization", 0.0)
-        # Per-task linear logits need one WIDE weight per id and tower.
-        per_task_linear = getattr(self.params, "use_linear_logits", False)
+        # The DeepFM terms of the multi-task models: use_linear_logits needs one WIDE
+        # weight per id and tower (a per-task linear model).
+        self.use_linear_logits = getattr(self.params, "use_linear_logits", False)
+        self.fm = FM(name="fm") if getattr(self.params, "use_fm_logits", False) else None
         group_configs = list(model_config.feature_groups)
         if self.domain_feature:
             group_configs.append(feature_pb2.FeatureGroupConfig(
                 group_name=DOMAIN_GROUP, feature_names=[self.domain_feature]))
         self.feature_groups = FeatureGroups(
             feature_set, group_configs, model_config.embedding_regularization,
-            wide_output_dim=len(self.tower_configs) if per_task_linear else 1,
+            wide_output_dim=len(self.tower_configs) if self.use_linear_logits else 1,
             name="feature_groups")
         self.task_towers = [self.make_tower(t) for t in self.tower_configs]
         self.backbone = None
@@ -136,8 +139,23 @@ class MultiTaskModel(keras.Model):
         return groups[DOMAIN_GROUP][0]
 
     def extra_logits(self, groups: dict) -> list | None:
-        """Per-tower (batch, 1) terms added to the tower logits (e.g. linear + FM), or None."""
-        return None
+        """Per-tower (batch, 1) terms added to the tower logits, or None: with
+        use_linear_logits a per-task linear logit over the WIDE groups, with use_fm_logits
+        one FM logit over the DEEP groups' embeddings."""
+        terms = []
+        if self.use_linear_logits:
+            # (batch, num_towers): summed per-feature weights of the WIDE groups.
+            linear = tf.add_n([t for n in self.group_names(wide=True) for t in groups[n]])
+            terms.append([linear[:, i:i + 1] for i in range(len(self.tower_configs))])
+        if self.fm is not None:
+            embeddings = [t for n in self.group_names() for t, f in
+                          zip(groups[n], self.feature_groups.groups[n][0])
+                          if self.feature_groups.feature_set[f].kind != "values"]
+            fm = self.fm(embeddings)  # (batch, 1)
+            terms.append([fm] * len(self.tower_configs))
+        if not terms:
+            return None
+        return [tf.add_n(list(per_tower)) for per_tower in zip(*terms)]
 
     def call(self, features, training=False):
         groups = self.feature_groups(features)

@@ -22,7 +22,7 @@ from mtrec.errors import ConfigError
 from mtrec.layers.aitm import AITModule
 from mtrec.layers.dnn import DNN
 from mtrec.layers.mmoe import MMoE as MMoELayer
-from mtrec.models.base import ORDER_CALIBRATE_LOSS, MultiTaskModel, head_outputs
+from mtrec.models.base import ORDER_CALIBRATE_LOSS, MultiTaskModel
 
 
 def relation_order(towers) -> list[int]:
@@ -98,13 +98,9 @@ class RelationTowers:
             relation[t.tower_name] = r
         return [relation[t.tower_name] for t in towers]
 
-    def call(self, features, training=False):
-        groups = self.feature_groups(features)
-        outputs = {}
-        for tower, layer, r in zip(self.tower_configs, self.output_layers,
-                                   self.relation_outputs(groups, training)):
-            outputs.update(head_outputs(tower, layer(r)))
-        return outputs
+    def tower_logits(self, groups, training=False) -> list:
+        return [layer(r) for layer, r in zip(self.output_layers,
+                                             self.relation_outputs(groups, training))]
 
     def constraint_weight(self, tower) -> float:
         """alpha of the label constraint of a tower with relation towers: the weights of its

@@ -206,6 +206,9 @@ def parse_args(argv=None):
     parser.add_argument("--ple_shared_experts", type=int, default=4)
     parser.add_argument("--tower_units", default="8")
     parser.add_argument("--noise_std", type=float, default=0.1)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="c of w1 = c u1, w2 = c (p u1 + sqrt(1 - p^2) u2); the paper "
+                             "gives no value")
     parser.add_argument("--eval_every", type=int, default=0,
                         help="also evaluate every N steps (0: only at the end); the report "
                              "then adds the test loss along training")
@@ -244,7 +247,8 @@ def write_data(args, p, seed, data_dir):
     """train.csv and test.csv of one data set; returns their paths and label variances."""
     os.makedirs(data_dir, exist_ok=True)
     x, y1, y2 = synthetic.mmoe_synthetic(args.train_rows + args.test_rows, dim=DIM,
-                                         correlation=p, noise_std=args.noise_std, seed=seed)
+                                         correlation=p, c=args.scale, noise_std=args.noise_std,
+                                         seed=seed)
     b1, b2 = synthetic.binarize(y1), synthetic.binarize(y2)
     n = args.train_rows
     paths = {}

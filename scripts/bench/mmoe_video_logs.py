@@ -96,7 +96,7 @@ DEFAULTS = {
     "ids": "vocab", "hash_factor": 2.0, "min_count": 1,
     "expert_units": "64, 32", "num_expert": 4, "bottom_units": "64, 32",
     "tower_units": "32", "relation_units": "16", "relations": "full", "dropout": 0.1,
-    "l2": 1e-6, "embedding_l2": 1e-2, "dense_moments": False,
+    "l2": 1e-6, "embedding_l2": 1e-2, "dense_moments": False, "linear_logits": False,
 }
 MODEL_SETTINGS = {model: {} for model in MODELS}
 MODEL_SETTINGS["ple"] = {"epochs": 2.0}
@@ -369,6 +369,12 @@ def write_config(path, model, s, paths, train, num_steps, save_steps, seed):
     hour_edges = ", ".join(str(100 * h) for h in range(1, 24))
     duration_edges = [1.0] + [float(round(v, -2)) for v in np.geomspace(2000, 600000, 15)]
     model_class, wide_group, block = model_block(model, s)
+    if s["linear_logits"] and not wide_group:
+        # Every multi-task model takes use_linear_logits: a per-task logistic regression
+        # on the one-hot ids, added to each tower's logit.
+        wide_group = WIDE_GROUP
+        block = block.replace("\n    l2_regularization:",
+                              "\n    use_linear_logits: true\n    l2_regularization:", 1)
     text = string.Template(CONFIG_TEMPLATE).substitute(
         model_name=model, train_path=paths["train"], test_path=paths["test"],
         model_dir=os.path.join(run_dir, "model_unused"),
@@ -712,6 +718,9 @@ def main(argv=None):
     p.add_argument("--dense_moments", action="store_const", const=True,
                    help="the tables' Adam keeps dense moments (adam_optimizer.dense_moments; "
                         "the benchmark's figures are lazy)")
+    p.add_argument("--linear_logits", action="store_const", const=True,
+                   help="add use_linear_logits (a WIDE group: user_id, video_id, hour) to "
+                        "every model")
     p.add_argument("--embedding_dim", type=int)
     p.add_argument("--ids", choices=["hash", "vocab"])
     p.add_argument("--hash_factor", type=float,
