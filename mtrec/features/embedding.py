@@ -19,8 +19,8 @@ def _initial_table(spec: TableSpec) -> tf.Tensor:
     normal, stddev 1/sqrt(dim)) measured 0.02-0.07 AUC lower after 3 epochs. The
     out-of-vocabulary row starts at zero, so an id never seen in training adds nothing
     until training sees one; random, it gave every such row an arbitrary item's vector
-    (KuaiRand MMoE, where half the test rows have a new video: long_view AUC 0.7457 ->
-    0.7575 over 3 seeds)."""
+    (KuaiRand MMoE, where half the test rows have a new video, mean of 3 seeds: long_view
+    AUC 0.7457 -> 0.7568, label 0.9174 -> 0.9203, is_click 0.7632 -> 0.7622)."""
     shape = (spec.num_rows, spec.dim)
     if spec.wide:
         return tf.zeros(shape)
