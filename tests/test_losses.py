@@ -109,12 +109,19 @@ def test_every_multi_task_model_adds_linear_and_fm_logits(config_name, which, tm
     fs = FeatureSet(loaded.pipeline)
     model = build_model(loaded.pipeline, fs)
     features, _ = _dummy_batch(loaded.pipeline, fs)
+    model(features)
+    # Linear weights start at zero; give them values so the check below can fail.
+    rng = np.random.default_rng(0)
+    for name, table in model.feature_groups.tables.items():
+        if name.endswith("/wide"):
+            table.assign(rng.uniform(-1, 1, table.shape).astype(np.float32))
     outputs = model(features)
     groups = model.feature_groups(features)
     towers = [t.tower_name for t in model.tower_configs]
     # Per-task linear term: the wide tables have one weight per id and tower.
     assert all(t.shape == (4, len(towers)) for t in groups["wide"])
-    linear = sum(t.numpy() for t in groups["wide"])
+    linear = sum(t.numpy() for t in groups["wide"])  # (batch, towers)
+    assert np.all(np.abs(linear) > 0)
     emb = np.stack([t.numpy() for n in model.group_names() for t, f in
                     zip(groups[n], model.feature_groups.groups[n][0])
                     if fs[f].kind != "values"], axis=1)  # (batch, features, dim)
