@@ -263,7 +263,8 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
         step = int(job.global_step.numpy())
         if not bool(finite):
             losses = {k: float(v) for k, v in zip(loss_names, loss_sums.numpy())}
-            culprits = [k for k, v in losses.items() if not math.isfinite(v)] or ["regularization"]
+            culprits = ([k for k, v in losses.items() if not math.isfinite(v)]
+                        or ["the gradients or the regularization"])
             raise TrainingError(f"loss became non-finite at step {step}: {', '.join(culprits)} "
                                 f"(loss sums of this log interval {losses}); training stopped "
                                 f"and nothing was saved after step {last_saved}, so the last "
@@ -450,6 +451,13 @@ def _make_train_loop(job: Job, train_config, strategy=None):
             scaled = total / replicas if replicas > 1 else total
         dense = model.trainable_variables
         grads = tape.gradient(scaled, tables + dense)
+        # A NaN raw value can leave the loss finite (on AVX-512, TF's fused CPU kernels
+        # turn it into 0 in the forward pass) but not the gradients, so check those too:
+        # the step then reports a non-finite total like a NaN loss.
+        dense_grads = [g for g in grads[len(tables):] if g is not None]
+        if dense_grads:
+            total = tf.where(tf.math.is_finite(tf.linalg.global_norm(dense_grads)), total,
+                             float("nan"))
         reduced = False
         if clip > 0:
             if replicas > 1:
