@@ -41,6 +41,8 @@ class Feature:
     """One feature of the config; subclasses know how to turn inputs into ids."""
     # "ids", "bag" or "values"
     kind = "ids"
+    # The _IdSpace of an IdFeature / TagFeature, else None.
+    id_space = None
 
     def __init__(self, config):
         self.config = config
@@ -58,9 +60,8 @@ class Feature:
         return self.config.embedding_dim
 
     def table(self) -> TableSpec:
-        id_space = getattr(self, "id_space", None)
         return TableSpec(self.config.embedding_name or self.name, self.num_ids, self.embedding_dim,
-                         oov_row=id_space is not None and id_space.lookup is not None)
+                         oov_row=self.id_space is not None and self.id_space.lookup is not None)
 
     def preprocess(self, inputs: dict) -> dict:
         """{input_name: typed tensor} -> {key: tensor} for this feature."""

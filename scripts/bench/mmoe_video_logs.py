@@ -258,14 +258,18 @@ def model_block(model, s):
     """(model_class, extra feature groups, the model's sub-message) for a model."""
     towers = "\n".join(tower_text(s, t) for t in TASKS)
     l2 = f"    l2_regularization: {s['l2']}"
+    if s["linear_logits"] and model != "mmoe_deepfm":
+        # Every multi-task model takes use_linear_logits: a per-task logistic regression
+        # on the one-hot ids (WIDE_GROUP), added to each tower's logit.
+        l2 = "    use_linear_logits: true\n" + l2
+    wide = WIDE_GROUP if s["linear_logits"] or model == "mmoe_deepfm" else ""
     experts = (dnn_text("expert_dnn", s["expert_units"], s["dropout"])
                + f"\n    num_expert: {s['num_expert']}")
     bottom = dnn_text("bottom_dnn", s["bottom_units"], s["dropout"])
     if model in ("mmoe", "mmoe_deepfm"):
         logits = ("\n    use_linear_logits: true\n    use_fm_logits: true"
                   if model == "mmoe_deepfm" else "")
-        return ("MMoE", WIDE_GROUP if model == "mmoe_deepfm" else "",
-                f"  mmoe {{\n{experts}{logits}\n{towers}\n{l2}\n  }}")
+        return "MMoE", wide, f"  mmoe {{\n{experts}{logits}\n{towers}\n{l2}\n  }}"
     if model == "ple":
         # Two levels: 1 task expert per task + 2 shared experts, then 1 + 1 of width 32.
         last = s["expert_units"].split(",")[-1].strip()
@@ -277,7 +281,7 @@ def model_block(model, s):
                 f"      expert_num_per_task: {per_task}\n      share_num: {shared}\n"
                 + dnn_text("task_expert_net", units, s["dropout"], "      ") + "\n"
                 + dnn_text("share_expert_net", units, s["dropout"], "      ") + "\n    }")
-        return "PLE", "", "  ple {\n" + "\n".join(levels) + f"\n{towers}\n{l2}\n  }}"
+        return "PLE", wide, "  ple {\n" + "\n".join(levels) + f"\n{towers}\n{l2}\n  }}"
     if model in ("dbmtl", "dbmtl_mmoe", "aitm"):
         parents = AITM_PARENTS if model == "aitm" else DBMTL_PARENTS[s["relations"]]
         parts = []
@@ -294,17 +298,17 @@ def model_block(model, s):
                                 "      ") + "\n"
             parts.append(tower_text(s, task, relations=rel))
         inner = experts if model == "dbmtl_mmoe" else bottom
-        return "DBMTL", "", (f"  dbmtl {{\n{inner}\n" + "\n".join(parts) + f"\n{l2}\n  }}")
+        return "DBMTL", wide, (f"  dbmtl {{\n{inner}\n" + "\n".join(parts) + f"\n{l2}\n  }}")
     if model == "shared_bottom":
-        return "SharedBottom", "", f"  shared_bottom {{\n{bottom}\n{towers}\n{l2}\n  }}"
+        return "SharedBottom", wide, f"  shared_bottom {{\n{bottom}\n{towers}\n{l2}\n  }}"
     if model == "simple_multi_task":
-        return "SimpleMultiTask", "", f"  simple_multi_task {{\n{towers}\n{l2}\n  }}"
+        return "SimpleMultiTask", wide, f"  simple_multi_task {{\n{towers}\n{l2}\n  }}"
     if model == "esmm":
         group = ("    groups {\n      input: \"all\"\n"
                  + dnn_text("dnn", s["bottom_units"], s["dropout"], "      ") + "\n    }")
         ctr = tower_text(s, "is_click", "ctr_tower")
         cvr = tower_text(s, "long_view", "cvr_tower")
-        return "ESMM", "", f"  esmm {{\n{group}\n{ctr}\n{cvr}\n{l2}\n  }}"
+        return "ESMM", wide, f"  esmm {{\n{group}\n{ctr}\n{cvr}\n{l2}\n  }}"
     raise ValueError(f"unknown model {model!r}")
 
 
@@ -369,12 +373,6 @@ def write_config(path, model, s, paths, train, num_steps, save_steps, seed):
     hour_edges = ", ".join(str(100 * h) for h in range(1, 24))
     duration_edges = [1.0] + [float(round(v, -2)) for v in np.geomspace(2000, 600000, 15)]
     model_class, wide_group, block = model_block(model, s)
-    if s["linear_logits"] and not wide_group:
-        # Every multi-task model takes use_linear_logits: a per-task logistic regression
-        # on the one-hot ids, added to each tower's logit.
-        wide_group = WIDE_GROUP
-        block = block.replace("\n    l2_regularization:",
-                              "\n    use_linear_logits: true\n    l2_regularization:", 1)
     text = string.Template(CONFIG_TEMPLATE).substitute(
         model_name=model, train_path=paths["train"], test_path=paths["test"],
         model_dir=os.path.join(run_dir, "model_unused"),
