@@ -8,6 +8,7 @@ import pytest
 from mtrec import config as config_lib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts", "bench"))
+import mmoe_synthetic  # noqa: E402
 import speed  # noqa: E402
 
 
@@ -36,3 +37,54 @@ def test_steady_rate_skips_warmup_and_short_last_interval():
              (14.5, "t INFO step 160/100 | loss | 1 examples/s")]
     # From step 100 (warm-up) to step 150 (the last full interval): 50 steps in 2 s.
     assert speed.steady_rate(lines, batch_size=10, warmup_steps=100) == pytest.approx(250.0)
+
+
+def _optimizer_rate(pipeline):
+    adam = pipeline.train_config.optimizer_config[0].adam_optimizer
+    return adam.learning_rate.exponential_decay_learning_rate.initial_learning_rate
+
+
+def test_synthetic_sweep_configs_take_a_rate_per_model(tmp_path):
+    args = mmoe_synthetic.parse_args(["--work_dir", str(tmp_path), "--learning_rate", "0.003",
+                                      "--model_learning_rates", "MMoE=0.01"])
+    rates = {}
+    for model in ("SharedBottom", "MMoE", "PLE"):
+        path = tmp_path / f"{model}.config"
+        mmoe_synthetic.write_config(str(path), args, model, 0.5, 0, "/d/train.csv",
+                                    "/d/test.csv", str(tmp_path / model))
+        pipeline = config_lib.load(str(path)).pipeline
+        assert pipeline.model_config.model_class == model
+        assert len(pipeline.feature_config.features) == mmoe_synthetic.DIM
+        rates[model] = _optimizer_rate(pipeline)
+    assert rates == pytest.approx({"SharedBottom": 0.003, "MMoE": 0.01, "PLE": 0.003})
+
+
+@pytest.mark.parametrize("bad", ["Foo=0.1", "MMoE:0.1", "MMoE=fast"])
+def test_synthetic_sweep_rejects_a_bad_rate_list(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        mmoe_synthetic.parse_args(["--work_dir", str(tmp_path), "--model_learning_rates", bad])
+    assert "--model_learning_rates" in capsys.readouterr().err
+
+
+def test_synthetic_sweep_reads_the_last_training_loss(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("16:01 INFO step 1800/2000 | loss y1=0.16 y2=0.08 total=0.24529 | 9 ex/s\n"
+                   "16:01 INFO step 2000/2000 | loss y1=0.15 y2=0.07 total=0.22667 | 9 ex/s\n"
+                   "16:02 INFO eval at step 2000 on 5000 rows: mean_squared_error_y1=0.15\n")
+    assert mmoe_synthetic.last_train_loss(str(log)) == pytest.approx(0.22667)
+    log.write_text("16:02 INFO eval at step 2000 on 5000 rows\n")
+    assert mmoe_synthetic.last_train_loss(str(log)) is None
+
+
+def test_synthetic_widening_table_pairs_the_gaps_by_seed():
+    # (model, p, seed) -> test MSE; the training loss is missing (an older results file)
+    mse = {("SharedBottom", 0.5, 0): 1.0, ("SharedBottom", 1.0, 0): 0.8,
+           ("MMoE", 0.5, 0): 0.5, ("MMoE", 1.0, 0): 0.6,
+           ("SharedBottom", 0.5, 1): 0.9, ("SharedBottom", 1.0, 1): 0.9,
+           ("MMoE", 0.5, 1): 0.7, ("MMoE", 1.0, 1): 0.6}
+    results = [{"model": m, "p": p, "seed": s, "mse_sum": v, "train_loss": None}
+               for (m, p, s), v in mse.items()]
+    rows = mmoe_synthetic.widening_table(results, [0.5, 1.0], ["SharedBottom", "MMoE"])
+    rows = rows.splitlines()[2:]
+    # gaps: seed 0 -0.5 at p 0.5, -0.2 at p 1 -> -0.3; seed 1 -0.2, -0.3 -> +0.1
+    assert rows == ["| MMoE | 0.5 | test MSE | -0.1000 ± 0.2000 | -0.1000 | 1/2 |"]

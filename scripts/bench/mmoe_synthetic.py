@@ -13,11 +13,12 @@ For every task correlation p (--correlations) and data seed (--seeds):
      `mtrec train --config CFG --model_dir DIR` does without the final SavedModel export
      (--runner cli runs that command instead): train, evaluate on test.csv at the last
      step; then read the last JSON line of DIR/eval_result.txt;
-  4. print two markdown tables: per p and model, the test loss MSE(y1) + MSE(y2) as
-     mean and sample standard deviation over seeds; and per p, each model's per-seed
-     difference to Shared-Bottom on the same data set. Both are written, with
-     results.json, to --work_dir (default /tmp/mtrec_bench_synth, never inside the
-     repository).
+  4. print markdown tables: per p and model, the test loss MSE(y1) + MSE(y2) as mean
+     and sample standard deviation over seeds, its median, and the last logged training
+     loss; per p, each model's per-seed difference to Shared-Bottom on the same data set;
+     and whether that gap widens as p falls (the gap at each p minus the gap at the
+     highest p, paired by seed). They are written, with results.json, to --work_dir
+     (default /tmp/mtrec_bench_synth, never inside the repository).
 
 The models have comparable sizes (trainable weights are counted from each run's
 checkpoint), close to the paper's synthetic-data setup: Shared-Bottom one shared layer
@@ -39,6 +40,9 @@ of seed 0, --num_steps 4000 --decay_steps 1000 lowered the test MSE of every mod
 (see docs/benchmarks.md). The defaults keep the 27-run sweep near 20-30 minutes on 2 shared
 CPU cores.
 
+Each model can get its own learning rate (--model_learning_rates SharedBottom=0.003,MMoE=0.01);
+docs/benchmarks.md says how those rates were chosen.
+
 Usage:
   python scripts/bench/mmoe_synthetic.py            # full sweep: 3 p x 3 seeds x 3 models
   python scripts/bench/mmoe_synthetic.py --quick    # smoke run: tiny data, few steps
@@ -49,6 +53,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import string
 import subprocess
@@ -196,6 +201,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_steps", type=int, default=2000)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--learning_rate", type=float, default=0.003)
+    parser.add_argument("--model_learning_rates", default="",
+                        help="per-model initial rates overriding --learning_rate, e.g. "
+                             "SharedBottom=0.003,MMoE=0.01")
     parser.add_argument("--decay_steps", type=int, default=500,
                         help="exponential decay: lr * decay_factor^(step / decay_steps)")
     parser.add_argument("--decay_factor", type=float, default=0.5)
@@ -233,6 +241,17 @@ def parse_args(argv=None):
     unknown = [m for m in args.models if m not in MODEL_TEMPLATES]
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODEL_TEMPLATES)}")
+    rates = {}
+    for item in filter(None, (v.strip() for v in args.model_learning_rates.split(","))):
+        model, _, rate = item.partition("=")
+        if model not in MODEL_TEMPLATES:
+            parser.error(f"--model_learning_rates: unknown model {model!r}; choose from "
+                         f"{list(MODEL_TEMPLATES)}")
+        try:
+            rates[model] = float(rate)
+        except ValueError:
+            parser.error(f"--model_learning_rates: {item!r} is not MODEL=RATE")
+    args.model_learning_rates = rates
     work = os.path.abspath(args.work_dir)
     if work == REPO or work.startswith(REPO + os.sep):
         parser.error("--work_dir must be outside the repository")
@@ -283,7 +302,8 @@ def write_config(path, args, model, p, seed, train_path, test_path, model_dir):
     text = string.Template(CONFIG_TEMPLATE).substitute(
         model_class=model, p=p, seed=seed, train_seed=seed + 1, train_path=train_path,
         test_path=test_path,
-        model_dir=model_dir, learning_rate=args.learning_rate, decay_steps=args.decay_steps,
+        model_dir=model_dir, decay_steps=args.decay_steps,
+        learning_rate=args.model_learning_rates.get(model, args.learning_rate),
         save_steps=args.eval_every or args.num_steps,
         decay_factor=args.decay_factor, num_steps=args.num_steps,
         log_steps=max(1, args.num_steps // 10), batch_size=args.batch_size,
@@ -362,6 +382,18 @@ def _train_in_process(config_path, model_dir, log_path) -> bool:
         keras.backend.clear_session()
 
 
+def last_train_loss(log_path):
+    """The total training loss of the run's last log line (the mean over its last
+    log_step_count_steps steps), or None if the log has none."""
+    total = None
+    with open(log_path) as f:
+        for line in f:
+            match = re.search(r"\| loss .*total=([-0-9.e+naif]+)", line)
+            if match:
+                total = float(match.group(1))
+    return total
+
+
 def count_trainable(model_dir):
     """Trainable weights of the run, read from its checkpoint: the model's weights are
     saved as the optimizer's tracked `_trainable_variables` (slots excluded)."""
@@ -383,9 +415,9 @@ def ple_available():
 
 
 def table(results, correlations, models, baselines):
-    lines = ["| p | model | params | test MSE y1 + y2 (mean ± std) | MSE y1 | MSE y2 | seeds |"
-             " s/run |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| p | model | params | test MSE y1 + y2 (mean ± std) | median | MSE y1 | MSE y2 |"
+             " train loss | seeds | s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for p in correlations:
         for model in models:
             runs = [r for r in results if r["p"] == p and r["model"] == model]
@@ -395,23 +427,27 @@ def table(results, correlations, models, baselines):
             m1, _ = mean_std([r["mse_y1"] for r in runs])
             m2, _ = mean_std([r["mse_y2"] for r in runs])
             secs = np.mean([r["seconds"] for r in runs])
+            median = float(np.median([r["mse_sum"] for r in runs]))
+            # the last logged training loss (older results.json files lack it)
+            train, _ = mean_std([r.get("train_loss") for r in runs])
             lines.append(f"| {p:g} | {model} | {runs[0]['params']:,} | {m:.4f} ± {s:.4f} | "
-                         f"{m1:.4f} | {m2:.4f} | {len(runs)} | {secs:.0f} |")
+                         f"{median:.4f} | {m1:.4f} | {m2:.4f} | {train:.4f} | {len(runs)} | "
+                         f"{secs:.0f} |")
         base = [b["mean_baseline"] for (bp, _), b in baselines.items() if bp == p]
         corr = [b["label_corr"] for (bp, _), b in baselines.items() if bp == p]
         if base:
             bm, bs = mean_std(base)
             lines.append(f"| {p:g} | *predict train mean* (label corr {np.mean(corr):.2f}) | 0 | "
-                         f"{bm:.4f} ± {bs:.4f} | | | {len(base)} | |")
+                         f"{bm:.4f} ± {bs:.4f} | | | | | {len(base)} | |")
     return "\n".join(lines)
 
 
 def paired_table(results, correlations, models):
     """Per p and model: the per-seed difference to Shared-Bottom on the same data set
-    (negative = better than Shared-Bottom), mean ± std over seeds, and in how many seeds
-    the model was the better one."""
-    lines = ["| p | model − SharedBottom | per seed | mean ± std | better in |",
-             "|---|---|---|---|---|"]
+    (negative = better than Shared-Bottom): mean ± std and ± standard error over seeds,
+    the median, and in how many seeds the model was the better one."""
+    lines = ["| p | model − SharedBottom | per seed | mean ± std | ± SE | median | better in |",
+             "|---|---|---|---|---|---|---|"]
     for p in correlations:
         base = {r["seed"]: r["mse_sum"] for r in results
                 if r["p"] == p and r["model"] == "SharedBottom"}
@@ -425,8 +461,41 @@ def paired_table(results, correlations, models):
             m, sd = mean_std([d for _, d in diffs])
             wins = sum(d < 0 for _, d in diffs)
             per_seed = ", ".join(f"{d:+.3f}" for _, d in diffs)
+            median = float(np.median([d for _, d in diffs]))
             lines.append(f"| {p:g} | {model} | {per_seed} | {m:+.4f} ± {sd:.4f} | "
+                         f"{sd / np.sqrt(len(diffs)):.4f} | {median:+.4f} | "
                          f"{wins}/{len(diffs)} |")
+    return "\n".join(lines)
+
+
+def widening_table(results, correlations, models):
+    """Does the gap to Shared-Bottom widen as p falls? A seed fixes u1, u2, alpha, beta and
+    x at every p, so the gaps at two correlations pair up per seed. Per model and lower p:
+    gap(p) − gap(highest p), mean ± standard error, median, and the seeds where the gap
+    at the lower p was the more negative (wider in the model's favour); for the test MSE
+    and for the last logged training loss."""
+    top = max(correlations)
+    lines = ["| model | p vs p = " + f"{top:g}" + " | loss | gap(p) − gap(top) ± SE | median |"
+             " wider in |", "|---|---|---|---|---|---|"]
+    by = {(r["model"], r["p"], r["seed"]): r for r in results}
+    for model in models:
+        if model == "SharedBottom":
+            continue
+        for p in sorted(correlations):
+            if p == top:
+                continue
+            for key, name in (("mse_sum", "test MSE"), ("train_loss", "train loss")):
+                def gap(q, seed):
+                    return by[model, q, seed][key] - by["SharedBottom", q, seed][key]
+                seeds = [seed for (m, q, seed) in by if m == model and q == p
+                         and all(by.get((mm, qq, seed), {}).get(key) is not None
+                                 for mm in (model, "SharedBottom") for qq in (p, top))]
+                if len(seeds) < 2:
+                    continue
+                diffs = np.array([gap(p, seed) - gap(top, seed) for seed in seeds])
+                se = diffs.std(ddof=1) / np.sqrt(len(diffs))
+                lines.append(f"| {model} | {p:g} | {name} | {diffs.mean():+.4f} ± {se:.4f} | "
+                             f"{np.median(diffs):+.4f} | {int((diffs < 0).sum())}/{len(diffs)} |")
     return "\n".join(lines)
 
 
@@ -466,6 +535,8 @@ def report(info):
     baselines = {(b["p"], b["seed"]): b for b in info["baselines"]}
     text = (table(results, correlations, models, baselines) + "\n\n"
             + paired_table(results, correlations, models))
+    if len(correlations) > 1 and "SharedBottom" in models:
+        text += "\n\n" + widening_table(results, correlations, models)
     if any(len(r.get("curve", {})) > 1 for r in results):
         text += "\n\n" + curve_table(results, correlations, models)
     print()
@@ -505,14 +576,15 @@ def main(argv=None):
                 model_dir = os.path.join(run_dir, "model")
                 write_config(config_path, args, model, p, seed, paths["train"], paths["test"],
                              model_dir)
-                records, seconds = run_mtrec_train(config_path, model_dir,
-                                                   os.path.join(run_dir, "train.log"),
+                log_path = os.path.join(run_dir, "train.log")
+                records, seconds = run_mtrec_train(config_path, model_dir, log_path,
                                                    args.runner)
                 record = records[-1]
                 mse = {t: float(record[f"mean_squared_error_{t}"]) for t in TASKS}
                 result = {"p": p, "seed": seed, "model": model, "params":
                           count_trainable(model_dir), "mse_y1": mse["y1"], "mse_y2": mse["y2"],
                           "mse_sum": mse["y1"] + mse["y2"], "seconds": seconds,
+                          "train_loss": last_train_loss(log_path),
                           "global_step": record.get("global_step"),
                           # test MSE y1 + y2 at every evaluation (--eval_every), by step
                           "curve": {str(r["global_step"]): sum(
