@@ -475,8 +475,8 @@ def widening_table(results, correlations, models):
     at the lower p was the more negative (wider in the model's favour); for the test MSE
     and for the last logged training loss."""
     top = max(correlations)
-    lines = ["| model | p vs p = " + f"{top:g}" + " | loss | gap(p) − gap(top) ± SE | median |"
-             " wider in |", "|---|---|---|---|---|---|"]
+    lines = [f"| model | p vs p = {top:g} | loss | gap(p) − gap(top) ± SE | median | wider in |",
+             "|---|---|---|---|---|---|"]
     by = {(r["model"], r["p"], r["seed"]): r for r in results}
     for model in models:
         if model == "SharedBottom":
@@ -485,14 +485,15 @@ def widening_table(results, correlations, models):
             if p == top:
                 continue
             for key, name in (("mse_sum", "test MSE"), ("train_loss", "train loss")):
-                def gap(q, seed):
-                    return by[model, q, seed][key] - by["SharedBottom", q, seed][key]
                 seeds = [seed for (m, q, seed) in by if m == model and q == p
                          and all(by.get((mm, qq, seed), {}).get(key) is not None
                                  for mm in (model, "SharedBottom") for qq in (p, top))]
                 if len(seeds) < 2:
                     continue
-                diffs = np.array([gap(p, seed) - gap(top, seed) for seed in seeds])
+                # (model − Shared-Bottom at p) − (model − Shared-Bottom at the top p)
+                diffs = np.array([(by[model, p, seed][key] - by["SharedBottom", p, seed][key])
+                                  - (by[model, top, seed][key]
+                                     - by["SharedBottom", top, seed][key]) for seed in seeds])
                 se = diffs.std(ddof=1) / np.sqrt(len(diffs))
                 lines.append(f"| {model} | {p:g} | {name} | {diffs.mean():+.4f} ± {se:.4f} | "
                              f"{np.median(diffs):+.4f} | {int((diffs < 0).sum())}/{len(diffs)} |")
