@@ -1,5 +1,5 @@
-"""The speed benchmark's generated configs stay valid as the schema evolves (parse and
-validate only: no training, no data)."""
+"""The benchmarks' generated configs stay valid as the schema evolves, and their report
+helpers compute what they claim (parse, validate and tabulate only: no training, no data)."""
 import os
 import sys
 
