@@ -388,7 +388,7 @@ def last_train_loss(log_path):
     total = None
     with open(log_path) as f:
         for line in f:
-            match = re.search(r"\| loss .*total=([-0-9.e+naif]+)", line)
+            match = re.search(r"\| loss .*total=(\S+)", line)
             if match:
                 total = float(match.group(1))
     return total
@@ -412,6 +412,12 @@ def ple_available():
 
 # ---------------------------------------------------------------------------------------
 # report
+
+
+def mean_se(values) -> tuple[float, float]:
+    """(mean, standard error = sample std / sqrt(n)) of paired differences."""
+    mean, sd = mean_std(values)
+    return mean, sd / np.sqrt(len(values))
 
 
 def table(results, correlations, models, baselines):
@@ -459,11 +465,12 @@ def paired_table(results, correlations, models):
             if not diffs:
                 continue
             m, sd = mean_std([d for _, d in diffs])
+            _, se = mean_se([d for _, d in diffs])
             wins = sum(d < 0 for _, d in diffs)
             per_seed = ", ".join(f"{d:+.3f}" for _, d in diffs)
             median = float(np.median([d for _, d in diffs]))
             lines.append(f"| {p:g} | {model} | {per_seed} | {m:+.4f} ± {sd:.4f} | "
-                         f"{sd / np.sqrt(len(diffs)):.4f} | {median:+.4f} | "
+                         f"{se:.4f} | {median:+.4f} | "
                          f"{wins}/{len(diffs)} |")
     return "\n".join(lines)
 
@@ -485,18 +492,18 @@ def widening_table(results, correlations, models):
             if p == top:
                 continue
             for key, name in (("mse_sum", "test MSE"), ("train_loss", "train loss")):
-                seeds = [seed for (m, q, seed) in by if m == model and q == p
-                         and all(by.get((mm, qq, seed), {}).get(key) is not None
-                                 for mm in (model, "SharedBottom") for qq in (p, top))]
-                if len(seeds) < 2:
+                diffs = []  # (model − Shared-Bottom at p) − (the same at the top p), per seed
+                for seed in sorted({s for (m, q, s) in by if m == model and q == p}):
+                    v = [by.get((m, q, seed), {}).get(key) for m in (model, "SharedBottom")
+                         for q in (p, top)]
+                    if None not in v:
+                        diffs.append((v[0] - v[1]) - (v[2] - v[3]))
+                if len(diffs) < 2:
                     continue
-                # (model − Shared-Bottom at p) − (model − Shared-Bottom at the top p)
-                diffs = np.array([(by[model, p, seed][key] - by["SharedBottom", p, seed][key])
-                                  - (by[model, top, seed][key]
-                                     - by["SharedBottom", top, seed][key]) for seed in seeds])
-                se = diffs.std(ddof=1) / np.sqrt(len(diffs))
-                lines.append(f"| {model} | {p:g} | {name} | {diffs.mean():+.4f} ± {se:.4f} | "
-                             f"{np.median(diffs):+.4f} | {int((diffs < 0).sum())}/{len(diffs)} |")
+                mean, se = mean_se(diffs)
+                wider = sum(d < 0 for d in diffs)
+                lines.append(f"| {model} | {p:g} | {name} | {mean:+.4f} ± {se:.4f} | "
+                             f"{np.median(diffs):+.4f} | {wider}/{len(diffs)} |")
     return "\n".join(lines)
 
 
@@ -522,8 +529,8 @@ def curve_table(results, correlations, models):
                 if len(diffs) < 2:
                     cells.append("")
                     continue
-                se = np.std(diffs, ddof=1) / np.sqrt(len(diffs))
-                cells.append(f"{np.mean(diffs):+.4f} ± {se:.4f} "
+                mean, se = mean_se(diffs)
+                cells.append(f"{mean:+.4f} ± {se:.4f} "
                              f"({sum(d < 0 for d in diffs)}/{len(diffs)})")
             lines.append(f"| {p:g} | {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
