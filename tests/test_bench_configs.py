@@ -87,4 +87,13 @@ def test_synthetic_widening_table_pairs_the_gaps_by_seed():
     rows = mmoe_synthetic.widening_table(results, [0.5, 1.0], ["SharedBottom", "MMoE"])
     rows = rows.splitlines()[2:]
     # gaps: seed 0 -0.5 at p 0.5, -0.2 at p 1 -> -0.3; seed 1 -0.2, -0.3 -> +0.1
-    assert rows == ["| MMoE | 0.5 | test MSE | -0.1000 ± 0.2000 | -0.1000 | 1/2 |"]
+    # one-sided sign test, 1 of 2 wider: P(at least 1 head in 2 flips) = 3/4
+    assert rows == ["| MMoE | 0.5 | test MSE | -0.1000 ± 0.2000 | -0.1000 | 1/2 (P = 0.75) |"]
+
+
+def test_synthetic_sign_test_p_is_the_binomial_tail():
+    assert mmoe_synthetic.sign_test_p(0, 5) == 1.0
+    assert mmoe_synthetic.sign_test_p(5, 5) == 1 / 32
+    assert mmoe_synthetic.sign_test_p(4, 5) == 6 / 32  # C(5,4) + C(5,5) = 6
+    # the confirmatory sweep's pre-set bar: 54 of 90 is the smallest count with P < 0.05
+    assert mmoe_synthetic.sign_test_p(54, 90) < 0.05 <= mmoe_synthetic.sign_test_p(53, 90)

@@ -52,6 +52,7 @@ import datetime
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -420,6 +421,11 @@ def mean_se(values) -> tuple[float, float]:
     return mean, sd / np.sqrt(len(values))
 
 
+def sign_test_p(successes: int, n: int) -> float:
+    """One-sided sign test: P(at least `successes` of `n` fair coin flips come up heads)."""
+    return sum(math.comb(n, k) for k in range(successes, n + 1)) / 2 ** n
+
+
 def table(results, correlations, models, baselines):
     lines = ["| p | model | params | test MSE y1 + y2 (mean ± std) | median | MSE y1 | MSE y2 |"
              " train loss | seeds | s/run |",
@@ -460,18 +466,16 @@ def paired_table(results, correlations, models):
         for model in models:
             if model == "SharedBottom":
                 continue
-            diffs = [(r["seed"], r["mse_sum"] - base[r["seed"]]) for r in results
+            diffs = [r["mse_sum"] - base[r["seed"]] for r in results
                      if r["p"] == p and r["model"] == model and r["seed"] in base]
             if not diffs:
                 continue
-            m, sd = mean_std([d for _, d in diffs])
-            _, se = mean_se([d for _, d in diffs])
-            wins = sum(d < 0 for _, d in diffs)
-            per_seed = ", ".join(f"{d:+.3f}" for _, d in diffs)
-            median = float(np.median([d for _, d in diffs]))
+            m, sd = mean_std(diffs)
+            _, se = mean_se(diffs)
+            wins = sum(d < 0 for d in diffs)
+            per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
             lines.append(f"| {p:g} | {model} | {per_seed} | {m:+.4f} ± {sd:.4f} | "
-                         f"{se:.4f} | {median:+.4f} | "
-                         f"{wins}/{len(diffs)} |")
+                         f"{se:.4f} | {np.median(diffs):+.4f} | {wins}/{len(diffs)} |")
     return "\n".join(lines)
 
 
@@ -482,7 +486,7 @@ def widening_table(results, correlations, models):
     at the lower p was the more negative (wider in the model's favour); for the test MSE
     and for the last logged training loss."""
     top = max(correlations)
-    lines = [f"| model | p vs p = {top:g} | loss | gap(p) − gap(top) ± SE | median | wider in |",
+    lines = [f"| model | p vs p = {top:g} | loss | gap(p) − gap(top) ± SE | median | wider in (one-sided sign test) |",
              "|---|---|---|---|---|---|"]
     by = {(r["model"], r["p"], r["seed"]): r for r in results}
     for model in models:
@@ -503,7 +507,8 @@ def widening_table(results, correlations, models):
                 mean, se = mean_se(diffs)
                 wider = sum(d < 0 for d in diffs)
                 lines.append(f"| {model} | {p:g} | {name} | {mean:+.4f} ± {se:.4f} | "
-                             f"{np.median(diffs):+.4f} | {wider}/{len(diffs)} |")
+                             f"{np.median(diffs):+.4f} | {wider}/{len(diffs)} "
+                             f"(P = {sign_test_p(wider, len(diffs)):.2g}) |")
     return "\n".join(lines)
 
 
