@@ -37,10 +37,10 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
         return evaluate(loaded, continuous=True)
     # First: a multi-worker strategy must configure the runtime before other TF work.
     cluster = distribute.make_cluster(loaded.pipeline.train_config)
-    from mtrec import serving
+    from mtrec.serving.saved_model import export_saved_model
     from mtrec.training import loop
     from mtrec.training.best import BestMetric
-    from mtrec.utils import model_dir_lock
+    from mtrec.training.storage import model_dir_lock
     pipeline = loaded.pipeline
     export_config = pipeline.export_config
     exporter = export_config.exporter_type
@@ -58,7 +58,7 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
             """Export per exporter_type; True stops training early."""
             improved = watch.update(result) if watch else False
             if exporter == "latest" or (exporter == "best" and improved):
-                serving.export_saved_model(job, export_root)
+                export_saved_model(job, export_root)
             if improved:
                 log.info("best %s so far: %.6g at step %d", watch.name, watch.best,
                          watch.best_step)
@@ -72,7 +72,8 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
 
 def _restored_job(loaded, checkpoint_path=None):
     import tensorflow as tf
-    from mtrec.training import loop
+    from mtrec.training.checkpoints import restore_checkpoint
+    from mtrec.training.job import Job
     pipeline = loaded.pipeline
     path = checkpoint_path or tf.train.latest_checkpoint(pipeline.model_dir or "")
     if checkpoint_path and os.path.isdir(checkpoint_path):
@@ -80,11 +81,11 @@ def _restored_job(loaded, checkpoint_path=None):
     if not path:
         raise MtrecError(f"no checkpoint found in {checkpoint_path or pipeline.model_dir!r}; "
                          "train first or pass --checkpoint_path.")
-    job = loop.Job.create(pipeline, for_training=False)
+    job = Job.create(pipeline, for_training=False)
     job.build()
     for _ in range(5):
         try:
-            loop.restore_checkpoint(job.checkpoint, path, partial=True)
+            restore_checkpoint(job.checkpoint, path, partial=True)
             return job, path
         except TrainingError:
             # A trainer running on this model_dir may have deleted the checkpoint we found
@@ -111,15 +112,15 @@ def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=
     if not pipeline.eval_input_path:
         raise MtrecError("no eval data: set eval_input_path or pass --eval_input_path.")
     from mtrec.data.reader import expand_paths
-    from mtrec.training import loop
+    from mtrec.training import evaluation
     files = expand_paths(pipeline.eval_input_path, "eval_input_path")
     if continuous:
         if not pipeline.model_dir:
             raise MtrecError("evaluate --continuous needs a model_dir to watch.")
-        return loop.evaluate_continuously(loaded, files, timeout)
+        return evaluation.evaluate_continuously(loaded, files, timeout)
     job, path = _restored_job(loaded, checkpoint_path)
     log.info("evaluating %s", path)
-    return loop.evaluate_job(job, files, pipeline.model_dir)
+    return evaluation.evaluate_job(job, files, pipeline.model_dir)
 
 
 def export(config=None, export_dir=None, model_dir=None, checkpoint_path=None,
@@ -128,14 +129,14 @@ def export(config=None, export_dir=None, model_dir=None, checkpoint_path=None,
     if not export_dir:
         raise MtrecError("pass --export_dir.")
     loaded = _load(config, model_dir, edit_config_json, sets)
-    from mtrec import serving
+    from mtrec.serving.saved_model import export_saved_model
     job, _ = _restored_job(loaded, checkpoint_path)
-    return serving.export_saved_model(job, export_dir)
+    return export_saved_model(job, export_dir)
 
 
 def predict(saved_model, input_path, output_path, reserved_cols=None, output_cols=None,
             batch_size=1024) -> int:
     """Score input_path with a SavedModel into output_path (CSV with a header)."""
-    from mtrec import batch_predict
+    from mtrec.serving import batch_predict
     return batch_predict.predict(saved_model, input_path, output_path, reserved_cols,
-                               output_cols, batch_size)
+                                 output_cols, batch_size)

@@ -83,7 +83,7 @@ def _check(args) -> int:
     loaded = config_lib.load(args.config, args.edit_config_json, args.sets, args.model_dir)
     pipeline = loaded.pipeline
     from mtrec.protos import feature_pb2
-    from mtrec.report import model_report
+    from mtrec.training.report import model_report
     features = config_lib.all_features(pipeline)
     print(f"{args.config}: OK")
     print(f"  model: {pipeline.model_config.model_class}")

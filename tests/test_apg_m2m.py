@@ -519,7 +519,7 @@ def _build(text, seed=None):
     if seed is not None:  # initial weights; the training tests pass for seeds 0-7 (checked by hand)
         keras.utils.set_random_seed(seed)
     pipeline = config_lib.parse_text(text, "x.config")
-    config_lib.validate(pipeline, config_lib.Source("x.config", text))
+    config_lib.prepare(pipeline, config_lib.Source("x.config", text))
     feature_set = FeatureSet(pipeline)
     return build_model(pipeline, feature_set), feature_set
 
@@ -550,6 +550,7 @@ def _accuracy(model, features, columns, dom):
     return np.mean((probs[rows] > 0.5) == (columns["clk"].numpy()[rows] == 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("condition", ["GROUP", "MIX", "SELF"])
 def test_apg_model_learns_a_domain_specific_signal(condition):
     text = edit("condition: GROUP", f"condition: {condition}", APG_CONFIG)
@@ -574,6 +575,7 @@ def test_apg_model_learns_a_domain_specific_signal(condition):
         assert _accuracy(model, features, columns, dom) > 0.8
 
 
+@pytest.mark.slow
 def test_m2m_model_learns_a_domain_specific_signal():
     model, feature_set = _build(M2M_CONFIG, seed=0)
     columns = _columns()

@@ -13,9 +13,9 @@ from google.protobuf import text_format
 
 import conftest
 from conftest import TINY_INPUTS
-from mtrec import backbone_spec
 from mtrec import config as config_lib
-from mtrec.backbone import BUILDERS
+from mtrec.backbone import catalogue, specs
+from mtrec.backbone.plan import plan as backbone_plan
 from mtrec.errors import ConfigError
 from mtrec.features.feature import FeatureSet
 from mtrec.layers.cross import Cross
@@ -115,27 +115,27 @@ def train_steps(model, features, steps=3) -> list:
 
 def test_blocks_run_in_topological_order_and_leaves_are_the_output():
     backbone = config_lib.parse_text(multitask(MMOE_BLOCKS)).model_config.backbone
-    plan = backbone_spec.plan(backbone, {"all": [4, 4]})
+    plan = backbone_plan(backbone, {"all": [4, 4]})
     assert plan.errors == []
     assert [b.name for b in plan.blocks] == ["feats", "senet", "mmoe"]
     assert plan.output_names == ["mmoe"] and not plan.as_list
-    assert plan.output == [backbone_spec.Tensor((4,))] * 2
+    assert plan.output == [specs.Tensor((4,))] * 2
     senet = plan.blocks[1]
-    assert senet.input_spec == [backbone_spec.Tensor((4,))] * 2
+    assert senet.input_spec == [specs.Tensor((4,))] * 2
 
 
 def test_input_slices_are_parsed_not_evaluated():
-    assert backbone_spec.parse_slice("[1]") == 1
-    assert backbone_spec.parse_slice(" [ -1 ] ") == -1
-    assert backbone_spec.parse_slice("[1:]") == slice(1, None)
-    assert backbone_spec.parse_slice("[:2]") == slice(None, 2)
+    assert specs.parse_slice("[1]") == 1
+    assert specs.parse_slice(" [ -1 ] ") == -1
+    assert specs.parse_slice("[1:]") == slice(1, None)
+    assert specs.parse_slice("[:2]") == slice(None, 2)
     for bad in ("[__import__('os')]", "[0][1]", "x[0]", "[1.5]", "[a]"):
         with pytest.raises(ValueError, match="input_slice"):
-            backbone_spec.parse_slice(bad)
+            specs.parse_slice(bad)
 
 
 def test_config_module_needs_no_tensorflow():
-    code = ("import sys; import mtrec.config, mtrec.backbone_spec; "
+    code = ("import sys; import mtrec.config, mtrec.backbone.plan, mtrec.features.width; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -299,7 +299,7 @@ def test_model_class_agreement_names_both_backbone_classes(tmp_path):
 # ---------------------------------------------------------------------------
 # Registered layers: every class builds and has the shape its spec promises.
 
-F = backbone_spec.Tensor
+F = specs.Tensor
 LAYER_CASES = {
     "MLP": ('mlp { hidden_units: [6, 3] }', F((8,))),
     "SENet": ('senet { reduction_ratio: 2 }', [F((4,)), F((6,))]),
@@ -350,8 +350,27 @@ def _spec_shapes(spec):
     return (3,) + spec.shape
 
 
-def test_every_registered_layer_has_a_shape_case():
-    assert set(LAYER_CASES) == set(backbone_spec.LAYERS) == set(BUILDERS)
+def test_catalogue_is_complete():
+    """Every row: a params member of the KerasLayer oneof (or a built-in with its allowed
+    kwargs), a shape rule, a builder that resolves, and a shape case below; every oneof
+    params member (but st_params) has a row."""
+    oneof = {f.name for f in backbone_pb2.KerasLayer.DESCRIPTOR.oneofs_by_name["params"].fields}
+    for name, entry in catalogue.CATALOGUE.items():
+        if entry.params is None:
+            assert entry.kwargs or name in ("Add", "Multiply"), name
+        else:
+            assert entry.params in oneof - {"st_params"} and not entry.kwargs, name
+        assert callable(entry.infer) and entry.summary, name
+        assert callable(entry.builder()), name
+    members = [e.params for e in catalogue.CATALOGUE.values() if e.params]
+    assert sorted(members) == sorted(oneof - {"st_params"})
+    assert set(LAYER_CASES) == set(catalogue.CATALOGUE)
+
+
+def test_backbone_package_needs_no_tensorflow():
+    code = ("import sys; import mtrec.backbone, mtrec.backbone.catalogue; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 @pytest.mark.parametrize("name", sorted(LAYER_CASES))
@@ -359,11 +378,12 @@ def test_registered_layer_builds_with_exact_shapes(name):
     params_text, spec = LAYER_CASES[name]
     keras_layer = text_format.Parse(f'class_name: "{name}" {params_text}',
                                     backbone_pb2.KerasLayer())
-    params = backbone_spec.layer_params(keras_layer)
-    expected = backbone_spec.LAYERS[name].infer(params, spec)
-    layer = BUILDERS[name](params, 1e-4, f"block_{name.lower()}", spec)
+    params = catalogue.layer_params(keras_layer)
+    entry = catalogue.CATALOGUE[name]
+    expected = entry.infer(params, spec)
+    layer = catalogue.build_layer(name, params, 1e-4, f"block_{name.lower()}", spec)
     out = layer(_example(spec, np.random.default_rng(0)), training=True)
-    if name == "PPNet":  # one task of mtrec's PPNet: the backbone unwraps its list
+    if entry.single_output:  # e.g. one task of mtrec's PPNet: the backbone unwraps its list
         out = out[0]
     assert _shapes(out) == _spec_shapes(expected)
     assert layer.weights or name in ("FM", "DotInteraction", "Dropout", "Activation", "Add",

@@ -31,9 +31,9 @@ def test_check_prints_summary():
       "data_config.batch_size=abc"], "'abc' is not a valid non-negative integer"),
     (["check", "--config", sample_config("mmoe_on_taobao.config"), "--set",
       "model_config.mmoe.nope=1"], "MMoE has no field 'nope'"),
-    (["train", "--config", sample_config("mmoe_on_taobao.config"), "--set",
-      "train_input_path=/no/such/file.csv", "--model_dir", "{tmp}"],
-     "train_input_path file '/no/such/file.csv' not found"),
+    pytest.param(["train", "--config", sample_config("mmoe_on_taobao.config"), "--set",
+                  "train_input_path=/no/such/file.csv", "--model_dir", "{tmp}"],
+                 "train_input_path file '/no/such/file.csv' not found", marks=pytest.mark.slow),
     (["evaluate", "--model_dir", "{tmp}"], "has no pipeline.config"),
 ])
 def test_errors_are_one_message(args, message, tmp_path):
@@ -44,6 +44,7 @@ def test_errors_are_one_message(args, message, tmp_path):
     assert message in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_bad_row_names_file_and_line(tmp_path, small_taobao):
     train_path, _ = small_taobao
     with open(train_path) as f:
@@ -71,6 +72,7 @@ def test_malformed_config_names_line(tmp_path):
     assert f"{path}:{line}:" in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_command(tmp_path, small_taobao):
     import mtrec
     from conftest import fast_overrides
@@ -91,6 +93,7 @@ def test_predict_command(tmp_path, small_taobao):
     assert "--output_cols nope not among the model outputs" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_counts_parameters_memory_and_flops(tmp_path):
     from test_reliability import CONFIG
     path = tmp_path / "tiny.config"
@@ -107,6 +110,7 @@ def test_check_counts_parameters_memory_and_flops(tmp_path):
     assert flops >= 2 * (2 * 5 * 8 + 2 * 5 * 2 + 2 * (8 * 4 + 4 * 1))  # the matmuls alone
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_model_is_one_message(tmp_path, small_taobao):
     from conftest import fast_overrides
     train_path, test_path = small_taobao

@@ -1,4 +1,5 @@
 """mtrec.config: parsing, overrides and validation (pure protobuf, no TensorFlow)."""
+import copy
 import glob
 import json
 import os
@@ -8,9 +9,11 @@ import sys
 import pytest
 
 import conftest
-from conftest import TINY_INPUTS
+from conftest import DOMAIN_INPUTS, DOMAIN_TOWERS, TINY_INPUTS
 from mtrec import config as config_lib
+from mtrec.config import overrides
 from mtrec.errors import ConfigError
+from mtrec.models import registry
 from mtrec.protos import pipeline_pb2, train_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,16 +81,17 @@ def test_sample_config_loads_and_validates(path):
     assert loaded.warnings == []
     assert loaded.source.path == path
     pipeline = loaded.pipeline
-    assert pipeline.model_config.model_class in config_lib.MODEL_CLASSES
+    classes = registry.model_classes()
+    assert pipeline.model_config.model_class in classes
     assert (pipeline.model_config.WhichOneof("model")
-            == config_lib.MODEL_CLASSES[pipeline.model_config.model_class])
+            == classes[pipeline.model_config.model_class])
     towers = config_lib.task_towers(pipeline.model_config)
     # RankModel samples (backbone, single task) have one tower.
     assert len(towers) == (1 if pipeline.model_config.model_class == "RankModel" else 2)
     inputs = {f.input_name for f in pipeline.data_config.input_fields}
     for tower in towers:
         assert tower.tower_name and tower.label_name in inputs
-    # Validation filled in every feature_name.
+    # fill_defaults filled in every feature_name.
     assert all(f.feature_name for f in config_lib.all_features(pipeline))
 
 
@@ -338,7 +342,7 @@ def test_validate_errors_of_python_built_config_name_generated_lines():
 
 
 # ---------------------------------------------------------------------------
-# Defaults filled in by validation
+# Defaults, filled in by fill_defaults before validation
 
 
 def test_tower_without_label_name_gets_label_field():
@@ -646,7 +650,7 @@ def test_set_without_equals_is_an_error():
 ])
 def test_set_value_parsing(raw, expected):
     # --set values are kept as typed and decoded for non-string fields like JSON.
-    value = config_lib._decode_raw(config_lib._parse_set_value(raw))
+    value = overrides._decode_raw(overrides._parse_set_value(raw))
     assert value == expected
     assert type(value) is type(expected)
 
@@ -715,3 +719,219 @@ def test_misspelt_field_suggests_the_right_name(tmp_path):
         config_lib.load(str(path))
     assert f"{path}:3:" in str(error.value)
     assert "Did you mean `embedding_dim`?" in str(error.value)
+
+
+# ---------------------------------------------------------------------------
+# Validation never changes the config; defaults are filled in before it, in one step
+
+RANK_MODEL_WITHOUT_PARAMS = TINY_INPUTS + """\
+model_config {
+  model_class: "RankModel"
+  feature_groups { group_name: "all" feature_names: "user" }
+  backbone { blocks { name: "mlp" inputs { feature_group_name: "all" }
+                      keras_layer { class_name: "MLP" mlp { hidden_units: [4] } } } }
+}
+"""
+UNCHANGED_CASES = {
+    **{os.path.basename(p): open(p, encoding="utf-8").read() for p in SAMPLE_CONFIGS},
+    "rank_model_without_model_params": RANK_MODEL_WITHOUT_PARAMS,
+    "towers_without_names": edit('tower_name: "cvr" label_name: "buy"', "",
+                                 edit('tower_name: "ctr" label_name: "clk"', "")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNCHANGED_CASES))
+def test_validation_never_changes_the_config(name):
+    text = UNCHANGED_CASES[name]
+    pipeline = config_lib.parse_text(text, name)
+    config_lib.fill_defaults(pipeline)
+    checked = copy.deepcopy(pipeline)
+    config_lib.validate(checked, config_lib.Source(name, text))
+    assert checked == pipeline
+    assert config_lib.to_text(checked) == config_lib.to_text(pipeline)
+
+
+def test_fill_defaults_gives_a_rank_model_its_params_and_tower():
+    pipeline = config_lib.parse_text(RANK_MODEL_WITHOUT_PARAMS)
+    assert pipeline.model_config.WhichOneof("model") is None
+    config_lib.fill_defaults(pipeline)
+    assert pipeline.model_config.WhichOneof("model") == "model_params"
+    assert [(t.tower_name, t.label_name) for t in config_lib.task_towers(
+        pipeline.model_config)] == [("clk", "clk")]
+    assert config_lib.from_pipeline(pipeline).warnings == []
+
+
+def test_defaults_do_not_create_a_missing_esmm_tower(tmp_path):
+    text = TINY_INPUTS + """\
+model_config {
+  model_class: "ESMM"
+  feature_groups { group_name: "all" feature_names: ["user", "price"] }
+  esmm {
+    cvr_tower { tower_name: "cvr" label_name: "buy" }
+  }
+}
+"""
+    path, message = load_error(tmp_path, text)
+    assert message == f"{path}: 1 problem:\n  {path}:{line_of(text, 'esmm {')}: esmm needs a " \
+                      "ctr_tower."
+
+
+def test_at_most_50_problems_are_listed(tmp_path):
+    features = "".join(f'  features {{ input_names: "nope{i}" hash_bucket_size: 10 '
+                       f'embedding_dim: 4 }}\n' for i in range(60))
+    text = edit("feature_config {\n", "feature_config {\n" + features)
+    path, message = load_error(tmp_path, text)
+    lines = message.splitlines()
+    assert lines[0] == f"{path}: 60 problems:"
+    assert len(lines) == 1 + 50 + 1
+    assert lines[50].endswith("feature 'nope49' reads 'nope49', which is not in "
+                              "data_config.input_fields.")
+    assert lines[-1] == "  ... and 10 more."
+
+
+def test_source_where_splits_the_text_once():
+    source = config_lib.Source("x.config", "a: 1  # b: 2\nb: 2\n")
+    assert source.where("b") == "x.config:2"
+    source.text = "b: 3\n"  # the lines are cached at the first lookup
+    assert source.where("b") == "x.config:2"
+
+
+def test_wide_and_deep_group_is_an_error_naming_its_line(tmp_path):
+    text = edit('feature_groups { group_name: "all" feature_names: "user" feature_names: "price" }',
+                'feature_groups { group_name: "all" feature_names: "user" }\n'
+                '  feature_groups { group_name: "both" feature_names: "price"\n'
+                '                   wide_deep: WIDE_AND_DEEP }')
+    path, message = load_error(tmp_path, text)
+    assert (f"{path}:{line_of(text, 'WIDE_AND_DEEP')}: feature group 'both': wide_deep: "
+            "WIDE_AND_DEEP (the group feeds both the wide and the deep part) is not supported; "
+            "list its features in two groups, one with `wide_deep: WIDE` and one with "
+            "`wide_deep: DEEP`.") in message
+
+
+# ---------------------------------------------------------------------------
+# Each model's own checks (mtrec.models.checks) name a line
+
+PLE = TINY_INPUTS + """\
+model_config {
+  model_class: "PLE"
+  feature_groups { group_name: "all" feature_names: ["user", "price"] }
+  ple {
+    extraction_networks {
+      network_name: "first"
+      expert_num_per_task: 1
+      share_num: 1
+      task_expert_net { hidden_units: [8] }
+      share_expert_net { hidden_units: [8] }
+    }
+    extraction_networks {
+      network_name: "second"
+      expert_num_per_task: 1
+      share_num: 1
+      task_expert_net { hidden_units: [6] }
+      share_expert_net { hidden_units: [6] }
+    }
+    task_towers { tower_name: "ctr" label_name: "clk" }
+    task_towers { tower_name: "cvr" label_name: "buy" }
+  }
+}
+"""
+
+
+def test_ple_sample_is_valid(tmp_path):
+    assert config_lib.load(write(tmp_path, PLE)).warnings == []
+
+
+@pytest.mark.parametrize("old, new, line_needle, fragment", [
+    ('second"\n      expert_num_per_task: 1\n      share_num: 1',
+     'second"\n      expert_num_per_task: 0\n      share_num: 0',
+     "second", "ple.extraction_networks[1] ('second') has no experts: set expert_num_per_task or "
+               "share_num to at least 1."),
+    ("share_expert_net { hidden_units: [6] }", "share_expert_net { use_bn: false }",
+     "second", "ple.extraction_networks[1] ('second') needs share_expert_net "
+               "{ hidden_units: ... } for its 1 expert(s)."),
+    ("share_expert_net { hidden_units: [6] }", "share_expert_net { hidden_units: [4] }",
+     "second", "ple.extraction_networks[1] ('second'): task_expert_net and share_expert_net "
+               "must end with the same width (one gate mixes both), got 6 and 4."),
+])
+def test_ple_checks_name_the_extraction_network(tmp_path, old, new, line_needle, fragment):
+    text = edit(old, new, PLE)
+    path, message = load_error(tmp_path, text)
+    # The line of the level's `extraction_networks {`: just above its network_name.
+    line = line_of(text, f'network_name: "{line_needle}"') - 1
+    assert f"{path}:{line}: {fragment}" in message
+
+
+def test_ple_without_levels_names_its_block(tmp_path):
+    start, end = PLE.index("    extraction_networks {"), PLE.index("    task_towers")
+    text = PLE[:start] + PLE[end:]
+    path, message = load_error(tmp_path, text)
+    assert (f"{path}:{line_of(text, 'ple {')}: ple needs at least one "
+            "`extraction_networks { ... }` level.") in message
+
+
+PEPNET = DOMAIN_INPUTS + """\
+model_config {
+  model_class: "PEPNet"
+  feature_groups { group_name: "all" feature_names: ["price", "dom"] }
+  feature_groups { group_name: "prior" feature_names: "user" }
+  pepnet {
+    domain_feature: "dom"
+    prior_group_name: "prior"
+""" + DOMAIN_TOWERS + "  }\n}\n"
+
+
+def test_pepnet_ppnet_towers_must_agree_names_the_tower(tmp_path):
+    assert config_lib.load(write(tmp_path, PEPNET)).warnings == []
+    text = edit('label_name: "buy" dnn { hidden_units: [8] use_bn: false }',
+                'label_name: "buy" dnn { hidden_units: [8] use_bn: true }', PEPNET)
+    path, message = load_error(tmp_path, text)
+    assert (f"{path}:{line_of(text, 'use_bn: true')}: pepnet with ppnet: every task tower's "
+            "dnn must use the same activation, use_bn and dropout_ratio") in message
+
+
+def test_pepnet_ppnet_needs_one_dropout_ratio_names_the_tower(tmp_path):
+    text = PEPNET.replace("use_bn: false }", "use_bn: false dropout_ratio: [0.1, 0.2] }")
+    text = text.replace("hidden_units: [8]", "hidden_units: [8, 4]")
+    path, message = load_error(tmp_path, text)
+    line = line_of(text, 'tower_name: "ctr"')
+    assert (f"{path}:{line}: pepnet with ppnet: give one "
+            "dropout_ratio per tower dnn.") in message
+
+
+APG = DOMAIN_INPUTS + """\
+model_config {
+  model_class: "APG"
+  feature_groups { group_name: "all" feature_names: ["user", "price", "dom"] }
+  apg {
+    domain_feature: "dom"
+    hidden_units: [8]
+    mf_k: 2
+""" + DOMAIN_TOWERS + "  }\n}\n"
+
+
+def test_apg_checks_name_a_line(tmp_path):
+    assert config_lib.load(write(tmp_path, APG)).warnings == []
+    text = edit("mf_k: 2", "mf_k: 0", APG)
+    path, message = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, 'mf_k: 0')}: apg.mf_k and apg.mf_p must be at least 1." \
+        in message
+    text = edit("    hidden_units: [8]\n", "", APG)
+    path, message = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, 'apg {')}: apg needs hidden_units" in message
+
+
+STAR = DOMAIN_INPUTS + """\
+model_config {
+  model_class: "STAR"
+  feature_groups { group_name: "all" feature_names: ["user", "price"] }
+  star {
+    domain_feature: "dom"
+    hidden_units: [8, 4]
+""" + DOMAIN_TOWERS + "  }\n}\n"
+
+
+def test_star_checks_name_a_line(tmp_path):
+    assert config_lib.load(write(tmp_path, STAR)).warnings == []
+    text = edit("hidden_units: [8, 4]", "hidden_units: [8, 0]", STAR)
+    path, message = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, '[8, 0]')}: star.hidden_units must be positive." in message

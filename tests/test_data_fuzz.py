@@ -4,12 +4,14 @@ damaged line), a file it accepts has none; with ignore_error exactly the damaged
 are invalid are dropped and counted."""
 import os
 
+import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtrec.data.reader import BAD_ROWS_KEY, CsvReader, find_bad_row
+from mtrec.data.reader import CsvReader, find_bad_row
+from mtrec.data.schema import BAD_ROWS_KEY
 from mtrec.protos import data_pb2
 
 CONFIG = """
@@ -43,6 +45,7 @@ def read(path, ignore_error):
     return config, rows, bad
 
 
+@pytest.mark.slow
 @settings(max_examples=int(os.environ.get("MTREC_FUZZ_ROWS", 40)), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(damage=st.lists(st.tuples(st.integers(0, len(ROWS) - 1), DAMAGE), max_size=4),

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 
-from mtrec.data import reader as reader_lib
-from mtrec.data.reader import BAD_ROWS_KEY, CsvReader, expand_paths, find_bad_row
+from mtrec.data.reader import CsvReader, expand_paths, find_bad_row
+from mtrec.data.schema import BAD_ROWS_KEY, field_dtype
 from mtrec.errors import DataError
 from mtrec.protos import data_pb2
 
@@ -83,9 +83,9 @@ def test_decode_tensor_dtypes_match_field_dtype(tmp_path):
     batch = next(iter(CsvReader(data_config(TYPED), [path]).dataset(8, 1, False)))
     config = data_config(TYPED)
     for field in config.input_fields:
-        assert batch[field.input_name].dtype == reader_lib.field_dtype(field)
-    assert reader_lib.field_dtype(config.input_fields[0]) == tf.int32
-    assert reader_lib.field_dtype(config.input_fields[4]) == tf.string
+        assert batch[field.input_name].dtype == field_dtype(field)
+    assert field_dtype(config.input_fields[0]) == tf.int32
+    assert field_dtype(config.input_fields[4]) == tf.string
 
 
 def test_integers_written_as_floats_parse(tmp_path):

@@ -11,8 +11,8 @@ from mtrec import config as config_lib
 from mtrec.errors import ConfigError
 from mtrec.features.feature import FeatureSet
 from mtrec.layers import AITMAttention, AITModule
-from mtrec.models import base
-from mtrec.models.dbmtl import relation_order
+from mtrec.models.losses import head_outputs
+from mtrec.models.relation_towers import relation_order
 from mtrec.models.registry import build_model
 
 # A tiny DBMTL; the child tower (cvr) comes first so only dependency order makes it work.
@@ -258,8 +258,8 @@ def test_label_constraint_term_on_a_tiny_batch():
     assert "ait_cvr" in {layer.name for layer in model.relation_layers.values()}
     towers = {t.tower_name: t for t in model.tower_configs}
     outputs = {}
-    outputs.update(base.head_outputs(towers["ctr"], tf.constant([[0.0], [-1.0], [2.0]])))
-    outputs.update(base.head_outputs(towers["cvr"], tf.constant([[1.0], [-2.0], [2.5]])))
+    outputs.update(head_outputs(towers["ctr"], tf.constant([[0.0], [-1.0], [2.0]])))
+    outputs.update(head_outputs(towers["cvr"], tf.constant([[1.0], [-2.0], [2.5]])))
     labels = {"clk": columns["clk"], "buy": columns["buy"]}
     losses = model.compute_losses(outputs, labels)
     assert list(losses) == ["cvr", "ctr", "cvr_constraint"]

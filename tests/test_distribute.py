@@ -58,6 +58,7 @@ def _trajectory(tmp_path, name, *sets) -> tuple[np.ndarray, str]:
     return np.array(steps), result.stdout
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpus_matches_one_device(tmp_path):
     one, _ = _trajectory(tmp_path, "one", "data_config.batch_size=256")
     mirrored, output = _trajectory(tmp_path, "mirrored", "data_config.batch_size=128",
@@ -260,6 +261,7 @@ def test_file_and_row_sharding():
     assert shard_files(files, 1, 0) == (files, False)
 
 
+@pytest.mark.slow
 def test_evaluator_task_evaluates_the_chiefs_checkpoints_as_they_appear(tmp_path):
     """TF_CONFIG with an evaluator: the chief trains without evaluating; `mtrec train` in
     the evaluator task evaluates every new checkpoint, up to num_steps, then exits."""
@@ -301,7 +303,8 @@ def test_a_worker_lost_during_the_checkpoint_agreement_is_the_same_clear_error()
     # The chief agrees with the others after each checkpoint (early stop, timed saves); a
     # worker killed at that moment must not surface as a collective-op traceback.
     import tensorflow as tf
-    from mtrec.training import loop
+    from mtrec.errors import TrainingError
+    from mtrec.training import distribute
 
     class LostPeer:
         def experimental_distribute_values_from_function(self, fn):
@@ -310,6 +313,6 @@ def test_a_worker_lost_during_the_checkpoint_agreement_is_the_same_clear_error()
         def reduce(self, *args, **kwargs):
             raise tf.errors.UnavailableError(None, None, "task 1 stopped sending heartbeats")
 
-    with pytest.raises(loop.TrainingError, match="stopped near step 20: another worker is "
+    with pytest.raises(TrainingError, match="stopped near step 20: another worker is "
                        r"unreachable or failed \(task 1 stopped sending heartbeats\)"):
-        loop._any_worker(LostPeer(), False, 20, "/tmp/model")
+        distribute.any_worker(LostPeer(), False, 20, "/tmp/model")

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtrec.layers import DNN, MMoE, TaskTower
+from mtrec.layers import DNN, MLP, MMoE, TaskTower
+from mtrec.layers.dnn import dnn_args
+from mtrec.protos import layers_pb2
 
 
 def test_dnn_shape_and_exact_value():
@@ -111,3 +113,43 @@ def test_debiased_batch_norm_serves_the_statistics_it_trained_with():
     fresh = DebiasedBatchNormalization()
     np.testing.assert_allclose(fresh(x, training=False).numpy(), x / np.sqrt(1 + fresh.epsilon),
                                rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# From config messages: one DNN-arguments adapter, one MMoE constructor
+
+
+def test_dnn_args_reads_dnn_and_mlp_messages():
+    dnn = layers_pb2.DNN(hidden_units=[8, 4], dropout_ratio=[0.25], activation="tanh",
+                         use_bn=False)
+    assert dnn_args(dnn) == {"hidden_units": [8, 4], "activation": "tanh", "use_bn": False,
+                             "dropout_ratio": [0.25]}
+    layer = DNN.from_config_proto(dnn, 0.5, name="d")
+    assert layer.dropout_ratio == [0.25, 0.25] and layer.l2_regularization == 0.5
+    # One MLP layer is the "final" layer: its settings are the final ones.
+    one = dnn_args(layers_pb2.MLP(hidden_units=[3], use_final_bn=False,
+                                  final_activation="linear", use_final_bias=True))
+    assert (one["activation"], one["use_bn"], one["use_bias"]) == ("linear", False, True)
+    assert one["dropout_ratio"] == [0.0]
+    mlp = layers_pb2.MLP(hidden_units=[4, 2], dropout_ratio=[0.5], final_activation="linear")
+    layer = MLP.from_config_proto(mlp, name="mlp")
+    reference = MLP([4, 2], dropout_ratio=[0.5], final_activation="linear", name="mlp")
+    assert layer.get_config() == reference.get_config()
+    with pytest.raises(ValueError, match="add_to_outputs"):
+        dnn_args(layers_pb2.MLP(hidden_units=[4], add_to_outputs=True))
+
+
+def test_mmoe_from_config_proto_keeps_the_layer_and_its_paths():
+    expert = layers_pb2.DNN(hidden_units=[4], use_bn=False)
+    layer = MMoE.from_config_proto(expert, 2, 3, 0.1, name="mmoe")
+    reference = MMoE(2, 3, [4], "relu", False, [], 0.1, name="mmoe")
+    x = tf.ones([2, 5])
+    layer(x), reference(x)
+    assert [w.path for w in layer.weights] == [w.path for w in reference.weights]
+    assert layer.get_config() == reference.get_config()
+    # An MLP message gives the experts its extra settings; None: experts from the inputs.
+    mlp = MMoE.from_config_proto(layers_pb2.MLP(hidden_units=[4]), 2, 2, name="m")
+    assert mlp.experts[0].kernel_initializer == "he_uniform"
+    stacked = MMoE.from_config_proto(None, 2, 2, name="s")
+    assert stacked.experts_from_inputs and not stacked.experts
+

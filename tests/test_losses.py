@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import fast_overrides, sample_config
 from mtrec import config as config_lib
 from mtrec.features.feature import FeatureSet
-from mtrec.models import base
+from mtrec.models.losses import head_outputs, tower_loss
 from mtrec.models.registry import build_model
 from mtrec.protos import tower_pb2
 
@@ -25,22 +25,21 @@ def test_classification_loss_with_task_space_and_several_terms():
                    'losses { loss_type: CLASSIFICATION weight: 2.0 }')
     logits = tf.constant([0.0, 2.0, -1.0])
     labels = {"y": tf.constant([1, 0, 1]), "s": tf.constant([1, 0, 1])}
-    outputs = base.head_outputs(tower, logits[:, None])
+    outputs = head_outputs(tower, logits[:, None])
     weights = tf.constant([1.0, 0.25, 1.0])
     ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=[1.0, 0.0, 1.0], logits=logits).numpy()
     expected = 2.0 * np.sum(ce * weights.numpy()) / np.sum(weights.numpy())
-    assert float(base.tower_loss(tower, outputs, labels, weights)) == pytest.approx(expected,
-                                                                                     rel=1e-6)
+    assert float(tower_loss(tower, outputs, labels, weights)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_regression_and_multiclass_heads():
     reg = _tower('tower_name: "r" label_name: "y" loss_type: L2_LOSS')
-    out = base.head_outputs(reg, tf.constant([[1.5], [0.0]]))
+    out = head_outputs(reg, tf.constant([[1.5], [0.0]]))
     assert set(out) == {"logits_r", "y_r"}
-    assert float(base.tower_loss(reg, out, {"y": tf.constant([1.0, 2.0])})) == pytest.approx(
+    assert float(tower_loss(reg, out, {"y": tf.constant([1.0, 2.0])})) == pytest.approx(
         (0.25 + 4.0) / 2)
     multi = _tower('tower_name: "m" label_name: "y" num_class: 3')
-    out = base.head_outputs(multi, tf.constant([[1.0, 2.0, 3.0]]))
+    out = head_outputs(multi, tf.constant([[1.0, 2.0, 3.0]]))
     assert out["y_m"].numpy().tolist() == [2]
     np.testing.assert_allclose(out["probs_m"].numpy().sum(), 1.0, rtol=1e-6)
 
@@ -133,6 +132,7 @@ def test_every_multi_task_model_adds_linear_and_fm_logits(config_name, which, tm
                                    rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_deepfm_mmoe_trains_end_to_end(small_taobao, tmp_path):
     import mtrec
     edits = ["model_config.mmoe.use_linear_logits=true", "model_config.mmoe.use_fm_logits=true",

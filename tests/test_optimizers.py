@@ -134,6 +134,7 @@ def test_dense_moments_flush_before_any_step_changes_nothing():
     assert table.numpy().tolist() == [[1.0, 1.0]] * 3
 
 
+@pytest.mark.slow
 def test_dense_moments_resume_from_a_lazy_checkpoint_and_stay_out_of_checkpoints(
         small_taobao, tmp_path):
     """Row steps are not saved (every checkpoint is written flushed), so a model_dir trained

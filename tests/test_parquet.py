@@ -56,6 +56,7 @@ def test_parquet_nulls_take_defaults_and_missing_column_is_named(tmp_path):
         make_reader(pipeline.data_config, [path])
 
 
+@pytest.mark.slow
 def test_training_on_parquet(small_taobao, tmp_path):
     import mtrec
     train_path, test_path = small_taobao

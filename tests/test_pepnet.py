@@ -143,7 +143,7 @@ CONFIG = DOMAIN_INPUTS + MODEL
 def build(text=CONFIG, domains=(0, 1, 2, 5)):
     """(model, features, columns) of a 4-row batch whose scenario column holds `domains`."""
     pipeline = config_lib.parse_text(text, "pepnet.config")
-    config_lib.validate(pipeline, config_lib.Source("pepnet.config", text))
+    config_lib.prepare(pipeline, config_lib.Source("pepnet.config", text))
     feature_set = FeatureSet(pipeline)
     model = build_model(pipeline, feature_set)
     columns = {"clk": tf.constant([1, 0, 1, 0]), "buy": tf.constant([0, 0, 1, 0]),
@@ -204,7 +204,7 @@ def test_pepnet_ablation_switches(switches, present, absent):
 def test_pepnet_config_errors_name_the_field_and_line(old, new, message):
     text = edit(old, new, CONFIG)
     with pytest.raises(ConfigError, match=message) as info:
-        config_lib.validate(config_lib.parse_text(text, "p.config"),
+        config_lib.prepare(config_lib.parse_text(text, "p.config"),
                             config_lib.Source("p.config", text))
     if new:
         line = next(i for i, l in enumerate(text.splitlines(), 1) if new in l)

@@ -161,7 +161,7 @@ def _build_model(text):
     from mtrec.features.feature import FeatureSet
     from mtrec.models import registry
     pipeline = config_lib.parse_text(text, "ple.config")
-    config_lib.validate(pipeline, config_lib.Source("ple.config", text))
+    config_lib.prepare(pipeline, config_lib.Source("ple.config", text))
     return registry.build_model(pipeline, FeatureSet(pipeline))
 
 

@@ -22,6 +22,7 @@ PINNED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, pinned", PINNED)
 def test_sample_config_reaches_pinned_auc(name, pinned, tmp_path):
     import mtrec

@@ -1,17 +1,31 @@
-"""Every model oneof member has a builder or a clear not-implemented error."""
+"""The one model table: every `model_config` oneof member has a row (model_class names,
+"module:Class", a TF-free config check)."""
 import pytest
 
-from mtrec import config as config_lib
 from mtrec.errors import ConfigError
 from mtrec.models import registry
 from mtrec.protos import model_pb2
 
+MEMBERS = {f.name for f in model_pb2.ModelConfig.DESCRIPTOR.oneofs_by_name["model"].fields}
 
-def test_registry_covers_the_model_oneof():
-    members = {f.name for f in model_pb2.ModelConfig.DESCRIPTOR.oneofs_by_name["model"].fields}
-    assert members == set(registry.MODELS)
-    # model_class names map onto the same members.
-    assert set(config_lib.MODEL_CLASSES.values()) == members
+
+def test_registry_covers_the_model_oneof_exactly():
+    assert set(registry.MODELS) == MEMBERS
+
+
+def test_every_model_class_maps_to_its_oneof_member():
+    classes = registry.model_classes()
+    assert set(classes.values()) == MEMBERS
+    assert classes["MMoE"] == "mmoe" and classes["HMoE"] == "hmoe"
+    assert classes["MultiTaskModel"] == classes["RankModel"] == "model_params"
+    # No model_class is claimed by two rows.
+    names = [n for entry in registry.MODELS.values() for n in entry.model_classes]
+    assert len(names) == len(set(names))
+
+
+def test_every_row_has_a_check():
+    for which, entry in registry.MODELS.items():
+        assert callable(entry.check), which
 
 
 def test_unknown_model_lists_the_registered_ones():
@@ -21,5 +35,15 @@ def test_unknown_model_lists_the_registered_ones():
 
 
 def test_every_registered_model_imports():
-    for which in registry.MODELS:
-        assert registry.model_class(which).__name__ == registry.MODELS[which].split(":")[1]
+    for which, entry in registry.MODELS.items():
+        assert registry.model_class(which).__name__ == entry.target.split(":")[1]
+
+
+def test_the_table_does_not_import_tensorflow():
+    import subprocess
+    import sys
+    code = ("import sys\nimport mtrec.models.registry\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr

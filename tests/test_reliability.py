@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TINY_INPUTS, edit
 from mtrec.errors import DataError, TrainingError
-from mtrec.utils import model_dir_lock
+from mtrec.training.storage import model_dir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,10 +46,12 @@ def good_rows(n):
     return [f"{i % 2},{int(i % 6 == 0)},u{i % 7},{i % 40}" for i in range(n)]
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_the_same_model_dir_refuses(tmp_path):
     model_dir = str(tmp_path / "model")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mtrec.utils import model_dir_lock\n"
+        [sys.executable, "-c", "import sys, time\n"
+         "from mtrec.training.storage import model_dir_lock\n"
          "with model_dir_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
          model_dir], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -125,6 +127,7 @@ def export_case(tmp_path, export_block, lr=0.01, steps=40):
     return config
 
 
+@pytest.mark.slow
 def test_best_exporter_exports_exactly_the_improvements(tmp_path):
     import json
     import mtrec
@@ -139,6 +142,7 @@ def test_best_exporter_exports_exactly_the_improvements(tmp_path):
     assert len(os.listdir(model_dir / "export" / "best")) == improvements >= 1
 
 
+@pytest.mark.slow
 def test_early_stop_when_the_metric_stops_improving(tmp_path):
     import json
     import mtrec
@@ -172,6 +176,7 @@ def test_best_exporter_needs_eval_data(tmp_path):
         config_lib.load(config)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_steps_then_resume_to_exactly_num_steps(tmp_path):
     """SIGKILL the trainer several times at random moments: every restart resumes from the
     last checkpoint at its step, and nothing saved is ever corrupt."""
@@ -220,6 +225,7 @@ def test_kill_9_at_random_steps_then_resume_to_exactly_num_steps(tmp_path):
     assert json.loads(final.stdout.strip().splitlines()[-1])["global_step"] == steps
 
 
+@pytest.mark.slow
 def test_non_utf8_bytes_name_file_and_line_or_are_skipped(tmp_path, caplog):
     import mtrec
     rows = good_rows(40)
@@ -240,6 +246,7 @@ def test_non_utf8_bytes_name_file_and_line_or_are_skipped(tmp_path, caplog):
     assert "2 malformed rows were skipped" in caplog.text  # 20 steps x 4 rows: 2 epochs
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_is_one_message_and_the_last_one_survives(tmp_path,
                                                                              monkeypatch):
     import mtrec

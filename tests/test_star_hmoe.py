@@ -311,7 +311,7 @@ model_config {
 
 def _build(text):
     pipeline = config_lib.parse_text(text, "x.config")
-    config_lib.validate(pipeline, config_lib.Source("x.config", text))
+    config_lib.prepare(pipeline, config_lib.Source("x.config", text))
     feature_set = FeatureSet(pipeline)
     return build_model(pipeline, feature_set), feature_set
 

@@ -6,7 +6,7 @@ not grow with file size; nulls take the field's default_val.
 import numpy as np
 import tensorflow as tf
 
-from mtrec.data.reader import field_dtype
+from mtrec.data.schema import field_dtype
 from mtrec.errors import DataError, MtrecError
 
 

@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from mtrec.features.feature import FeatureSet, TableSpec
-from mtrec.protos import feature_pb2
+from mtrec.features.width import feature_width, is_wide
 
 
 def _initial_table(spec: TableSpec) -> tf.Tensor:
@@ -48,7 +48,7 @@ class FeatureGroups(keras.layers.Layer):
         self.groups = {}
         self.table_specs: dict[str, TableSpec] = {}
         for group in group_configs:
-            wide = group.wide_deep == feature_pb2.WIDE
+            wide = is_wide(group)
             self.groups[group.group_name] = (list(group.feature_names), wide)
             for name in group.feature_names:
                 spec = self._table_spec(name, wide)
@@ -74,10 +74,14 @@ class FeatureGroups(keras.layers.Layer):
     def table_variables(self) -> list[tf.Variable]:
         return [self.tables[name] for name in sorted(self.tables)]
 
+    def group_widths(self) -> dict:
+        """{group: [width of each feature's output tensor]} (mtrec.features.width)."""
+        return {name: [feature_width(self.feature_set[n].config, wide, self.wide_output_dim)
+                       for n in names]
+                for name, (names, wide) in self.groups.items()}
+
     def group_dim(self, group_name: str) -> int:
-        names, wide = self.groups[group_name]
-        return sum(self.wide_output_dim if wide else self.feature_set[n].embedding_dim
-                   for n in names)
+        return sum(self.group_widths()[group_name])
 
     def call(self, features: dict) -> dict:
         outputs, squares = {}, []

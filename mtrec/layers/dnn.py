@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from mtrec.protos import layers_pb2
+
 # EasyRec configs name activations as TF1 functions.
 _ACTIVATION_ALIASES = {"tf.nn.relu": "relu", "tf.nn.sigmoid": "sigmoid", "tf.nn.tanh": "tanh",
                        "tf.nn.elu": "elu", "tf.nn.selu": "selu", "tf.nn.swish": "swish",
@@ -53,6 +55,38 @@ class DebiasedBatchNormalization(keras.layers.BatchNormalization):
                                           scale=self.gamma if self.scale else None,
                                           epsilon=self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+
+def dnn_args(message) -> dict:
+    """A DNN or MLP proto message (mtrec.protos.layers_pb2) -> DNN keyword arguments: the one
+    config-to-DNN adapter that models, towers, experts and backbone layers use.
+
+    DNN: hidden_units, activation, use_bn, dropout_ratio. MLP (EasyRec's, see
+    mtrec.layers.mlp) adds its last layer's own settings, biases, initializer and BN
+    placement, with the same layers as the MLP layer builds.
+    """
+    args = {"hidden_units": list(message.hidden_units), "activation": message.activation,
+            "use_bn": message.use_bn, "dropout_ratio": list(message.dropout_ratio)}
+    if isinstance(message, layers_pb2.MLP):
+        args.update(_mlp_args(message))
+    return args
+
+
+def _mlp_args(mlp) -> dict:
+    """The MLP-only settings of an MLP message, as DNN keyword arguments."""
+    if mlp.add_to_outputs:
+        raise ValueError("MLP add_to_outputs is not supported by mtrec.")
+    units = list(mlp.hidden_units)
+    # EasyRec: missing trailing dropout values mean none; one layer is the "final" layer.
+    dropout = list(mlp.dropout_ratio) + [0.0] * (len(units) - len(mlp.dropout_ratio))
+    single = len(units) == 1
+    return {"activation": mlp.final_activation if single else mlp.activation,
+            "use_bn": mlp.use_final_bn if single else mlp.use_bn,
+            "dropout_ratio": dropout,
+            "use_bias": mlp.use_final_bias if single else mlp.use_bias,
+            "final_activation": mlp.final_activation, "use_final_bn": mlp.use_final_bn,
+            "use_final_bias": mlp.use_final_bias, "kernel_initializer": mlp.initializer,
+            "bn_after_activation": mlp.use_bn_after_activation}
 
 
 class DNN(keras.layers.Layer):
@@ -113,9 +147,9 @@ class DNN(keras.layers.Layer):
         self.dropouts = [keras.layers.Dropout(r) if r > 0 else None for r in self.dropout_ratio]
 
     @classmethod
-    def from_config_proto(cls, dnn, l2_regularization=0.0, **kwargs):
-        return cls(list(dnn.hidden_units), dnn.activation, dnn.use_bn, list(dnn.dropout_ratio),
-                   l2_regularization, **kwargs)
+    def from_config_proto(cls, message, l2_regularization=0.0, **kwargs):
+        """A DNN or MLP proto message (see dnn_args) -> this layer."""
+        return cls(**dnn_args(message), l2_regularization=l2_regularization, **kwargs)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -10,7 +10,8 @@ from mtrec.layers.dnn import DNN
 
 
 class MLP(DNN):
-    """(..., d_in) -> (..., hidden_units[-1])."""
+    """(..., d_in) -> (..., hidden_units[-1]). From a config: MLP.from_config_proto(message)
+    with an MLP message (mtrec.layers.dnn.dnn_args reads it)."""
 
     def __init__(self, hidden_units, activation="relu", use_bn=True, dropout_ratio=(),
                  l2_regularization=0.0, *, use_final_bn=True, final_activation="relu",
@@ -31,36 +32,3 @@ class MLP(DNN):
                          use_final_bn=use_final_bn, use_final_bias=use_final_bias,
                          kernel_initializer=kernel_initializer,
                          bn_after_activation=bn_after_activation, **kwargs)
-
-    @staticmethod
-    def proto_kwargs(mlp) -> dict:
-        """An mtrec.protos.layers_pb2.MLP message -> MLP keyword arguments."""
-        if mlp.add_to_outputs:
-            raise ValueError("MLP add_to_outputs is not supported by mtrec.")
-        return {"hidden_units": list(mlp.hidden_units), "activation": mlp.activation,
-                "use_bn": mlp.use_bn, "dropout_ratio": list(mlp.dropout_ratio),
-                "use_final_bn": mlp.use_final_bn, "final_activation": mlp.final_activation,
-                "use_bias": mlp.use_bias, "use_final_bias": mlp.use_final_bias,
-                "kernel_initializer": mlp.initializer,
-                "bn_after_activation": mlp.use_bn_after_activation}
-
-    @classmethod
-    def from_config_proto(cls, mlp, l2_regularization=0.0, **kwargs):
-        """An mtrec.protos.layers_pb2.MLP message -> MLP."""
-        return cls(**cls.proto_kwargs(mlp), l2_regularization=l2_regularization, **kwargs)
-
-    @staticmethod
-    def dnn_kwargs(mlp) -> dict:
-        """An MLP message -> DNN keyword arguments with the same layers (for layers that
-        build their own DNNs, e.g. MMoE experts)."""
-        units = list(mlp.hidden_units)
-        dropout = list(mlp.dropout_ratio) + [0.0] * (len(units) - len(mlp.dropout_ratio))
-        single = len(units) == 1
-        return {"hidden_units": units,
-                "activation": mlp.final_activation if single else mlp.activation,
-                "use_bn": mlp.use_final_bn if single else mlp.use_bn,
-                "dropout_ratio": dropout,
-                "use_bias": mlp.use_final_bias if single else mlp.use_bias,
-                "final_activation": mlp.final_activation, "use_final_bn": mlp.use_final_bn,
-                "use_final_bias": mlp.use_final_bias, "kernel_initializer": mlp.initializer,
-                "bn_after_activation": mlp.use_bn_after_activation}

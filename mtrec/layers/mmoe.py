@@ -5,7 +5,7 @@ f_k(x) = sum_i g_k(x)_i * e_i(x),  g_k(x) = softmax(W_k x)
 import keras
 from keras import ops
 
-from mtrec.layers.dnn import DNN
+from mtrec.layers.dnn import DNN, dnn_args
 
 
 class MMoE(keras.layers.Layer):
@@ -45,6 +45,19 @@ class MMoE(keras.layers.Layer):
         regularizer = keras.regularizers.L2(l2_regularization) if l2_regularization else None
         self.gates = [keras.layers.Dense(num_expert, kernel_regularizer=regularizer,
                                          name=f"gate_{k}") for k in range(num_task)]
+
+    @classmethod
+    def from_config_proto(cls, expert_net, num_task, num_expert, l2_regularization=0.0,
+                          **kwargs):
+        """MMoE whose experts are the DNN or MLP message expert_net (see dnn_args); None:
+        experts_from_inputs. The one config-to-MMoE constructor (models and backbone)."""
+        if expert_net is None:
+            return cls(num_task, num_expert, [], l2_regularization=l2_regularization,
+                       experts_from_inputs=True, **kwargs)
+        args = dnn_args(expert_net)
+        return cls(num_task, num_expert, args.pop("hidden_units"), args.pop("activation"),
+                   args.pop("use_bn"), args.pop("dropout_ratio"), l2_regularization,
+                   expert_kwargs=args, **kwargs)
 
     def build(self, input_shape):
         if self.experts_from_inputs:

@@ -6,12 +6,12 @@ such as MMoE), tower i reads item i. The towers are DBMTL's (RelationTowers): dn
 [relation_dnn | AITM attention over relation_tower_names] -> logits, with the
 ORDER_CALIBRATE_LOSS label constraint.
 
-model_class "RankModel": the same with a single tower (config validation creates it from
+model_class "RankModel": the same with a single tower (config fill_defaults creates it from
 model_config.loss_type / num_class on the first label field when model_params names none);
 the backbone's top_mlp is the usual last hidden layer.
 """
 from mtrec.models.base import MultiTaskModel
-from mtrec.models.dbmtl import RelationTowers
+from mtrec.models.relation_towers import RelationTowers
 
 
 class BackboneModel(RelationTowers, MultiTaskModel):

@@ -1,4 +1,5 @@
-"""What every multi-task model shares: feature groups in, task towers out, tower losses.
+"""What every multi-task model shares: feature groups in, task towers out, tower losses
+(their maths, and the heads, are in mtrec/models/losses.py).
 
 A model subclass only reads its config and wires layers: it implements
 `tower_inputs(groups, training) -> [one (batch, d) tensor per tower]`.
@@ -9,8 +10,10 @@ import tensorflow as tf
 from mtrec import config as config_lib
 from mtrec.features.embedding import FeatureGroups
 from mtrec.layers.fm import FM
+from mtrec.layers.dnn import dnn_args
 from mtrec.layers.tower import TaskTower
-from mtrec.protos import feature_pb2, loss_pb2, model_pb2
+from mtrec.models.losses import head_outputs, prediction, tower_loss, uncertainty_weighted
+from mtrec.protos import feature_pb2, model_pb2
 
 # Multi-scenario models: the domain feature is looked up as a hidden group (sharing its
 # table with any group that also lists it), and its ids ride along under DOMAIN_IDS.
@@ -19,17 +22,6 @@ DOMAIN_IDS = "__domain_ids__"
 
 # The backbone's output, computed once per call and kept in the groups dict.
 BACKBONE_OUTPUT = "__backbone__"
-
-CLASSIFICATION = loss_pb2.CLASSIFICATION
-L2_LOSS = loss_pb2.L2_LOSS
-# An extra term comparing a tower with its relation towers (RelationTowers), not its loss.
-ORDER_CALIBRATE_LOSS = loss_pb2.ORDER_CALIBRATE_LOSS
-
-
-def tower_loss_type(tower) -> int:
-    kinds = [l.loss_type for l in tower.losses if l.loss_type != ORDER_CALIBRATE_LOSS]
-    return kinds[0] if kinds else tower.loss_type
-
 
 class MultiTaskModel(keras.Model):
     """call(features) -> {logits_<t>, probs_<t> | y_<t>} for every task tower t."""
@@ -56,7 +48,7 @@ class MultiTaskModel(keras.Model):
         self.task_towers = [self.make_tower(t) for t in self.tower_configs]
         self.backbone = None
         if model_config.HasField("backbone"):
-            from mtrec.backbone import Backbone
+            from mtrec.backbone.layer import Backbone
             self.backbone = Backbone(model_config.backbone, self.feature_groups,
                                      self.l2_regularization, name="backbone")
         self.uncertainty = None
@@ -70,9 +62,8 @@ class MultiTaskModel(keras.Model):
         self.built = True
 
     def make_tower(self, tower) -> TaskTower:
-        dnn = tower.dnn
-        return TaskTower(list(dnn.hidden_units), dnn.activation, dnn.use_bn,
-                         list(dnn.dropout_ratio), tower.num_class, self.l2_regularization,
+        return TaskTower(**dnn_args(tower.dnn), num_class=tower.num_class,
+                         l2_regularization=self.l2_regularization,
                          name=f"tower_{tower.tower_name}")
 
     def checkpoint_variables(self) -> dict:
@@ -172,15 +163,14 @@ class MultiTaskModel(keras.Model):
 
     # -- losses and evaluation ------------------------------------------------
     def weighted_losses(self, outputs: dict, labels: dict) -> dict:
-        """compute_losses, then the loss_weight_strategy: with Uncertainty each tower loss
-        L becomes exp(-s) L + s/2 (classification) or exp(-s) L / 2 + s/2 (regression)."""
+        """compute_losses, then the loss_weight_strategy (Uncertainty: uncertainty_weighted
+        with each tower's learned log variance)."""
         losses = self.compute_losses(outputs, labels)
         if self.uncertainty is None:
             return losses
         for tower in self.tower_configs:
-            s = self.uncertainty[tower.tower_name]
-            scale = 0.5 if tower_loss_type(tower) == L2_LOSS else 1.0
-            losses[tower.tower_name] = (scale * tf.exp(-s) * losses[tower.tower_name] + 0.5 * s)
+            name = tower.tower_name
+            losses[name] = uncertainty_weighted(losses[name], self.uncertainty[name], tower)
         return losses
 
     def compute_losses(self, outputs: dict, labels: dict) -> dict:
@@ -231,57 +221,3 @@ class MultiTaskModel(keras.Model):
         return {t.tower_name: (prediction(t, outputs), labels[t.label_name], None, t)
                 for t in self.tower_configs}
 
-
-def head_outputs(tower, logits) -> dict:
-    """Tower logits (batch, num_class) -> the named outputs of the task."""
-    name = tower.tower_name
-    if tower_loss_type(tower) == L2_LOSS:
-        y = logits[:, 0]
-        return {f"logits_{name}": y, f"y_{name}": y}
-    if tower.num_class == 1:
-        logits = logits[:, 0]
-        return {f"logits_{name}": logits, f"probs_{name}": tf.sigmoid(logits)}
-    return {f"logits_{name}": logits, f"probs_{name}": tf.nn.softmax(logits),
-            f"y_{name}": tf.argmax(logits, axis=-1)}
-
-
-def prediction(tower, outputs):
-    """The output metrics read: probabilities, or y for regression."""
-    if tower_loss_type(tower) == L2_LOSS:
-        return outputs[f"y_{tower.tower_name}"]
-    return outputs[f"probs_{tower.tower_name}"]
-
-
-def _weighted_mean(values, weights):
-    if weights is None:
-        return tf.reduce_mean(values)
-    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
-
-
-def tower_loss(tower, outputs, labels, weights=None):
-    """Scalar loss of one tower (sum over its `losses` terms)."""
-    name = tower.tower_name
-    label = labels[tower.label_name]
-    terms = list(tower.losses) or [loss_pb2.Loss(loss_type=tower.loss_type, weight=1.0)]
-    total = 0.0
-    for term in terms:
-        if term.loss_type == ORDER_CALIBRATE_LOSS:  # added by RelationTowers
-            continue
-        if term.loss_type == L2_LOSS:
-            values = tf.square(outputs[f"y_{name}"] - tf.cast(label, tf.float32))
-        elif tower.num_class == 1:
-            values = tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=tf.cast(label, tf.float32), logits=outputs[f"logits_{name}"])
-        else:
-            values = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(label, tf.int64), logits=outputs[f"logits_{name}"])
-        total += term.weight * _weighted_mean(values, weights)
-    return total
-
-
-def binary_cross_entropy_on_probs(label, probs, weights=None):
-    """Cross-entropy of probabilities that are not a single sigmoid (e.g. ESMM's ctcvr)."""
-    probs = tf.clip_by_value(probs, 1e-7, 1 - 1e-7)
-    label = tf.cast(label, tf.float32)
-    values = -(label * tf.math.log(probs) + (1 - label) * tf.math.log(1 - probs))
-    return _weighted_mean(values, weights)

@@ -6,8 +6,9 @@ learns only through ctcvr, whose label is click * conversion.
 import tensorflow as tf
 
 from mtrec.layers.dnn import DNN
-from mtrec.models.base import (L2_LOSS, MultiTaskModel, binary_cross_entropy_on_probs,
-                               prediction, tower_loss, tower_loss_type)
+from mtrec.models.base import MultiTaskModel
+from mtrec.models.losses import (L2_LOSS, binary_cross_entropy_on_probs, prediction, tower_loss,
+                                 tower_loss_type)
 
 
 class ESMM(MultiTaskModel):

@@ -6,6 +6,7 @@ The per-domain towers replace the base model's task towers: self.task_towers sta
 unused and, never called, create no weights.
 """
 from mtrec.errors import ConfigError
+from mtrec.layers.dnn import dnn_args
 from mtrec.layers.hmoe import HMoE as HMoELayer
 from mtrec.models.base import MultiTaskModel
 
@@ -15,14 +16,13 @@ class HMoE(MultiTaskModel):
     def __init__(self, pipeline, feature_set, **kwargs):
         super().__init__(pipeline, feature_set, **kwargs)
         p = self.params
-        expert = p.expert_dnn
-        towers = [{"hidden_units": list(t.dnn.hidden_units), "activation": t.dnn.activation,
-                   "use_bn": t.dnn.use_bn, "dropout_ratio": list(t.dnn.dropout_ratio),
-                   "num_class": t.num_class} for t in self.tower_configs]
+        expert = dnn_args(p.expert_dnn)
+        towers = [{**dnn_args(t.dnn), "num_class": t.num_class} for t in self.tower_configs]
         try:
-            self.hmoe = HMoELayer(self.num_domains, p.num_expert, list(expert.hidden_units),
-                                  expert.activation, expert.use_bn, list(expert.dropout_ratio),
-                                  towers, self.l2_regularization, name="hmoe")
+            self.hmoe = HMoELayer(self.num_domains, p.num_expert, expert["hidden_units"],
+                                  expert["activation"], expert["use_bn"],
+                                  expert["dropout_ratio"], towers, self.l2_regularization,
+                                  name="hmoe")
         except ValueError as e:  # e.g. an unknown activation or bad dropout_ratio
             raise ConfigError(f"hmoe: {e}") from None
 

@@ -16,10 +16,9 @@ class MMoE(MultiTaskModel):
         p = self.params
         self.bottom = (DNN.from_config_proto(p.bottom_dnn, self.l2_regularization, name="bottom")
                        if p.HasField("bottom_dnn") else None)
-        expert = p.expert_dnn
-        self.mmoe = MMoELayer(len(self.tower_configs), p.num_expert, list(expert.hidden_units),
-                              expert.activation, expert.use_bn, list(expert.dropout_ratio),
-                              self.l2_regularization, name="mmoe")
+        self.mmoe = MMoELayer.from_config_proto(p.expert_dnn, len(self.tower_configs),
+                                                p.num_expert, self.l2_regularization,
+                                                name="mmoe")
 
     def tower_inputs(self, groups, training):
         x = self.group_tensor(groups)

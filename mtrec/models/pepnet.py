@@ -18,15 +18,10 @@ class PEPNet(MultiTaskModel):
                       if p.epnet else None)
         self.ppnet = None
         if p.ppnet:
+            # Config validation (mtrec.models.checks.check_pepnet) checked that the towers'
+            # dnns share activation, use_bn and one dropout_ratio.
             dnns = [t.dnn for t in self.tower_configs]
-            settings = {(d.activation, d.use_bn, tuple(d.dropout_ratio)) for d in dnns}
-            if len(settings) > 1:
-                raise ConfigError("pepnet with ppnet: every task tower's dnn must use the same "
-                                  "activation, use_bn and dropout_ratio (PPNet gates all "
-                                  "towers' layers together).")
             dropout = list(dnns[0].dropout_ratio)
-            if len(set(dropout)) > 1:
-                raise ConfigError("pepnet with ppnet: give one dropout_ratio per tower dnn.")
             try:
                 self.ppnet = PPNet([list(d.hidden_units) for d in dnns], dnns[0].activation,
                                    dnns[0].use_bn, dropout[0] if dropout else 0.0,

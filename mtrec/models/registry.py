@@ -1,34 +1,58 @@
-"""One registry of models, keyed by the `model_config` oneof member name.
+"""The one table of models, keyed by the `model_config` oneof member name.
 
-Entries name "module:Class" and are imported when a model is built, so importing the
-registry stays cheap (no TensorFlow).
+Each row names the model_class values that select it, its "module:Class" (imported only
+when a model is built, so importing the table stays cheap: no TensorFlow) and its TF-free
+config check (mtrec.models.checks), which config validation runs.
 """
+import dataclasses
 import importlib
+from typing import Callable
 
 from mtrec.errors import ConfigError
+from mtrec.models import checks
 
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    model_classes: tuple[str, ...]   # model_config.model_class values of this block
+    target: str                      # "module:Class" of the Keras model
+    check: Callable                  # check(checks.ModelContext, Problems)
+
+
+# In the order config errors list the model_class names.
 MODELS = {
-    # model_class MultiTaskModel and RankModel: towers on a backbone.
-    "model_params": "mtrec.models.backbone_model:BackboneModel",
-    "mmoe": "mtrec.models.mmoe:MMoE",
-    "esmm": "mtrec.models.esmm:ESMM",
-    "simple_multi_task": "mtrec.models.simple_multi_task:SimpleMultiTask",
-    "shared_bottom": "mtrec.models.shared_bottom:SharedBottom",
-    "ple": "mtrec.models.ple:PLE",
-    "dbmtl": "mtrec.models.dbmtl:DBMTL",
-    "pepnet": "mtrec.models.pepnet:PEPNet",
-    "apg": "mtrec.models.apg:APG",
-    "m2m": "mtrec.models.m2m:M2M",
-    "star": "mtrec.models.star:STAR",
-    "hmoe": "mtrec.models.hmoe:HMoE",
+    "mmoe": ModelEntry(("MMoE",), "mtrec.models.mmoe:MMoE", checks.check_mmoe),
+    "esmm": ModelEntry(("ESMM",), "mtrec.models.esmm:ESMM", checks.check_esmm),
+    "ple": ModelEntry(("PLE",), "mtrec.models.ple:PLE", checks.check_ple),
+    "dbmtl": ModelEntry(("DBMTL",), "mtrec.models.dbmtl:DBMTL", checks.check_dbmtl),
+    "simple_multi_task": ModelEntry(("SimpleMultiTask",),
+                                    "mtrec.models.simple_multi_task:SimpleMultiTask",
+                                    checks.check_nothing),
+    "shared_bottom": ModelEntry(("SharedBottom",), "mtrec.models.shared_bottom:SharedBottom",
+                                checks.check_nothing),
+    "pepnet": ModelEntry(("PEPNet",), "mtrec.models.pepnet:PEPNet", checks.check_pepnet),
+    "apg": ModelEntry(("APG",), "mtrec.models.apg:APG", checks.check_apg),
+    "m2m": ModelEntry(("M2M",), "mtrec.models.m2m:M2M", checks.check_m2m),
+    "star": ModelEntry(("STAR",), "mtrec.models.star:STAR", checks.check_star),
+    "hmoe": ModelEntry(("HMoE",), "mtrec.models.hmoe:HMoE", checks.check_hmoe),
+    # Towers on a `backbone` (EasyRec's component models); both read `model_params`.
+    "model_params": ModelEntry(("MultiTaskModel", "RankModel"),
+                               "mtrec.models.backbone_model:BackboneModel",
+                               checks.check_model_params),
 }
+
+
+def model_classes() -> dict[str, str]:
+    """{model_class: the `model_config` oneof member it must come with}."""
+    return {name: which for which, entry in MODELS.items() for name in entry.model_classes}
+
 
 def model_class(which: str):
     """The model class registered for a oneof member (ConfigError if there is none)."""
     if which not in MODELS:
         raise ConfigError(f"unknown model {which!r}; registered models: "
                           f"{', '.join(sorted(MODELS))}.")
-    module, name = MODELS[which].split(":")
+    module, name = MODELS[which].target.split(":")
     return getattr(importlib.import_module(module), name)
 
 

@@ -5,6 +5,7 @@ devices, MultiWorkerMirroredStrategy over the workers TF_CONFIG lists (collectiv
 all-reduce), exactly as Kubeflow's TFJob and other schedulers set it. NoStrategy
 builds no strategy object at all, so the one-device loop stays as it was.
 """
+import contextlib
 import dataclasses
 import json
 import logging
@@ -14,7 +15,7 @@ import tempfile
 import tensorflow as tf
 
 from mtrec.config import unsupported_strategy
-from mtrec.errors import ConfigError
+from mtrec.errors import ConfigError, TrainingError
 from mtrec.protos import train_pb2
 
 log = logging.getLogger("mtrec")
@@ -39,6 +40,10 @@ class Cluster:
     @property
     def num_replicas(self) -> int:
         return self.strategy.num_replicas_in_sync if self.strategy is not None else 1
+
+    def scope(self):
+        """The strategy's scope (variables become mirrored), or nothing under NoStrategy."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def scratch_dir(self) -> str:
         """Where this non-chief worker writes what only the chief keeps."""
@@ -142,3 +147,28 @@ def shard_files(files: list[str], num_shards: int, index: int):
     if len(files) >= num_shards:
         return files[index::num_shards], False
     return files, True
+
+
+# What a collective raises when another worker died or cannot be reached.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def any_worker(strategy, flag: bool, step: int, model_dir: str) -> bool:
+    """Whether flag is true on any worker (a collective: every worker must call it).
+    A worker that died meanwhile is the same clear error as in a train step."""
+    try:
+        value = strategy.experimental_distribute_values_from_function(
+            lambda _: tf.constant(1.0 if flag else 0.0))
+        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+    except PEER_ERRORS as e:
+        raise peer_error(e, step, model_dir) from None
+
+
+def peer_error(error, step: int, model_dir: str) -> TrainingError:
+    """A lost or failed worker -> one clear error saying how to resume."""
+    first = (str(error).splitlines() or [type(error).__name__])[0][:300]
+    return TrainingError(f"distributed training stopped near step {step}: another worker "
+                         f"is unreachable or failed ({first}). Restart every worker with the "
+                         f"same TF_CONFIG: training resumes from the chief's latest checkpoint "
+                         f"in {model_dir}.")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mtrec.models.base import L2_LOSS, tower_loss_type
+from mtrec.models.losses import L2_LOSS, tower_loss_type
 from mtrec.protos import eval_pb2
 
 log = logging.getLogger("mtrec")

@@ -1,8 +1,11 @@
-"""Small file helpers: nothing saved is ever left half-written."""
+"""How model_dir is written: nothing saved is ever left half-written, and one trainer at
+a time writes there."""
 import contextlib
 import fcntl
 import os
 import tempfile
+
+from mtrec.errors import TrainingError
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -33,12 +36,25 @@ def append_line(path: str, line: str) -> None:
     atomic_write(path, old + line.rstrip("\n") + "\n")
 
 
+def check_model_dir(model_dir: str) -> None:
+    """model_dir is set, exists and is writable; else one clear error."""
+    if not model_dir:
+        raise TrainingError("no model_dir: set it in the config or pass --model_dir.")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        probe = os.path.join(model_dir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise TrainingError(f"model_dir {model_dir!r} is not writable: {e.strerror}.") from None
+
+
 @contextlib.contextmanager
 def model_dir_lock(model_dir: str):
     """Hold an exclusive lock on model_dir while training, so that a second `mtrec train`
     on the same directory refuses instead of interleaving checkpoints. The operating
     system releases the lock when the process ends, even on kill -9."""
-    from mtrec.errors import TrainingError
     try:
         os.makedirs(model_dir, exist_ok=True)
         handle = open(os.path.join(model_dir, ".train.lock"), "a+", encoding="utf-8")

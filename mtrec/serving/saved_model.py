@@ -13,7 +13,7 @@ import time
 import tensorflow as tf
 
 from mtrec import config as config_lib
-from mtrec.data.reader import field_dtype
+from mtrec.data.schema import field_dtype
 
 log = logging.getLogger("mtrec")
 
@@ -29,7 +29,8 @@ class ServingModule(tf.Module):
         self.model_variables = model.checkpoint_variables()
         # Lookup layers hold the vocabulary tables; track them so they are saved.
         self.lookups = [f.id_space.lookup for f in feature_set.features.values()
-                        if getattr(f, "id_space", None) is not None and f.id_space.lookup is not None]
+                        if getattr(f, "id_space", None) is not None
+                        and f.id_space.lookup is not None]
         self._feature_set = feature_set
         batch = None if batch_size is None or batch_size < 0 else batch_size
         signature = {f.input_name: tf.TensorSpec([batch], field_dtype(f), name=f.input_name)

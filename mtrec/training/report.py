@@ -5,8 +5,8 @@ import io
 
 import tensorflow as tf
 
-from mtrec.data.reader import field_dtype
-from mtrec.training.loop import Job
+from mtrec.data.schema import field_dtype
+from mtrec.training.job import Job
 from mtrec.training.optimizers import SLOT_NAMES, optimizer_configs
 
 

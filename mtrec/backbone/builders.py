@@ -1,0 +1,92 @@
+"""Builders of the catalogue's layers with typed params (mtrec.backbone.catalogue names
+them): (params message, l2_regularization, name, input spec) -> Keras layer, or None for
+the identity. The input spec is the block's validated input (mtrec.backbone.specs)."""
+from mtrec.backbone.shapes import ppnet_options
+from mtrec.layers.aitm import AITModule
+from mtrec.layers.cgc import CGC, PLE
+from mtrec.layers.cross import Cross
+from mtrec.layers.dnn import dnn_args
+from mtrec.layers.dot_interaction import DotInteraction
+from mtrec.layers.fm import FM
+from mtrec.layers.gate_nu import GateNU
+from mtrec.layers.masknet import MaskBlock, MaskNet
+from mtrec.layers.mlp import MLP
+from mtrec.layers.mmoe import MMoE
+from mtrec.layers.pepnet import PPNet
+from mtrec.layers.senet import SENet
+
+
+def mlp(p, l2, name, x):
+    return MLP.from_config_proto(p, l2, name=name)
+
+
+def senet(p, l2, name, x):
+    return SENet(p.reduction_ratio, p.num_squeeze_group, p.use_skip_connection,
+                 p.use_output_layer_norm, l2, name=name)
+
+
+def fm(p, l2, name, x):
+    return FM(p.use_variant, name=name)
+
+
+def dot_interaction(p, l2, name, x):
+    return DotInteraction(p.self_interaction, p.skip_gather, name=name)
+
+
+def cross(p, l2, name, x):
+    return Cross(p.projection_dim, p.diag_scale, p.use_bias, p.preactivation or None, l2,
+                 name=name)
+
+
+def mmoe(p, l2, name, x):
+    # Without expert_mlp the experts are the block's inputs.
+    expert = p.expert_mlp if p.HasField("expert_mlp") else None
+    return MMoE.from_config_proto(expert, p.num_task, p.num_expert, l2, name=name)
+
+
+def cgc(p, l2, name, x):
+    share = dnn_args(p.share_expert_net) if p.HasField("share_expert_net") else None
+    return CGC(p.num_task, p.expert_num_per_task, p.share_num, dnn_args(p.task_expert_net),
+               share, p.shared_gate, l2, name=name)
+
+
+def ple(p, l2, name, x):
+    levels = [{"expert_num_per_task": n.expert_num_per_task, "share_num": n.share_num,
+               "task_expert_net": dnn_args(n.task_expert_net),
+               "share_expert_net": dnn_args(n.share_expert_net)}
+              for n in p.extraction_networks]
+    return PLE(p.num_task, levels, l2, name=name)
+
+
+def ppnet(p, l2, name, x):
+    """One task of mtrec's PPNet (its output: a list of one tensor)."""
+    return PPNet(**ppnet_options(p), l2_regularization=l2, name=name)
+
+
+def gate_nu(p, l2, name, x):
+    return GateNU(p.hidden_dim, p.output_dim or x.width, p.gamma, l2, name=name)
+
+
+def aitm(p, l2, name, x):
+    if not isinstance(x, list):  # a single input: nothing to transfer, the input itself
+        return None
+    transfer = dnn_args(p.transfer_mlp) if p.HasField("transfer_mlp") else None
+    return AITModule(len(x) - 1, p.project_dim, query="own", stop_gradient=p.stop_gradient,
+                     l2_regularization=l2, use_transfer=transfer is not None,
+                     transfer_kwargs=transfer, name=name)
+
+
+def _mask_block_args(p) -> dict:
+    return {"output_size": p.output_size, "aggregation_size": p.aggregation_size,
+            "reduction_factor": p.reduction_factor if p.HasField("reduction_factor") else 0.0,
+            "input_layer_norm": p.input_layer_norm, "projection_dim": p.projection_dim}
+
+
+def mask_block(p, l2, name, x):
+    return MaskBlock(**_mask_block_args(p), l2_regularization=l2, name=name)
+
+
+def masknet(p, l2, name, x):
+    return MaskNet([_mask_block_args(b) for b in p.mask_blocks], p.use_parallel,
+                   dnn_args(p.mlp) if p.HasField("mlp") else None, p.input_layer_norm, l2,
+                   name=name)

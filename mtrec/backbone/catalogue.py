@@ -1,0 +1,152 @@
+"""The backbone's layer catalogue: the one table of the layers a config can name
+(`keras_layer { class_name ... }`), without TensorFlow.
+
+Each row gives the KerasLayer params oneof member it reads, its shape rule
+(mtrec.backbone.shapes), its builder, a one-line summary and, for a built-in Keras layer,
+the st_params keyword arguments it accepts. Builders are "module:attribute" strings,
+imported only when a layer is built, so config validation (`mtrec check`) never imports
+TensorFlow. Adding a layer: its file in mtrec/layers/, its params message in
+protos/mtrec/protos/ (a KerasLayer oneof member), a shape rule, a builder, and one row here
+(docs/contributing.md).
+"""
+import dataclasses
+import importlib
+from typing import Callable
+
+from google.protobuf import json_format
+
+from mtrec.backbone import shapes
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered keras_layer class."""
+    # KerasLayer oneof member of its typed params; None for a built-in Keras layer, which
+    # takes st_params as keyword arguments (only those in `kwargs`).
+    params: str | None
+    # (params message or kwargs dict, input spec) -> output spec; ValueError if unfit.
+    infer: Callable
+    # "module:attribute": a function (params, l2_regularization, name, input spec) -> layer
+    # (None: the block passes its input through); for a built-in Keras layer, the layer
+    # class, called with the st_params keyword arguments and the name.
+    build: str
+    # One line for docs and error messages.
+    summary: str
+    kwargs: tuple = ()
+    # The layer returns a one-element list standing for a tensor (the backbone unwraps it).
+    single_output: bool = False
+
+    def builder(self) -> Callable:
+        """The object `build` names (imports its module)."""
+        module, _, attribute = self.build.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+def _builder(name: str) -> str:
+    return f"mtrec.backbone.builders:{name}"
+
+
+CATALOGUE = {
+    "MLP": Entry("mlp", shapes.infer_mlp, _builder("mlp"), "stack of Dense layers (EasyRec MLP)"),
+    "SENet": Entry("senet", shapes.infer_senet, _builder("senet"),
+                   "FiBiNet++ squeeze-excitation on field list"),
+    "FM": Entry("fm", shapes.infer_fm, _builder("fm"), "second-order factorization machine term"),
+    "DotInteraction": Entry("dot_interaction", shapes.infer_dot, _builder("dot_interaction"),
+                            "DLRM pairwise dot products"),
+    "Cross": Entry("cross", shapes.infer_cross, _builder("cross"), "DCN-v2 cross layer"),
+    "MMoE": Entry("mmoe", shapes.infer_mmoe, _builder("mmoe"),
+                  "multi-gate mixture of experts, one output per task"),
+    "CGC": Entry("cgc", shapes.infer_cgc, _builder("cgc"),
+                 "one PLE extraction level (task + shared experts)"),
+    "PLE": Entry("ple", shapes.infer_ple, _builder("ple"),
+                 "progressive layered extraction, one output per task"),
+    # One task of mtrec's PPNet: its one-element output list stands for a tensor.
+    "PPNet": Entry("ppnet", shapes.infer_ppnet, _builder("ppnet"),
+                   "gated MLP personalised by a gate input", single_output=True),
+    "GateNU": Entry("gate_nu", shapes.infer_gate_nu, _builder("gate_nu"),
+                    "gate gamma * sigmoid(MLP(x))"),
+    "AITMTower": Entry("aitm", shapes.infer_aitm, _builder("aitm"),
+                       "AITM attention over [own, parents...]"),
+    "MaskBlock": Entry("mask_block", shapes.infer_mask_block, _builder("mask_block"),
+                       "MaskNet instance-guided mask"),
+    "MaskNet": Entry("masknet", shapes.infer_masknet, _builder("masknet"),
+                     "MaskBlocks in parallel or serial + MLP"),
+    # Built-in Keras layers (st_params are their keyword arguments).
+    "Dense": Entry(None, shapes.infer_dense, "keras.layers:Dense", "keras Dense",
+                   ("units", "activation", "use_bias", "kernel_initializer",
+                    "bias_initializer")),
+    "Dropout": Entry(None, shapes.infer_same("Dropout"), "keras.layers:Dropout",
+                     "keras Dropout", ("rate",)),
+    "Activation": Entry(None, shapes.infer_same("Activation"), "keras.layers:Activation",
+                        "keras Activation", ("activation",)),
+    "LayerNormalization": Entry(None, shapes.infer_same("LayerNormalization"),
+                                "keras.layers:LayerNormalization", "keras LayerNormalization",
+                                ("axis", "epsilon", "center", "scale")),
+    "BatchNormalization": Entry(None, shapes.infer_same("BatchNormalization"),
+                                "mtrec.layers.dnn:DebiasedBatchNormalization",
+                                "batch normalisation (debiased moving statistics)",
+                                ("axis", "momentum", "epsilon", "center", "scale")),
+    "Add": Entry(None, shapes.infer_elementwise("Add"), "keras.layers:Add",
+                 "keras Add (element-wise sum)"),
+    "Multiply": Entry(None, shapes.infer_elementwise("Multiply"), "keras.layers:Multiply",
+                      "keras Multiply"),
+    "Concatenate": Entry(None, shapes.infer_concatenate, "keras.layers:Concatenate",
+                         "keras Concatenate", ("axis",)),
+}
+
+
+def registered_names() -> str:
+    return ", ".join(sorted(CATALOGUE))
+
+
+def layer_params(keras_layer):
+    """KerasLayer -> its params: the class's typed message (from the typed field or
+    st_params), or a kwargs dict for a built-in Keras layer. ValueError if unfit."""
+    name = keras_layer.class_name
+    entry = CATALOGUE.get(name)
+    if entry is None:
+        raise ValueError(f"unknown class_name {name!r}; a config can only name registered "
+                         f"layers: {registered_names()}.")
+    which = keras_layer.WhichOneof("params")
+    if entry.params is None:
+        if which not in (None, "st_params"):
+            raise ValueError(f"{name} is a built-in Keras layer: give its arguments as "
+                             f"st_params, not `{which}`.")
+        kwargs = {k: _plain(v) for k, v in json_format.MessageToDict(
+            keras_layer.st_params).items()} if which else {}
+        unknown = sorted(set(kwargs) - set(entry.kwargs))
+        if unknown:
+            allowed = ", ".join(entry.kwargs) or "none"
+            raise ValueError(f"{name}: unsupported st_params {unknown}; allowed: {allowed}.")
+        return kwargs
+    message = type(getattr(keras_layer, entry.params))()
+    if which == entry.params:
+        message.CopyFrom(getattr(keras_layer, entry.params))
+    elif which == "st_params":
+        try:
+            json_format.ParseDict(json_format.MessageToDict(keras_layer.st_params), message)
+        except json_format.ParseError as e:
+            raise ValueError(f"{name} st_params do not fit its `{entry.params}` message: "
+                             f"{e}") from None
+    elif which is not None:
+        raise ValueError(f"{name} takes `{entry.params} {{ ... }}` (or st_params), not "
+                         f"`{which}`.")
+    return message
+
+
+def _plain(value):
+    """Struct numbers are floats; whole numbers become ints (Dense units: 64)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def build_layer(class_name: str, params, l2_regularization: float, name: str, input_spec):
+    """The Keras layer of one registered class (None: the identity). Built-in Keras layers
+    get no l2_regularization. ValueError for params the layer rejects."""
+    entry = CATALOGUE[class_name]
+    if entry.params is None:
+        return entry.builder()(**params, name=name)
+    return entry.builder()(params, l2_regularization, name, input_spec)

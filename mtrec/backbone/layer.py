@@ -1,0 +1,115 @@
+"""The backbone as one Keras layer: `model_config.backbone` blocks run in order.
+
+Blocks run in topological order (mtrec.backbone.plan.plan, the same plan config
+validation checked). A block merges its inputs (feature-group tensors or other blocks'
+outputs: tensors concatenated along input_concat_axis, lists joined, or a list of the
+inputs with merge_inputs_into_list), then applies its input_layer, its registered
+keras_layer, or its `layers` one after the other. The output is the merged concat_blocks
+(then top_mlp) or the list of output_blocks.
+
+Only the catalogue's layers (mtrec.backbone.catalogue) can be named; every layer is named
+after its block (`<block>_l<i>` inside `layers`), so checkpoint paths are stable.
+"""
+import keras
+from keras import ops
+
+from mtrec.backbone.catalogue import CATALOGUE, build_layer
+from mtrec.backbone.plan import plan
+from mtrec.backbone.specs import parse_slice
+from mtrec.errors import ConfigError
+from mtrec.layers.input_layer import GroupInput
+from mtrec.layers.mlp import MLP
+
+_INPUT_FORMS = (("only_output_feature_list", "feature_list"),
+                ("only_output_3d_tensor", "tensor_3d"),
+                ("output_2d_tensor_and_feature_list", "2d_and_list"))
+
+
+def merge(values: list, axis: int, into_list: bool):
+    """A block's inputs -> its input (see mtrec.backbone.specs.merge_specs)."""
+    if into_list:
+        return list(values)
+    if len(values) == 1:
+        return values[0]
+    if any(isinstance(v, (list, tuple)) for v in values):
+        return [item for v in values for item in (v if isinstance(v, (list, tuple)) else [v])]
+    return ops.concatenate(values, axis=axis)
+
+
+def take(value, input_slice: str):
+    """input_slice "[i]" or "[a:b]" of a list value (parsed, never evaluated)."""
+    index = parse_slice(input_slice)
+    return list(value)[index] if isinstance(index, slice) else value[index]
+
+
+class Backbone(keras.layers.Layer):
+    """call({group: [per-feature tensors]}) -> a (batch, d) tensor, or a list of tensors
+    (output_blocks, or a last block with several outputs)."""
+
+    def __init__(self, config, feature_groups, l2_regularization=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.plan = plan(config, feature_groups.group_widths())
+        if self.plan.errors:  # config validation reports these with their lines first
+            raise ConfigError("backbone: " + " ".join(m for m, *_ in self.plan.errors))
+        self.l2_regularization = l2_regularization
+        # Sub-layers by name (block name, or <block>_l<i> in `layers`); None: identity.
+        self.block_layers = {}
+        self.layer_names = {}  # block -> [(layer name, class name)]
+        for block in self.plan.blocks:
+            if block.config.WhichOneof("layer") == "input_layer":
+                c = block.config.input_layer
+                form = next((f for field, f in _INPUT_FORMS if getattr(c, field)), "2d")
+                self.block_layers[block.name] = GroupInput(
+                    form, c.do_batch_norm, c.do_layer_norm, c.dropout_rate,
+                    c.feature_dropout_rate, name=block.name)
+                continue
+            names = []
+            for i, (keras_layer, params) in enumerate(block.layers):
+                name = f"{block.name}_l{i}" if block.config.layers else block.name
+                try:
+                    layer = build_layer(keras_layer.class_name, params, l2_regularization,
+                                        name, block.layer_specs[i])
+                except ValueError as e:
+                    raise ConfigError(f"backbone block {block.name!r} "
+                                      f"({keras_layer.class_name}): {e}") from None
+                if layer is not None:
+                    self.block_layers[name] = layer
+                names.append((name, keras_layer.class_name))
+            self.layer_names[block.name] = names
+        self.top_mlp = (MLP.from_config_proto(config.top_mlp, l2_regularization, name="top_mlp")
+                        if config.HasField("top_mlp") else None)
+        # Sub-layers build on their first call, from the tensors they receive.
+        self.built = True
+
+    def call(self, groups, training=False):
+        outputs = {}
+        for block in self.plan.blocks:
+            if block.name in self.block_layers and isinstance(self.block_layers[block.name],
+                                                              GroupInput):
+                features = groups[block.inputs[0].name]
+                outputs[block.name] = self.block_layers[block.name](features, training=training)
+                continue
+            values = []
+            for ref in block.inputs:
+                value = (outputs[ref.name] if ref.kind == "block"
+                         else ops.concatenate(list(groups[ref.name]), axis=-1))
+                if ref.slice is not None:
+                    value = take(value, ref.slice)
+                if not ref.ignore:
+                    values.append(value)
+            x = merge(values, block.config.input_concat_axis, block.config.merge_inputs_into_list)
+            for name, class_name in self.layer_names.get(block.name, []):
+                layer = self.block_layers.get(name)
+                if layer is None:
+                    continue
+                x = layer(x, training=training)
+                if CATALOGUE[class_name].single_output:
+                    x = x[0]
+            outputs[block.name] = list(x) if isinstance(x, tuple) else x
+        results = [outputs[n] for n in self.plan.output_names]
+        if self.plan.as_list:
+            return results
+        out = merge(results, -1, False)
+        if self.top_mlp is not None:
+            out = self.top_mlp(out, training=training)
+        return out

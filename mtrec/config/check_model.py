@@ -1,0 +1,179 @@
+"""Validation of model_config: model_class against the model table, feature groups, the
+towers, DNN settings, FM / linear logits, the model's own block (the check its row in
+mtrec.models.registry names) and the backbone."""
+from mtrec.config.accessors import model_message, task_towers
+from mtrec.config.check_towers import check_towers
+from mtrec.config.source import Problems
+from mtrec.protos import feature_pb2
+
+
+def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> None:
+    """`inputs` from check_data, `features` from check_features."""
+    if not pipeline.HasField("model_config"):
+        p.error("the config has no model_config.")
+        return
+    # The one import against the data flow: validation must know which models exist. The
+    # table is TF-free; importing it here, not at the top, keeps mtrec.models out of
+    # `import mtrec.config`.
+    from mtrec.models import checks, registry
+    model_config = pipeline.model_config
+    _check_model_class(model_config, registry.model_classes(), p)
+    groups = _check_groups(model_config, features, p)
+    model = model_message(model_config)
+    if model is None:
+        return
+    which = model_config.WhichOneof("model")
+    towers = task_towers(model_config)
+    check_towers(pipeline, which, towers, inputs, p)
+    _check_dnns(model, towers, p)
+    _check_deepfm_logits(which, model, features, groups, p)
+    registry.MODELS[which].check(checks.ModelContext(
+        model_config, which, model, features, groups, towers), p)
+    if model_config.HasField("backbone"):
+        _check_backbone(model_config, which, model, features, groups, towers, p)
+    elif which == "model_params":
+        p.error(f"model_class {model_config.model_class!r} builds its towers on a backbone; "
+                "add `backbone { blocks { ... } }` (see docs/backbone.md).", "model_class")
+
+
+def _check_model_class(model_config, classes: dict, p: Problems) -> None:
+    """model_class is known and agrees with the model block; `classes` maps each
+    model_class to its `model_config` oneof member."""
+    which = model_config.WhichOneof("model")
+    model_class = model_config.model_class
+    names = ", ".join(classes)
+    if not model_class:
+        p.error(f"model_config.model_class is missing; one of: {names}.", "model_config")
+    elif model_class not in classes:
+        p.error(f"model_class {model_class!r} is not a known model; known: {names}.",
+                "model_class")
+    elif which is None:
+        p.error(f"model_class {model_class!r} needs a `{classes[model_class]} {{ ... }}` "
+                "block in model_config.", "model_class")
+    elif classes[model_class] != which:
+        others = " or ".join(repr(k) for k, v in classes.items() if v == which)
+        p.error(f"model_class {model_class!r} does not match the `{which}` block; use "
+                f"`{classes[model_class]} {{ ... }}` or model_class {others}.", "model_class")
+
+
+def _check_groups(model_config, features: dict, p: Problems) -> dict:
+    """{group name: FeatureGroupConfig}, reporting bad groups."""
+    groups = {}
+    wide_and_deep = 0
+    for group in model_config.feature_groups:
+        if group.group_name in groups:
+            p.error(f"feature group {group.group_name!r} is defined twice.", "group_name",
+                    group.group_name)
+        groups[group.group_name] = group
+        if not group.feature_names:
+            p.error(f"feature group {group.group_name!r} has no feature_names.", "group_name",
+                    group.group_name)
+        for name in group.feature_names:
+            if name not in features:
+                p.error(f"feature group {group.group_name!r} names feature {name!r}, which is "
+                        "not defined in feature_configs.", "feature_names", name)
+        if group.sequence_features:
+            p.error(f"feature group {group.group_name!r}: sequence_features are not implemented "
+                    "yet in mtrec.", "sequence_features")
+        if group.wide_deep == feature_pb2.WIDE_AND_DEEP:
+            wide_and_deep += 1
+            p.error(f"feature group {group.group_name!r}: wide_deep: WIDE_AND_DEEP (the group "
+                    "feeds both the wide and the deep part) is not supported; list its features "
+                    "in two groups, one with `wide_deep: WIDE` and one with `wide_deep: DEEP`.",
+                    "wide_deep", "WIDE_AND_DEEP", nth=wide_and_deep)
+    if not groups:
+        p.error("model_config has no feature_groups.", "model_config")
+    return groups
+
+
+def _check_dnns(model, towers: list, p: Problems) -> None:
+    """Every DNN of the model block and of its towers."""
+    dnn_fields = [(f.name, getattr(model, f.name)) for f in model.DESCRIPTOR.fields
+                  if f.message_type is not None and f.message_type.name == "DNN"
+                  and model.HasField(f.name)]
+    dnn_fields += [(f"{t.tower_name}.dnn", t.dnn) for t in towers]
+    dnn_fields += [(f"{t.tower_name}.relation_dnn", t.relation_dnn) for t in towers
+                   if t.HasField("relation_dnn")]
+    for name, dnn in dnn_fields:
+        if any(u == 0 for u in dnn.hidden_units):
+            p.error(f"{name}: hidden_units must be positive.", "hidden_units")
+        if len(dnn.dropout_ratio) not in (0, 1, len(dnn.hidden_units)):
+            p.error(f"{name}: dropout_ratio needs 1 or {len(dnn.hidden_units)} values.",
+                    "dropout_ratio")
+        if any(not 0 <= r < 1 for r in dnn.dropout_ratio):
+            p.error(f"{name}: dropout_ratio values must be in [0, 1).", "dropout_ratio")
+
+
+def _check_deepfm_logits(which: str, model, features: dict, groups: dict,
+                         p: Problems) -> None:
+    """use_linear_logits reads the WIDE groups; use_fm_logits pairs the DEEP groups'
+    embeddings, so they must share one width."""
+    if getattr(model, "use_linear_logits", False) and not any(
+            g.wide_deep == feature_pb2.WIDE for g in groups.values()):
+        p.error(f"{which}.use_linear_logits needs a feature group with wide_deep: WIDE "
+                "(its features get the linear weights).", "use_linear_logits")
+    if not getattr(model, "use_fm_logits", False):
+        return
+    widths = {}
+    for group in groups.values():
+        if group.wide_deep == feature_pb2.WIDE:
+            continue
+        for name in group.feature_names:
+            f = features.get(name)
+            if f is not None and not (f.feature_type == feature_pb2.FeatureConfig.RawFeature
+                                      and not f.boundaries):
+                widths.setdefault(f.embedding_dim, name)
+    if not widths:
+        p.error(f"{which}.use_fm_logits needs embedded features in a DEEP group.",
+                "use_fm_logits")
+    elif len(widths) > 1:
+        named = ", ".join(f"{n!r} ({d})" for d, n in sorted(widths.items()))
+        p.error(f"{which}.use_fm_logits needs one embedding_dim for all embedded DEEP "
+                f"features; they differ: {named}.", "use_fm_logits")
+
+
+def _check_backbone(model_config, which: str, model, features: dict, groups: dict, towers,
+                    p: Problems) -> None:
+    """The backbone's blocks (names, inputs, cycles, registered layers and their params,
+    whether each block's input fits its layer) and whether its output fits the model."""
+    # The backbone's planning is TF-free; imported here as it is only needed with a backbone.
+    from mtrec.backbone.plan import plan as plan_backbone
+    from mtrec.backbone.specs import Tensor, describe
+    from mtrec.features.width import group_widths
+    wide_dim = len(towers) if getattr(model, "use_linear_logits", False) else 1
+    plan = plan_backbone(model_config.backbone, group_widths(groups, features, wide_dim))
+    for message, field, value, nth in plan.errors:
+        p.error(message, field, value, nth)
+    for message, field, value, nth in plan.warnings:
+        p.warn(message, field, value)
+    out = plan.output
+    if plan.errors or out is None:
+        return
+    where = "output_blocks" if plan.as_list else "backbone"
+    described = describe(out)
+    if which == "model_params" and model_config.model_class == "MultiTaskModel":
+        if isinstance(out, list):
+            if len(out) != len(towers):
+                p.error(f"the backbone gives {len(out)} outputs ({described}) but model_params "
+                        f"has {len(towers)} task_towers; tower i reads output i, so the counts "
+                        "must agree.", where)
+                return
+            items = out
+        else:
+            items = [out]
+    elif which == "model_params":
+        items = [out[0]] if isinstance(out, list) and len(out) == 1 else [out]
+    else:
+        items = [out]
+        if which == "esmm" and model.groups:
+            p.error("esmm.groups reads feature groups directly, so a backbone would be unused; "
+                    "remove esmm.groups or the backbone.", "backbone")
+    for item in items:
+        if not isinstance(item, Tensor) or len(item.shape) != 1:
+            what = ("each task tower reads one (batch, d) tensor" if which == "model_params"
+                    else f"under `{which}` the backbone output replaces the feature-group "
+                    "input, so it must be one (batch, d) tensor")
+            p.error(f"the backbone output does not fit the model: {what}, got {described}.",
+                    where)
+            return
+

@@ -1,0 +1,21 @@
+"""Validation: everything that can be checked before a graph is built, stage by stage.
+It reads the config and never changes it (defaults are filled in before, by fill_defaults)."""
+from mtrec.config.check_data import check_data
+from mtrec.config.check_eval import check_eval
+from mtrec.config.check_features import check_features
+from mtrec.config.check_model import check_model
+from mtrec.config.check_train import check_train
+from mtrec.config.source import Problems, Source
+
+
+def validate(pipeline, source: Source) -> list[str]:
+    """Check a config whose defaults are filled in; raise ConfigError listing every problem
+    (each with file:line from `source`), return the warnings."""
+    p = Problems(source)
+    inputs = check_data(pipeline, p)
+    features = check_features(pipeline, inputs, p)
+    check_model(pipeline, inputs, features, p)
+    check_train(pipeline, p)
+    check_eval(pipeline, inputs, p)
+    p.raise_errors()
+    return p.warnings

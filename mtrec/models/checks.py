@@ -1,0 +1,254 @@
+"""Each model's own config checks, without TensorFlow: config validation runs the one its
+row in mtrec.models.registry names, with the config's problems collector, so every error
+names file:line before a graph is built."""
+import dataclasses
+from typing import Any
+
+from mtrec.config.accessors import SIDE_GROUP_FIELDS
+from mtrec.config.source import Problems
+from mtrec.protos import feature_pb2, loss_pb2
+
+
+@dataclasses.dataclass
+class ModelContext:
+    """What a model check reads, from a config whose defaults are filled in."""
+    config: Any      # ModelConfig
+    which: str       # the `model_config` oneof member, e.g. "mmoe"
+    params: Any      # its message (`mmoe { ... }`, `model_params` ...)
+    features: dict   # {feature name: FeatureConfig}
+    groups: dict     # {group name: FeatureGroupConfig}
+    towers: list     # task towers, in output order
+
+
+def check_nothing(m: ModelContext, p: Problems) -> None:
+    """Models whose block holds nothing beyond what every model has (towers, DNNs)."""
+
+
+def check_mmoe(m: ModelContext, p: Problems) -> None:
+    _check_num_expert(m, p)
+
+
+def check_esmm(m: ModelContext, p: Problems) -> None:
+    for attr in ("ctr_tower", "cvr_tower"):
+        if not m.params.HasField(attr):
+            p.error(f"esmm needs a {attr}.", "esmm")
+    for g in m.params.groups:
+        if g.input not in m.groups:
+            p.error(f"esmm groups: input {g.input!r} is not a feature group.", "input", g.input)
+
+
+def check_ple(m: ModelContext, p: Problems) -> None:
+    """Each extraction level has experts, their nets, and one output width for its gates."""
+    networks = m.params.extraction_networks
+    if not networks:
+        p.error("ple needs at least one `extraction_networks { ... }` level.", "ple")
+    for k, net in enumerate(networks):
+        where = f"ple.extraction_networks[{k}]" + (f" ({net.network_name!r})"
+                                                   if net.network_name else "")
+        at = ("extraction_networks", None, k + 1)
+        if net.expert_num_per_task == 0 and net.share_num == 0:
+            p.error(f"{where} has no experts: set expert_num_per_task or share_num to at "
+                    "least 1.", *at)
+            continue
+        for count, field in ((net.expert_num_per_task, "task_expert_net"),
+                             (net.share_num, "share_expert_net")):
+            if count and not getattr(net, field).hidden_units:
+                p.error(f"{where} needs {field} {{ hidden_units: ... }} for its {count} "
+                        "expert(s).", *at)
+        task, share = net.task_expert_net.hidden_units, net.share_expert_net.hidden_units
+        if net.expert_num_per_task and net.share_num and task and share and \
+                task[-1] != share[-1]:
+            p.error(f"{where}: task_expert_net and share_expert_net must end with the same "
+                    f"width (one gate mixes both), got {task[-1]} and {share[-1]}.", *at)
+
+
+def check_dbmtl(m: ModelContext, p: Problems) -> None:
+    model = m.params
+    if model.num_expert > 0 and not model.expert_dnn.hidden_units:
+        p.error("dbmtl.num_expert > 0 needs expert_dnn { hidden_units }.", "num_expert")
+    if model.HasField("expert_dnn") and model.num_expert == 0:
+        p.error("dbmtl.expert_dnn needs num_expert >= 1 (0 means no MMoE; remove "
+                "expert_dnn).", "expert_dnn")
+    _check_relations(m.towers, model.ait_label_constraint_weight, p)
+
+
+def check_pepnet(m: ModelContext, p: Problems) -> None:
+    _check_domain_model(m, p)
+    model = m.params
+    if model.ppnet and not model.prior_group_name:
+        p.error("pepnet.ppnet needs prior_group_name: the feature group of user/item/author "
+                "ids that personalises the towers (or set ppnet: false).", "ppnet")
+    if model.ppnet and m.towers:
+        # PPNet runs every tower's hidden layers as one network.
+        dnns = [t.dnn for t in m.towers]
+        settings = [(d.activation, d.use_bn, tuple(d.dropout_ratio)) for d in dnns]
+        differs = next((i for i, s in enumerate(settings) if s != settings[0]), None)
+        if differs is not None:
+            p.error("pepnet with ppnet: every task tower's dnn must use the same activation, "
+                    "use_bn and dropout_ratio (PPNet gates all towers' layers together).",
+                    "task_towers", None, differs + 1)
+        elif len(set(dnns[0].dropout_ratio)) > 1:
+            p.error("pepnet with ppnet: give one dropout_ratio per tower dnn.", "task_towers")
+
+
+def check_apg(m: ModelContext, p: Problems) -> None:
+    _check_domain_model(m, p)
+    _check_hidden_units(m, p)
+    model = m.params
+    if model.mf_k == 0 or model.mf_p == 0:
+        p.error("apg.mf_k and apg.mf_p must be at least 1.", "mf_k")
+    if model.condition == model.MIX and not model.condition_group_name:
+        p.error("apg.condition MIX needs condition_group_name: the feature group "
+                "(user/item ids) mixed with the domain embedding.", "condition")
+
+
+def check_m2m(m: ModelContext, p: Problems) -> None:
+    _check_num_expert(m, p)
+    _check_domain_model(m, p)
+    for field in ("view_dim", "scenario_dim", "meta_unit_depth"):
+        if getattr(m.params, field) == 0:
+            p.error(f"m2m.{field} must be at least 1.", field)
+    _check_expert_dnn(m, p)
+
+
+def check_star(m: ModelContext, p: Problems) -> None:
+    _check_domain_model(m, p)
+    _check_hidden_units(m, p)
+
+
+def check_hmoe(m: ModelContext, p: Problems) -> None:
+    _check_num_expert(m, p)
+    _check_domain_model(m, p)
+    _check_expert_dnn(m, p)
+
+
+def check_model_params(m: ModelContext, p: Problems) -> None:
+    """MultiTaskModel / RankModel: ModelParams fields (a RankModel has one tower, which
+    fill_defaults adds when model_params has none), and the towers' relations."""
+    params, config = m.params, m.config
+    if params.outputs:
+        p.error("model_params.outputs is not supported by mtrec; remove it (every tower's "
+                "logits_/probs_/y_ outputs are exported).", "outputs")
+    rank = config.model_class == "RankModel"
+    for field in ("loss_type", "num_class"):
+        if config.HasField(field) and not rank:
+            p.warn(f"model_config.{field} applies to RankModel only; MultiTaskModel towers "
+                   "set their own.", field)
+    if rank and len(params.task_towers) > 1:
+        p.error(f"RankModel has one output but model_params has {len(params.task_towers)} "
+                "task_towers; use model_class MultiTaskModel for several tasks.",
+                "task_towers")
+    elif rank and params.task_towers:
+        tower = params.task_towers[0]
+        for field in ("loss_type", "num_class"):
+            if config.HasField(field) and getattr(config, field) != getattr(tower, field):
+                p.error(f"RankModel: model_config.{field} differs from the {field} of its "
+                        "model_params tower; set it in one place.", field)
+    _check_relations(m.towers, 0.0, p)
+
+
+def _check_num_expert(m: ModelContext, p: Problems) -> None:
+    if m.params.num_expert == 0:
+        p.error(f"{m.which}.num_expert must be at least 1.", "num_expert")
+
+
+def _check_expert_dnn(m: ModelContext, p: Problems) -> None:
+    if not m.params.expert_dnn.hidden_units:
+        p.error(f"{m.which} needs expert_dnn {{ hidden_units }}.", m.which)
+
+
+def _check_hidden_units(m: ModelContext, p: Problems) -> None:
+    if not m.params.hidden_units:
+        p.error(f"{m.which} needs hidden_units (the widths of its layers).", m.which)
+    if any(u == 0 for u in m.params.hidden_units):
+        p.error(f"{m.which}.hidden_units must be positive.", "hidden_units")
+
+
+def _check_domain_model(m: ModelContext, p: Problems) -> None:
+    """Multi-scenario models: a domain feature with a finite id space, and their groups."""
+    which, model, features, groups = m.which, m.params, m.features, m.groups
+    name = model.domain_feature
+    feature = features.get(name)
+    if not name:
+        p.error(f"{which} needs domain_feature: the IdFeature whose id is the scenario.", which)
+    elif feature is None:
+        p.error(f"{which}.domain_feature {name!r} is not a feature; features: "
+                f"{', '.join(features)}.", "domain_feature", name)
+    elif (feature.feature_type != feature_pb2.FeatureConfig.IdFeature
+          or not (feature.num_buckets or feature.vocab_list or feature.vocab_file)):
+        p.error(f"{which}.domain_feature {name!r} must be an IdFeature with num_buckets, "
+                "vocab_list or vocab_file, so every domain has its own id (hashed ids "
+                "would merge domains).", "domain_feature", name)
+    elif feature.num_buckets > 1000 or len(feature.vocab_list) > 1000:
+        p.error(f"{which}.domain_feature {name!r} has more than 1000 ids; per-domain "
+                "parameters and metrics are meant for a handful of scenarios.",
+                "domain_feature", name)
+    for field in SIDE_GROUP_FIELDS:
+        group = getattr(model, field, "")
+        if group and group not in groups:
+            p.error(f"{which}.{field} {group!r} is not a feature group; groups: "
+                    f"{', '.join(groups)}.", field, group)
+    side = {getattr(model, f, "") for f in SIDE_GROUP_FIELDS}
+    deep = [g for g in groups.values() if g.wide_deep == feature_pb2.DEEP
+            and g.group_name not in side]
+    if not deep:
+        p.error(f"{which} needs a DEEP feature group besides its prior group.", which)
+
+
+def _check_relations(towers, constraint_weight: float, p: Problems) -> None:
+    """DBMTL: relation_tower_names name other towers and form no cycle; AIT options fit."""
+    by_name = {t.tower_name: t for t in towers}
+
+    def where(child, parent):
+        """(field, value, nth) of the relation_tower_names entry child -> parent."""
+        before = towers[:next(i for i, t in enumerate(towers) if t is child)]
+        nth = 1 + sum(parent in t.relation_tower_names for t in before)
+        return "relation_tower_names", parent, nth
+
+    edges = []
+    for t in towers:
+        name = t.tower_name
+        for parent in t.relation_tower_names:
+            if parent == name:
+                p.error(f"tower {name!r} lists itself in relation_tower_names; a tower "
+                        "cannot depend on itself.", *where(t, parent))
+            elif parent not in by_name:
+                p.error(f"tower {name!r}: relation tower {parent!r} is not a task tower; "
+                        f"towers: {', '.join(by_name)}.", *where(t, parent))
+            else:
+                edges.append((t, by_name[parent]))
+        if t.use_ait_module and t.HasField("relation_dnn"):
+            p.error(f"tower {name!r}: use_ait_module and relation_dnn are exclusive (AITM "
+                    "attention replaces the relation DNN); remove one.", "use_ait_module")
+        if t.HasField("ait_project_dim") and not t.use_ait_module:
+            p.warn(f"tower {name!r}: ait_project_dim has no effect without use_ait_module.",
+                   "ait_project_dim")
+        if t.use_ait_module and t.relation_tower_names and constraint_weight > 0:
+            for other in [t] + [by_name[n] for n in t.relation_tower_names if n in by_name]:
+                kinds = [l.loss_type for l in other.losses] or [other.loss_type]
+                if other.num_class != 1 or any(k != loss_pb2.CLASSIFICATION for k in kinds):
+                    p.error(f"tower {name!r}: the AITM label constraint compares the "
+                            f"probabilities of {name!r} and its relation towers, so "
+                            f"{other.tower_name!r} must be a binary CLASSIFICATION tower; or "
+                            "set dbmtl.ait_label_constraint_weight: 0.", "use_ait_module")
+    # Cycles: depth-first over child -> parent edges; report each closing edge once.
+    parents = {t.tower_name: [q for c, q in edges if c is t] for t in towers}
+    state: dict[str, int] = {}  # 1 on the current path, 2 finished
+
+    def visit(t, path):
+        state[t.tower_name] = 1
+        for q in parents[t.tower_name]:
+            if state.get(q.tower_name) == 1:
+                start = next(i for i, x in enumerate(path) if x is q)
+                cycle = [x.tower_name for x in path[start:]] + [t.tower_name, q.tower_name]
+                p.error(f"tower {t.tower_name!r} lists {q.tower_name!r} in "
+                        f"relation_tower_names, but {q.tower_name!r} depends on "
+                        f"{t.tower_name!r}: the relations form a cycle "
+                        f"({' -> '.join(cycle)}); remove one of them.", *where(t, q.tower_name))
+            elif q.tower_name not in state:
+                visit(q, path + [t])
+        state[t.tower_name] = 2
+
+    for t in towers:
+        if t.tower_name not in state:
+            visit(t, [])

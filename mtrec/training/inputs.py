@@ -1,0 +1,92 @@
+"""The train and eval datasets of a job: batches of (features, side columns, bad rows),
+sharded over the workers under a strategy; a read error becomes one DataError naming
+the file and line."""
+import logging
+
+import tensorflow as tf
+
+from mtrec.data.reader import expand_paths, make_reader
+from mtrec.data.schema import BAD_ROWS_KEY, check_labels
+from mtrec.errors import DataError
+from mtrec.training import distribute
+from mtrec.training.job import Job
+
+log = logging.getLogger("mtrec")
+
+
+def input_files(pipeline, cluster) -> tuple[list[str], list[str] | None]:
+    """(train files, eval files or None when this process does not evaluate)."""
+    train_files = expand_paths(pipeline.train_input_path, "train_input_path")
+    # With an evaluator task in TF_CONFIG, it evaluates the checkpoints, not the chief.
+    eval_files = (expand_paths(pipeline.eval_input_path, "eval_input_path")
+                  if pipeline.eval_input_path and cluster.is_chief
+                  and not cluster.external_evaluator else None)
+    return train_files, eval_files
+
+
+def make_dataset(job: Job, files, training: bool, row_shard=None) -> tf.data.Dataset:
+    """row_shard: (number of input pipelines, this one's index) to read every n-th row."""
+    data = job.pipeline.data_config
+    reader = make_reader(data, files)
+    if training:
+        kwargs = {"shard": row_shard} if row_shard else {}
+        ds = reader.dataset(data.batch_size, data.num_epochs or None, data.shuffle,
+                            data.shuffle_buffer_size,
+                            seed=job.pipeline.train_config.seed or None, **kwargs)
+    else:
+        ds = reader.dataset(data.eval_batch_size or data.batch_size, 1, False)
+
+    label_classes = job.label_classes()
+
+    def split(columns):
+        bad = columns.pop(BAD_ROWS_KEY, tf.constant(0, tf.int64))
+        columns, bad_labels = check_labels(columns, label_classes, bool(data.ignore_error))
+        features, side = job.split(columns)
+        return features, side, bad + bad_labels
+
+    parallel = data.num_parallel_calls or tf.data.AUTOTUNE
+    ds = ds.map(split, num_parallel_calls=parallel)
+    return ds.prefetch(data.prefetch_size or tf.data.AUTOTUNE), reader
+
+
+def train_dataset(job: Job, files, cluster):
+    """(dataset, [reader]) of the training data; under a strategy a distributed dataset
+    whose input pipelines (one per worker) read their own shard of the files, or of the
+    rows when there are fewer files than workers. Each replica takes batch_size rows, so
+    a step trains on batch_size x replicas rows."""
+    if cluster.strategy is None:
+        dataset, reader = make_dataset(job, files, training=True)
+        return dataset, [reader]
+    readers = []
+
+    def make(context: tf.distribute.InputContext):
+        n, i = context.num_input_pipelines, context.input_pipeline_id
+        mine, by_rows = distribute.shard_files(files, n, i)
+        if by_rows and job.pipeline.data_config.input_type != 0:
+            raise DataError(f"{len(files)} Parquet file(s) for {n} workers: give at least "
+                            "one file per worker (rows are split only in CSV input).")
+        if n > 1:
+            log.info("input pipeline %d of %d reads %s", i, n,
+                     f"every {n}-th row of {len(files)} file(s)" if by_rows
+                     else f"{len(mine)} of {len(files)} files")
+        dataset, reader = make_dataset(job, mine, training=True,
+                                       row_shard=(n, i) if by_rows else None)
+        readers.append(reader)
+        return dataset
+
+    # Inputs stay in host memory: string columns cannot live on an accelerator.
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
+    dataset = cluster.strategy.distribute_datasets_from_function(make, options)
+    return dataset, readers
+
+
+def data_error(error, reader, files, what, job=None) -> DataError:
+    """A tf.data read error -> DataError naming the bad row if the reader finds it."""
+    where = reader.locate_error(job.label_classes() if job is not None else None)
+    hint = " Fix the row, or set data_config.ignore_error: true to skip bad rows."
+    if where:
+        return DataError(f"{where}.{hint}")
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return DataError(f"cannot read {what} data ({', '.join(files[:3])}"
+                     f"{'...' if len(files) > 3 else ''}): {message}")
+

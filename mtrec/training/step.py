@@ -1,0 +1,117 @@
+"""The traced train loop: several steps per `tf.function` call, each a forward pass,
+the weighted losses, and the sparse (embedding) and dense optimizer updates; under a
+strategy each step runs on every replica."""
+import tensorflow as tf
+
+from mtrec.training.job import Job
+
+
+def max_steps_per_call(train_config, strategy) -> int:
+    """How many steps one call of the train loop runs at most."""
+    if strategy is not None:
+        # Collectives get their instance keys once per tf.function call, and one key's
+        # all-gather must keep its shape; the sparse (IndexedSlices) table gradients change
+        # shape with every batch of tags and at an epoch's short batch: one step per call.
+        return 1
+    return train_config.steps_per_loop or min(train_config.log_step_count_steps, 100)
+
+
+def next_chunk(step, num_steps, steps_per_loop, train_config) -> int:
+    """Steps until the next log line, checkpoint or the end, capped by steps_per_loop."""
+    bounds = [steps_per_loop]
+    for every in (train_config.log_step_count_steps, train_config.save_checkpoints_steps,
+                  train_config.save_summary_steps):
+        if every:
+            bounds.append(every - step % every)
+    if num_steps:
+        bounds.append(num_steps - step)
+    return max(1, min(bounds))
+
+
+def make_train_loop(job: Job, train_config, strategy=None):
+    """tf.function(iterator, n) running up to n steps -> (steps done, loss sums, total loss
+    sum, bad rows, all losses finite). Under a strategy each step is `strategy.run` of
+    the same step on every replica, with losses averaged over the replicas."""
+    model = job.model
+    tables = model.feature_groups.table_variables
+    clip = train_config.gradient_clipping_by_norm
+    num_losses = len(job.loss_names)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+
+    def step_fn(features, side):
+        with tf.GradientTape() as tape:
+            outputs = model(features, training=True)
+            losses = model.weighted_losses(outputs, side)
+            total = tf.add_n(list(losses.values()))
+            if model.losses:
+                total += tf.add_n(model.losses)
+            # Gradients are summed over replicas: each contributes 1/replicas of the mean.
+            scaled = total / replicas if replicas > 1 else total
+        dense = model.trainable_variables
+        grads = tape.gradient(scaled, tables + dense)
+        # A NaN raw value can leave the loss finite (on AVX-512, TF's fused CPU kernels
+        # turn it into 0 in the forward pass) but not the gradients, so check those too:
+        # the step then reports a non-finite total like a NaN loss.
+        dense_grads = [g for g in grads[len(tables):] if g is not None]
+        if dense_grads:
+            total = tf.where(tf.math.is_finite(tf.linalg.global_norm(dense_grads)), total,
+                             float("nan"))
+        reduced = False
+        if clip > 0:
+            if replicas > 1:
+                # Clip the global gradient: sum over replicas first (the optimizers then
+                # skip their own sum; Keras always sums, so it gets 1/replicas of it).
+                context = tf.distribute.get_replica_context()
+                present = [i for i, g in enumerate(grads) if g is not None]
+                summed = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                            [grads[i] for i in present])
+                for i, g in zip(present, summed):
+                    grads[i] = g
+                reduced = True
+            grads, _ = tf.clip_by_global_norm(grads, clip)
+            if reduced:
+                grads = grads[:len(tables)] + [g / replicas if g is not None else None
+                                               for g in grads[len(tables):]]
+        job.sparse_optimizer.apply(zip(grads[:len(tables)], tables), reduced=reduced)
+        job.dense_optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads[len(tables):], dense) if g is not None])
+        job.global_step.assign_add(1)
+        return tf.stack(list(losses.values())), total
+
+    if strategy is None:
+        run = step_fn
+        count_bad = lambda bad: bad  # noqa: E731
+    else:
+        mean = tf.distribute.ReduceOp.MEAN
+
+        def run(features, side):
+            tower_losses, total = strategy.run(step_fn, args=(features, side))
+            return (strategy.reduce(mean, tower_losses, axis=None),
+                    strategy.reduce(mean, total, axis=None))
+
+        def count_bad(bad):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None)
+
+    @tf.function
+    def train_loop(iterator, n):
+        loss_sums = tf.zeros([num_losses])
+        total_sum = tf.constant(0.0)
+        bad_rows = tf.constant(0, tf.int64)
+        done = tf.constant(0)
+        finite = tf.constant(True)
+        for _ in tf.range(n):
+            element = iterator.get_next_as_optional()
+            if not element.has_value():
+                break
+            features, side, bad = element.get_value()
+            tower_losses, total = run(features, side)
+            loss_sums += tower_losses
+            total_sum += total
+            bad_rows += count_bad(bad)
+            done += 1
+            if not tf.math.is_finite(total):
+                finite = tf.constant(False)
+                break
+        return done, loss_sums, total_sum, bad_rows, finite
+
+    return train_loop
