@@ -4,7 +4,7 @@ networks generated from S) -> one tower per task."""
 import tensorflow as tf
 
 from mtrec.errors import ConfigError
-from mtrec.layers.dnn import DNN
+from mtrec.layers.dnn import DNN, dnn_args
 from mtrec.layers.m2m import M2M as M2MLayer
 from mtrec.models.base import MultiTaskModel
 
@@ -14,16 +14,17 @@ class M2M(MultiTaskModel):
     def __init__(self, pipeline, feature_set, **kwargs):
         super().__init__(pipeline, feature_set, **kwargs)
         p = self.params
-        expert = p.expert_dnn
+        expert = dnn_args(p.expert_dnn)
         try:
             self.scenario = DNN([p.scenario_dim], l2_regularization=self.l2_regularization,
                                 name="scenario")
             self.m2m = M2MLayer(len(self.tower_configs), p.num_expert,
-                                list(expert.hidden_units), p.view_dim, p.meta_unit_depth,
+                                expert["hidden_units"], p.view_dim, p.meta_unit_depth,
                                 p.tower_depth, p.residual,
                                 l2_regularization=self.l2_regularization,
-                                expert_activation=expert.activation, expert_use_bn=expert.use_bn,
-                                expert_dropout=list(expert.dropout_ratio), name="m2m")
+                                expert_activation=expert["activation"],
+                                expert_use_bn=expert["use_bn"],
+                                expert_dropout=expert["dropout_ratio"], name="m2m")
         except ValueError as e:  # e.g. an unknown activation or bad dropout_ratio
             raise ConfigError(f"m2m.expert_dnn: {e}") from None
 
