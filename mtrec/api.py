@@ -37,10 +37,11 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
         return evaluate(loaded, continuous=True)
     # First: a multi-worker strategy must configure the runtime before other TF work.
     cluster = distribute.make_cluster(loaded.pipeline.train_config)
+    import tensorflow as tf
     from mtrec.serving.saved_model import export_saved_model
     from mtrec.training import loop
     from mtrec.training.best import BestMetric
-    from mtrec.training.storage import model_dir_lock
+    from mtrec.training.storage import model_dir_lock, refuse_link
     pipeline = loaded.pipeline
     export_config = pipeline.export_config
     exporter = export_config.exporter_type
@@ -51,6 +52,9 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
     # Only the chief writes to model_dir (other workers write to a scratch directory).
     lock = model_dir_lock(pipeline.model_dir) if cluster.is_chief else contextlib.nullcontext()
     with lock:
+        if cluster.is_chief:  # before training, not after: exports never go through links
+            refuse_link(os.path.dirname(export_root))
+            refuse_link(export_root)
         watch = (BestMetric(export_config, pipeline.model_dir)
                  if exporter == "best" or export_config.enable_early_stop else None)
 
@@ -64,10 +68,43 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
                          watch.best_step)
             return watch.should_stop(result["global_step"]) if watch else False
 
+        before = tf.train.latest_checkpoint(pipeline.model_dir)
         result = loop.train(loaded, after_evaluation=after_evaluation, cluster=cluster)
-        if exporter == "final" and cluster.is_chief:
-            export(loaded, export_dir=export_root)
+        if cluster.is_chief:
+            trained = tf.train.latest_checkpoint(pipeline.model_dir) != before
+            _export_at_end(loaded, export_root, watch, trained)
     return result
+
+
+def _export_at_end(loaded, export_root: str, watch, trained: bool) -> None:
+    """The export at the end of training: always for exporter_type "final"; for "latest"
+    and "best" only when training left no export of theirs, saying why. An export that
+    already holds the final checkpoint (a re-run with nothing to train) is kept."""
+    import tensorflow as tf
+    from mtrec.serving.saved_model import exported_step, newest_export
+    pipeline = loaded.pipeline
+    exporter = pipeline.export_config.exporter_type
+    latest = tf.train.latest_checkpoint(pipeline.model_dir)
+    final_step = int(latest.rsplit("-", 1)[1]) if latest else None
+    existing = newest_export(export_root)
+    step = exported_step(existing) if existing else None
+    if existing and (step == final_step or (step is None and not trained)
+                     or (exporter == "best" and watch.best is not None)):
+        if not trained:
+            log.info("nothing was trained in this run; the export %s%s is kept.", existing,
+                     f" (step {step})" if step is not None else "")
+        return
+    if exporter == "best":
+        metric = watch.name or pipeline.export_config.best_exporter_metric
+        why = (f"best_exporter_metric {metric!r} was never defined (every evaluation "
+               "reported null, e.g. an eval set with one class)" if watch.best is None else
+               f"{export_root} holds no export of the best step ({watch.best_step})")
+        log.warning("exporter_type \"best\": %s; exporting the latest checkpoint (step %s) "
+                    "instead.", why, final_step)
+    elif exporter == "latest" and trained:
+        log.warning("exporter_type \"latest\" exports after each evaluation, and none "
+                    "exported step %s (no eval_input_path?); exporting it now.", final_step)
+    export(loaded, export_dir=export_root)
 
 
 def _restored_job(loaded, checkpoint_path=None):

@@ -1,15 +1,18 @@
 """`mtrec train|evaluate|export|predict|check`.
 
-TensorFlow is imported only by the verbs that need it; a user mistake prints one
-message (`mtrec: error: ...`) and exits 1, never a traceback.
+TensorFlow is imported only by the verbs that need it. Every failure ends in one
+message (`mtrec: error: ...`) and exit code 1, never a traceback: `main` is the one
+place that turns a known failure class into a message naming the command and what to
+do (see mtrec.errors.describe); `--verbose` prints the traceback too.
 """
 import argparse
 import json
 import logging
 import os
 import sys
+import traceback
 
-from mtrec.errors import MtrecError
+from mtrec.errors import describe
 
 
 def _add_config_args(parser, required=True):
@@ -21,20 +24,53 @@ def _add_config_args(parser, required=True):
                         "overrides, e.g. '{\"data_config.batch_size\": 512}'")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
                         help="one override, e.g. --set train_config.num_steps=100 (repeatable)")
+    parser.add_argument("--skip_memory_check", action="store_true",
+                        help="do not refuse a model whose estimated training memory exceeds "
+                        "the memory available (for users who know it fits)")
     return source
+
+
+def _config(args):
+    """The config the API gets: the --config path, or with --skip_memory_check the config
+    loaded here without the memory check (the API's loading has it)."""
+    if not args.skip_memory_check or not (args.config or args.model_dir):
+        return args.config
+    from mtrec import config as config_lib
+    path = args.config or os.path.join(args.model_dir, "pipeline.config")
+    return config_lib.load(path, args.edit_config_json, args.sets, args.model_dir,
+                           skip_memory_check=True)
+
+
+_VERBOSE_HELP = "log TensorFlow messages, and print the traceback of an error"
+
+
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("mtrec")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        import mtrec
+        return mtrec.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtrec", description=(
         "Train, evaluate and export multi-task / multi-scenario recommendation models "
         "from one EasyRec-style config."))
-    parser.add_argument("-v", "--verbose", action="store_true", help="log TensorFlow messages too")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    # -v also after the command (`mtrec train --config x -v`); SUPPRESS keeps a -v given
+    # before the command from being reset by the subcommand's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (resumes from model_dir)")
+    p = sub.add_parser("train", parents=[common], help="train a model (resumes from model_dir)")
     _add_config_args(p)
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint, append to eval_result.txt")
+    p = sub.add_parser("evaluate", parents=[common],
+                       help="evaluate a checkpoint, append to eval_result.txt")
     _add_config_args(p, required=False)
     p.add_argument("--eval_input_path", help="overrides eval_input_path")
     p.add_argument("--checkpoint_path", help="a checkpoint (default: the latest in model_dir)")
@@ -43,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float,
                    help="with --continuous: stop after this many seconds without a new one")
 
-    p = sub.add_parser("export", help="export a SavedModel to EXPORT_DIR/<unix_ts>/")
+    p = sub.add_parser("export", parents=[common],
+                       help="export a SavedModel to EXPORT_DIR/<unix_ts>/")
     _add_config_args(p, required=False)
     p.add_argument("--export_dir", required=True)
     p.add_argument("--checkpoint_path", help="a checkpoint (default: the latest in model_dir)")
 
-    p = sub.add_parser("predict", help="score a file with an exported SavedModel")
+    p = sub.add_parser("predict", parents=[common],
+                       help="score a file with an exported SavedModel")
     p.add_argument("--saved_model", required=True, help="an export_dir/<ts>/ directory")
     p.add_argument("--input", required=True, help="rows in the training data's format")
     p.add_argument("--output", required=True, help="CSV to write (with a header)")
@@ -56,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_cols", default="", help="outputs to write (default: all)")
     p.add_argument("--batch_size", type=int, default=1024)
 
-    p = sub.add_parser("check", help="parse and validate a config without training")
+    p = sub.add_parser("check", parents=[common],
+                       help="parse and validate a config without training")
     _add_config_args(p)
     return parser
 
@@ -80,7 +119,8 @@ def _split(text: str) -> list[str]:
 
 def _check(args) -> int:
     from mtrec import config as config_lib
-    loaded = config_lib.load(args.config, args.edit_config_json, args.sets, args.model_dir)
+    loaded = config_lib.load(args.config, args.edit_config_json, args.sets, args.model_dir,
+                             skip_memory_check=args.skip_memory_check)
     pipeline = loaded.pipeline
     from mtrec.protos import feature_pb2
     from mtrec.training.report import model_report
@@ -109,24 +149,27 @@ def _check(args) -> int:
 
 
 def run(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def _dispatch(args) -> int:
     _setup_logging(getattr(args, "verbose", False))
     import mtrec
     if args.command == "check":
         return _check(args)
     if args.command == "train":
-        result = mtrec.train(args.config, model_dir=args.model_dir,
+        result = mtrec.train(_config(args), model_dir=args.model_dir,
                              edit_config_json=args.edit_config_json, sets=args.sets)
         if result:
             print(json.dumps(result))
     elif args.command == "evaluate":
-        print(json.dumps(mtrec.evaluate(args.config, model_dir=args.model_dir,
+        print(json.dumps(mtrec.evaluate(_config(args), model_dir=args.model_dir,
                                         eval_input_path=args.eval_input_path,
                                         checkpoint_path=args.checkpoint_path,
                                         edit_config_json=args.edit_config_json, sets=args.sets,
                                         continuous=args.continuous, timeout=args.timeout)))
     elif args.command == "export":
-        print(mtrec.export(args.config, export_dir=args.export_dir, model_dir=args.model_dir,
+        print(mtrec.export(_config(args), export_dir=args.export_dir, model_dir=args.model_dir,
                            checkpoint_path=args.checkpoint_path,
                            edit_config_json=args.edit_config_json, sets=args.sets))
     elif args.command == "predict":
@@ -137,14 +180,23 @@ def run(argv=None) -> int:
 
 
 def main(argv=None) -> None:
+    """The error boundary: whatever fails below ends here as one line on stderr (with the
+    traceback first under --verbose) and exit code 1; Ctrl-C exits 130."""
+    args = build_parser().parse_args(argv)  # usage errors: argparse's message, exit 2
     try:
-        code = run(argv)
-    except MtrecError as e:
-        print(f"mtrec: error: {e}", file=sys.stderr)
-        code = 1
+        code = _dispatch(args)
     except KeyboardInterrupt:
-        print("mtrec: interrupted; the last checkpoint in model_dir is intact.", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        print("mtrec: interrupted; the last checkpoint in model_dir is intact."
+              if args.command == "train" else f"mtrec: {args.command} interrupted.",
+              file=sys.stderr)
         code = 130
+    except Exception as e:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"mtrec: error: {describe(e, args.command, args.verbose)}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 

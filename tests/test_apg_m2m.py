@@ -595,17 +595,17 @@ def test_m2m_model_learns_a_domain_specific_signal():
 
 
 def test_model_config_errors():
-    with pytest.raises(ConfigError, match="apg.activation: unknown activation 'nope'"):
+    with pytest.raises(ConfigError, match=r":\d+: model_config\.apg\.activation: unknown activation 'nope'"):
         _build(edit("mf_k: 2", 'mf_k: 2\n    activation: "nope"', APG_CONFIG))
     for field in ("inner_activation", "generate_activation"):
-        with pytest.raises(ConfigError, match=f"apg.{field}: unknown activation 'nope'"):
+        with pytest.raises(ConfigError, match=rf":\d+: model_config\.apg\.{field}: unknown activation 'nope'"):
             _build(edit("mf_k: 2", f'mf_k: 2\n    {field}: "nope"', APG_CONFIG))
     # Set and valid: the layers get them (EasyRec's tf.nn names are accepted).
     model, _ = _build(edit("mf_k: 2", 'mf_k: 2\n    inner_activation: "tf.nn.relu"\n'
                            '    generate_activation: "tanh"', APG_CONFIG))
     assert [(layer.inner_activation, layer.generate_activation)
             for layer in model.apg_layers] == [("relu", "tanh")] * 2
-    with pytest.raises(ConfigError, match="m2m.expert_dnn: unknown activation 'nope'"):
+    with pytest.raises(ConfigError, match=r":\d+: model_config\.m2m\.expert_dnn\.activation: unknown activation 'nope'"):
         _build(edit("expert_dnn { hidden_units: [12] use_bn: false }",
                     'expert_dnn { hidden_units: [12] use_bn: false activation: "nope" }',
                     M2M_CONFIG))

@@ -177,7 +177,8 @@ def _build_model(text):
      "got 32 and 16"),
     ("task_expert_net {\n        hidden_units: [64, 32]",
      'task_expert_net {\n        activation: "nope"\n        hidden_units: [64, 32]',
-     r"ple.extraction_networks: unknown activation 'nope'"),
+     r":\d+: model_config\.ple\.extraction_networks\[0\]\.task_expert_net\.activation: "
+     r"unknown activation 'nope'"),
 ])
 def test_ple_config_errors(old, new, message):
     from mtrec.errors import ConfigError

@@ -13,12 +13,13 @@ from mtrec.training.storage import model_dir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The tiny inputs, rows in file order, a raw price (a NaN in it poisons the loss), an MMoE.
+# The tiny inputs, rows in file order, a raw DOUBLE price (1e300 in it is a finite DOUBLE
+# that becomes inf in the model's float32: it poisons the loss), an MMoE.
 CONFIG = edit("batch_size: 4", "batch_size: 4\n  shuffle: false", TINY_INPUTS)
 CONFIG = edit('features { input_names: "price" num_buckets: 50 embedding_dim: 4 }',
               'features { input_names: "price" feature_type: RawFeature }',
               edit('input_fields { input_name: "price" input_type: INT32 }',
-                   'input_fields { input_name: "price" input_type: FLOAT }', CONFIG)) + """
+                   'input_fields { input_name: "price" input_type: DOUBLE }', CONFIG)) + """
 model_config {
   model_class: "MMoE"
   feature_groups { group_name: "all" feature_names: ["user", "price"] wide_deep: DEEP }
@@ -77,13 +78,14 @@ def test_a_second_trainer_on_the_same_model_dir_refuses(tmp_path):
 def test_non_finite_loss_names_step_and_keeps_the_last_good_checkpoint(tmp_path):
     import mtrec
     rows = good_rows(40)
-    rows[4 * 7 + 1] = "1,0,u1,nan"  # batch size 4: step 8 reads row 29
+    # A finite DOUBLE (nan is a data error) that is inf in float32.
+    rows[4 * 7 + 1] = "1,0,u1,1e300"  # batch size 4: step 8 reads row 29
     config, _ = write_case(tmp_path, rows)
     model_dir = str(tmp_path / "model")
     with pytest.raises(TrainingError) as info:
         mtrec.train(config, model_dir=model_dir)
     message = str(info.value)
-    # The NaN reaches the tower losses ("ctr, cvr") or, where fused CPU kernels turn it
+    # The overflow reaches the tower losses ("ctr, cvr") or, where fused CPU kernels turn it
     # into 0 in the forward pass (AVX-512), only the gradients; either way step 8 stops.
     assert ("loss became non-finite at step 8: ctr, cvr" in message
             or "loss became non-finite at step 8: the gradients or the regularization"

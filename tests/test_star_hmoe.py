@@ -403,9 +403,10 @@ def test_hmoe_model_replaces_the_task_towers():
 
 @pytest.mark.parametrize("text, old, new, message", [
     (STAR_CONFIG, "aux_dnn { hidden_units: [4]", 'aux_dnn { activation: "nope" hidden_units: [4]',
-     "star: unknown activation 'nope'"),
+     r":\d+: model_config\.star\.aux_dnn\.activation: unknown activation 'nope'"),
     (HMOE_CONFIG, "expert_dnn { hidden_units: [16]",
-     'expert_dnn { activation: "nope" hidden_units: [16]', "hmoe: unknown activation 'nope'"),
+     'expert_dnn { activation: "nope" hidden_units: [16]', r":\d+: model_config\.hmoe\.expert_dnn\.activation: "
+     r"unknown activation 'nope'"),
 ])
 def test_model_config_errors(text, old, new, message):
     with pytest.raises(ConfigError, match=message):

@@ -42,8 +42,9 @@ def mixed_config(tmp_path_factory):
     # The binary towers take their metrics from eval_config.
     text = re.sub(r"\n *metrics_set \{\n *auc \{\}\n *\}", "", text)
     text = text.replace("    l2_regularization: 1e-06", EXTRA_TOWERS + "    l2_regularization: 1e-06")
+    # age_level has empty cells: as a label it needs a default (an empty label is an error).
     text = text.replace('input_name: "age_level"\n    input_type: STRING',
-                        'input_name: "age_level"\n    input_type: INT32')
+                        'input_name: "age_level"\n    input_type: INT32\n    default_val: "0"')
     path = tmp_path_factory.mktemp("cfg") / "mixed.config"
     path.write_text(text)
     return str(path)

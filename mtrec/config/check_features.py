@@ -1,5 +1,7 @@
 """Validation of the features: the inputs they read, id spaces, embedding widths, shared
-tables, and whether the tables fit in memory."""
+tables, vocabulary files, and the sizes of the embedding tables (which check_sizes
+weighs against memory)."""
+import codecs
 import os
 from typing import Any
 
@@ -10,18 +12,24 @@ from mtrec.protos import feature_pb2
 FC = feature_pb2.FeatureConfig
 
 
-def check_features(pipeline, inputs: dict, p: Problems) -> dict:
-    """{feature name: FeatureConfig}, reporting bad features; `inputs` from check_data."""
+def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
+    """({feature name: FeatureConfig}, the embedding tables as check_sizes takes them),
+    reporting bad features; `inputs` from check_data."""
     features: dict[str, Any] = {}
     tables: dict[str, tuple] = {}
+    vocab_rows: dict[str, int] = {}
+    reading: dict[str, int] = {}  # first input name -> features read it so far
     for feature in all_features(pipeline):
         if not feature.input_names:
             p.error("a feature has no input_names.", "feature_type")
             continue
         name = feature_name(feature)
+        first_input = feature.input_names[0]
+        reading[first_input] = reading.get(first_input, 0) + 1
         if name in features:
+            # At this feature's own line: the nth feature reading its first input.
             p.error(f"feature {name!r} is defined twice; give one a feature_name.", "input_names",
-                    feature.input_names[0])
+                    first_input, reading[first_input])
         features[name] = feature
         for input_name in feature.input_names:
             if input_name not in inputs:
@@ -34,16 +42,14 @@ def check_features(pipeline, inputs: dict, p: Problems) -> dict:
         sources = _id_sources(feature)
         _check_inputs_and_ids(feature, name, sources, p)
         _check_widths(feature, name, sources, p)
-        if feature.vocab_file and not os.path.isfile(feature.vocab_file):
-            p.error(f"feature {name!r}: vocab_file {feature.vocab_file!r} not found.",
-                    "vocab_file")
+        if feature.vocab_file:
+            vocab_rows[name] = _check_vocab_file(feature.vocab_file, name, p)
         if feature.combiner not in ("mean", "sum"):
             p.error(f"feature {name!r}: combiner must be \"mean\" or \"sum\", got "
                     f"{feature.combiner!r}.", "combiner", feature.combiner)
         if feature.embedding_name:
             _check_shared_table(feature, name, sources, tables, p)
-    _check_table_memory(features, p)
-    return features
+    return features, _embedding_tables(features, vocab_rows)
 
 
 def _id_sources(feature) -> list[str]:
@@ -105,29 +111,53 @@ def _check_shared_table(feature, name: str, sources: list, tables: dict, p: Prob
                 "embedding_name", feature.embedding_name)
 
 
-def _physical_memory() -> int:
+def _check_vocab_file(path: str, name: str, p: Problems) -> int:
+    """A vocab_file exists and is UTF-8 text; returns its number of non-blank lines (the
+    ids it gives, at most). Read in chunks, so a large file costs no memory."""
+    if not os.path.isfile(path):
+        p.error(f"feature {name!r}: vocab_file {path!r} not found.", "vocab_file", path)
+        return 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    rows, offset, line, tail = 0, 0, 1, ""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                try:
+                    text = decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as e:
+                    line += chunk[:max(e.start, 0)].count(b"\n")
+                    p.error(f"feature {name!r}: vocab_file {path!r} is not UTF-8 text "
+                            f"({e.reason} at byte {offset + max(e.start, 0)}, its line "
+                            f"{line}); a vocabulary is a text file of one token per line.",
+                            "vocab_file", path)
+                    return 0
+                lines = (tail + text).split("\n")
+                tail = lines.pop()
+                rows += sum(1 for l in lines if l.strip())
+                line += len(lines)
+                offset += len(chunk)
+                if not chunk:
+                    return rows + (1 if tail.strip() else 0)
+    except OSError as e:
+        p.error(f"feature {name!r}: vocab_file {path!r} cannot be read ({e.strerror}).",
+                "vocab_file", path)
         return 0
 
 
-def _check_table_memory(features: dict, p: Problems) -> None:
-    """Embedding tables (float32, plus up to two optimizer slots each) must fit in memory:
-    a mistyped hash_bucket_size otherwise ends in the kernel's out-of-memory kill."""
+def _embedding_tables(features: dict, vocab_rows: dict) -> dict:
+    """{table name: (floats, feature name, (field, value) that sets its rows)} of the
+    features' embedding tables (float32; one table per embedding_name)."""
     tables = {}
     for name, f in features.items():
-        rows = (f.hash_bucket_size or f.num_buckets or
-                (len(f.vocab_list) + 1 if f.vocab_list else 0) or
-                (len(f.boundaries) + 1 if f.boundaries else 0))
+        sizes = (("hash_bucket_size", f.hash_bucket_size), ("num_buckets", f.num_buckets),
+                 ("vocab_list", len(f.vocab_list) + 1 if f.vocab_list else 0),
+                 ("vocab_file", vocab_rows.get(name, 0) + 1 if f.vocab_file else 0),
+                 ("boundaries", len(f.boundaries) + 1 if f.boundaries else 0))
+        field, rows = next(((s, n) for s, n in sizes if n), (None, 0))
         if rows and f.embedding_dim:
-            tables[f.embedding_name or name] = (rows * f.embedding_dim, name, f)
-    memory = _physical_memory()
-    need = 3 * 4 * sum(size for size, _, _ in tables.values())
-    if memory and need > memory:
-        size, name, f = max(tables.values(), key=lambda t: t[0])
-        field = "hash_bucket_size" if f.hash_bucket_size else "num_buckets"
-        p.error(f"the embedding tables need ~{need / 2 ** 30:.1f} GiB with the optimizer's "
-                f"slots, more than this machine's {memory / 2 ** 30:.1f} GiB; the largest is "
-                f"{name!r} ({size:,} floats). Lower its {field} or embedding_dim.",
-                field, str(getattr(f, field)))
+            value = f.vocab_file if field == "vocab_file" else (
+                str(getattr(f, field)) if field in ("hash_bucket_size", "num_buckets")
+                else None)
+            tables[f.embedding_name or name] = (rows * f.embedding_dim, name, (field, value))
+    return tables

@@ -3,15 +3,17 @@ towers, DNN settings, FM / linear logits, the model's own block (the check its r
 mtrec.models.registry names) and the backbone."""
 from mtrec.config.accessors import model_message, task_towers
 from mtrec.config.check_towers import check_towers
+from mtrec.config.sizes import DenseSizes
 from mtrec.config.source import Problems
 from mtrec.protos import feature_pb2
 
 
-def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> None:
-    """`inputs` from check_data, `features` from check_features."""
+def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> DenseSizes:
+    """`inputs` from check_data, `features` from check_features. Returns the model's dense
+    networks and input width, for check_sizes."""
     if not pipeline.HasField("model_config"):
         p.error("the config has no model_config.")
-        return
+        return DenseSizes([], 0, None)
     # The one import against the data flow: validation must know which models exist. The
     # table is TF-free; importing it here, not at the top, keeps mtrec.models out of
     # `import mtrec.config`.
@@ -21,19 +23,43 @@ def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> None:
     groups = _check_groups(model_config, features, p)
     model = model_message(model_config)
     if model is None:
-        return
+        return DenseSizes([], 0, None)
     which = model_config.WhichOneof("model")
     towers = task_towers(model_config)
     check_towers(pipeline, which, towers, inputs, p)
     _check_dnns(model, towers, p)
     _check_deepfm_logits(which, model, features, groups, p)
-    registry.MODELS[which].check(checks.ModelContext(
-        model_config, which, model, features, groups, towers), p)
+    context = checks.ModelContext(model_config, which, model, features, groups, towers)
+    registry.MODELS[which].check(context, p)
+    plan = None
     if model_config.HasField("backbone"):
-        _check_backbone(model_config, which, model, features, groups, towers, p)
+        plan = _check_backbone(model_config, which, model, features, groups, towers, p)
     elif which == "model_params":
         p.error(f"model_class {model_config.model_class!r} builds its towers on a backbone; "
                 "add `backbone { blocks { ... } }` (see docs/backbone.md).", "model_class")
+    width, widest = _deep_width(groups, features)
+    return DenseSizes(checks.dense_parts(context, width, plan), width, widest)
+
+
+def _deep_width(groups: dict, features: dict) -> tuple[int, tuple | None]:
+    """(floats per example of the DEEP groups together, the widest input a net reads;
+    (feature, width, (field, value)) of the widest feature in them)."""
+    from mtrec.features.width import feature_width, is_wide
+    total, widest = 0, None
+    for group in groups.values():
+        if is_wide(group):
+            continue
+        for name in group.feature_names:
+            f = features.get(name)
+            if f is None:
+                continue
+            width = feature_width(f, False)
+            total += width
+            if widest is None or width > widest[1]:
+                field = ("embedding_dim" if width == f.embedding_dim and width
+                         else "raw_input_dim")
+                widest = (name, width, (field, str(width)))
+    return total, widest
 
 
 def _check_model_class(model_config, classes: dict, p: Problems) -> None:
@@ -133,9 +159,10 @@ def _check_deepfm_logits(which: str, model, features: dict, groups: dict,
 
 
 def _check_backbone(model_config, which: str, model, features: dict, groups: dict, towers,
-                    p: Problems) -> None:
+                    p: Problems):
     """The backbone's blocks (names, inputs, cycles, registered layers and their params,
-    whether each block's input fits its layer) and whether its output fits the model."""
+    whether each block's input fits its layer) and whether its output fits the model;
+    returns the backbone's plan."""
     # The backbone's planning is TF-free; imported here as it is only needed with a backbone.
     from mtrec.backbone.plan import plan as plan_backbone
     from mtrec.backbone.specs import Tensor, describe
@@ -148,7 +175,7 @@ def _check_backbone(model_config, which: str, model, features: dict, groups: dic
         p.warn(message, field, value)
     out = plan.output
     if plan.errors or out is None:
-        return
+        return plan
     where = "output_blocks" if plan.as_list else "backbone"
     described = describe(out)
     if which == "model_params" and model_config.model_class == "MultiTaskModel":
@@ -157,7 +184,7 @@ def _check_backbone(model_config, which: str, model, features: dict, groups: dic
                 p.error(f"the backbone gives {len(out)} outputs ({described}) but model_params "
                         f"has {len(towers)} task_towers; tower i reads output i, so the counts "
                         "must agree.", where)
-                return
+                return plan
             items = out
         else:
             items = [out]
@@ -175,5 +202,6 @@ def _check_backbone(model_config, which: str, model, features: dict, groups: dic
                     "input, so it must be one (batch, d) tensor")
             p.error(f"the backbone output does not fit the model: {what}, got {described}.",
                     where)
-            return
+            break
+    return plan
 

@@ -33,6 +33,15 @@ def check_train(pipeline, p: Problems) -> None:
         if optimizer.use_moving_average:
             p.error("use_moving_average: true is not supported by mtrec yet; set it to false.",
                     "use_moving_average")
+        kind = optimizer.WhichOneof("optimizer")
+        rate = getattr(optimizer, kind).learning_rate if kind else None
+        decay = rate.exponential_decay_learning_rate if rate is not None else None
+        if (rate is not None and rate.HasField("exponential_decay_learning_rate")
+                and decay.min_learning_rate > decay.initial_learning_rate):
+            p.error(f"{kind}: min_learning_rate {decay.min_learning_rate:.7g} is above "
+                    f"initial_learning_rate {decay.initial_learning_rate:.7g}, so the rate "
+                    "would never decay from it; use a min_learning_rate below the initial "
+                    "rate.", "min_learning_rate", float(decay.min_learning_rate))
         lazy = optimizer.lazy_adam_optimizer
         if lazy.HasField("dense_moments") and lazy.dense_moments:
             p.error("lazy_adam_optimizer cannot have dense_moments: true (lazy is the "

@@ -5,6 +5,7 @@ import os
 import re
 
 from google.protobuf import descriptor_pool
+from google.protobuf import text_encoding
 from google.protobuf import text_format
 
 from mtrec.config.defaults import fill_defaults
@@ -23,16 +24,48 @@ class LoadedConfig:
     warnings: list[str]
 
 
+# A string literal or a comment in a line of text format.
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|#.*')
+
+
+def _undecodable_string(text: str, line: int) -> tuple[int, int] | None:
+    """(line, column) of the last string literal at or before `line` whose escapes give
+    bytes that are not UTF-8: the parser reports such a string at the token after it,
+    often on the next line."""
+    lines = text.split("\n")
+    for number in range(min(line, len(lines)), 0, -1):
+        found = None
+        for match in _STRING_OR_COMMENT.finditer(lines[number - 1]):
+            token = match.group()
+            if token.startswith("#"):
+                break
+            try:
+                text_encoding.CUnescape(token[1:-1]).decode("utf-8")
+            except (UnicodeDecodeError, ValueError):
+                found = (number, match.start() + 1)
+        if found:
+            return found
+    return None
+
+
 def parse_text(text: str, path: str = "<config>") -> pipeline_pb2.PipelineConfig:
     """Parse text format strictly: unknown fields are errors that name their line."""
     config = pipeline_pb2.PipelineConfig()
+    # A UTF-8 byte-order mark, as editors on Windows write, is not part of the text.
+    text = text[1:] if text.startswith("\ufeff") else text
     try:
         text_format.Parse(text, config)
+    except RecursionError:
+        raise ConfigError(f"{path}: the config nests messages too deeply to parse (a Struct "
+                          "or message inside itself thousands of times); flatten it.") from None
     except text_format.ParseError as e:
         line, column = e.GetLine(), e.GetColumn()
         message = str(e)
         # ParseError's text starts with "line:col : "; keep only the reason.
         message = re.sub(r"^\d+:\d+\s*:\s*", "", message).rstrip(".")
+        if "Couldn't parse string" in message:
+            line, column = _undecodable_string(text, line) or (line, column)
+            message = re.sub(r"^'[^\n]*?': (?=Couldn't parse string)", "", message)
         hint = ""
         unknown = re.search(r'Message type "([\w.]+)" has no field named "(\w+)"', message)
         if unknown:
@@ -59,36 +92,51 @@ def parse_text(text: str, path: str = "<config>") -> pipeline_pb2.PipelineConfig
 
 
 def load(path: str, edit_config_json: str | dict | None = None,
-         sets: list[str] | None = None, model_dir: str | None = None) -> LoadedConfig:
+         sets: list[str] | None = None, model_dir: str | None = None,
+         skip_memory_check: bool = False) -> LoadedConfig:
     """Read, override (EasyRec's --edit_config_json, then --set), fill in defaults and
-    validate a config."""
+    validate a config. skip_memory_check (--skip_memory_check): do not refuse a model whose
+    estimated training memory exceeds the memory available."""
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: config file not found.")
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}).") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}:{column}: not a UTF-8 text file ({e.reason} at byte "
+                          f"{e.start}).") from None
+    # Line numbers count from the text after a byte-order mark, as the parser's do.
+    text = text[1:] if text.startswith("\ufeff") else text
     pipeline = parse_text(text, path)
     apply_overrides(pipeline, edit_config_json, sets)
     if model_dir:
         pipeline.model_dir = model_dir
     source = Source(path, text)
-    return LoadedConfig(pipeline, source, prepare(pipeline, source))
+    return LoadedConfig(pipeline, source, prepare(pipeline, source, skip_memory_check))
 
 
-def from_pipeline(pipeline: pipeline_pb2.PipelineConfig, path: str = "<config>") -> LoadedConfig:
+def from_pipeline(pipeline: pipeline_pb2.PipelineConfig, path: str = "<config>",
+                  skip_memory_check: bool = False) -> LoadedConfig:
     """Fill in defaults and validate a PipelineConfig built in Python; errors name lines
     of its text format as given."""
-    source = Source(path, text_format.MessageToString(pipeline))
-    return LoadedConfig(pipeline, source, prepare(pipeline, source))
+    try:
+        text = text_format.MessageToString(pipeline)
+    except RecursionError:
+        raise ConfigError(f"{path}: the config nests messages too deeply to print (a Struct "
+                          "or message inside itself thousands of times); flatten it.") from None
+    source = Source(path, text)
+    return LoadedConfig(pipeline, source, prepare(pipeline, source, skip_memory_check))
 
 
-def prepare(pipeline: pipeline_pb2.PipelineConfig, source: Source) -> list[str]:
+def prepare(pipeline: pipeline_pb2.PipelineConfig, source: Source,
+            skip_memory_check: bool = False) -> list[str]:
     """Fill in the defaults (the one step that changes the config), then validate;
     raise ConfigError listing every problem, return the warnings."""
     fill_defaults(pipeline)
-    return validate(pipeline, source)
+    return validate(pipeline, source, skip_memory_check)
 
 
 def to_text(pipeline: pipeline_pb2.PipelineConfig) -> str:

@@ -24,7 +24,7 @@ def apply_overrides(pipeline, edit_config_json=None, sets=None) -> None:
         if isinstance(edit_config_json, str):
             try:
                 edit_config_json = json.loads(edit_config_json)
-            except json.JSONDecodeError as e:
+            except (ValueError, RecursionError) as e:  # also beyond json's digit/depth limits
                 raise ConfigError(f"--edit_config_json is not valid JSON: {e}") from None
         if not isinstance(edit_config_json, dict):
             raise ConfigError("--edit_config_json must be a JSON object of {\"path\": value}.")
@@ -61,9 +61,24 @@ def _decode_raw(value):
     if isinstance(value, _Raw):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, or beyond json's digit/depth limits
             return str(value)
     return value
+
+
+def _short(value) -> str:
+    """repr of a value for a message, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-10:]} ({len(text)} characters)"
+
+
+# The values each integer field type holds.
+_INT_RANGES = {_FD.TYPE_INT32: (-2 ** 31, 2 ** 31 - 1), _FD.TYPE_SINT32: (-2 ** 31, 2 ** 31 - 1),
+               _FD.TYPE_SFIXED32: (-2 ** 31, 2 ** 31 - 1), _FD.TYPE_UINT32: (0, 2 ** 32 - 1),
+               _FD.TYPE_FIXED32: (0, 2 ** 32 - 1), _FD.TYPE_INT64: (-2 ** 63, 2 ** 63 - 1),
+               _FD.TYPE_SINT64: (-2 ** 63, 2 ** 63 - 1),
+               _FD.TYPE_SFIXED64: (-2 ** 63, 2 ** 63 - 1), _FD.TYPE_UINT64: (0, 2 ** 64 - 1),
+               _FD.TYPE_FIXED64: (0, 2 ** 64 - 1)}
 
 
 def _split_path(path: str) -> list[str]:
@@ -209,6 +224,9 @@ def _parse_into(message, text: str, path: str) -> None:
         text_format.Parse(text, message)
     except text_format.ParseError as e:
         raise ConfigError(f"override {path!r}: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"override {path!r}: the value nests messages too deeply to "
+                          "parse.") from None
 
 
 def _convert(field, value, path):
@@ -222,7 +240,7 @@ def _convert(field, value, path):
             if isinstance(value, int) and value in field.enum_type.values_by_number:
                 return value
             names = ", ".join(field.enum_type.values_by_name)
-            raise ConfigError(f"override {path!r}: {value!r} is not one of {names}.")
+            raise ConfigError(f"override {path!r}: {_short(value)} is not one of {names}.")
         if field.type == _FD.TYPE_BOOL:
             if isinstance(value, str):
                 if value.lower() not in ("true", "false"):
@@ -235,12 +253,19 @@ def _convert(field, value, path):
             return value if isinstance(value, str) else json.dumps(value)
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError(value)
-        number = int(value)
-        if field.type in (_FD.TYPE_UINT32, _FD.TYPE_UINT64) and number < 0:
+        if isinstance(value, str) and not re.fullmatch(r"\s*[-+]?\d+\s*", value):
             raise ValueError(value)
+        number = int(value) if not isinstance(value, str) or len(value) < 100 else None
+        if field.type in (_FD.TYPE_UINT32, _FD.TYPE_UINT64) and number is not None \
+                and number < 0:
+            raise ValueError(value)
+        low, high = _INT_RANGES.get(field.type, (-2 ** 63, 2 ** 63 - 1))
+        if number is None or not low <= number <= high:
+            raise ConfigError(f"override {path!r}: {_short(value)} is out of range for "
+                              f"{field.name} ({low} to {high}).")
         return number
-    except (TypeError, ValueError):
-        raise ConfigError(f"override {path!r}: {value!r} is not a valid "
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"override {path!r}: {_short(value)} is not a valid "
                           f"{_type_name(field)} for {field.name}.") from None
 
 

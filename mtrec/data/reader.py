@@ -3,8 +3,10 @@
 Lines are batched first and decoded per batch (`tf.io.decode_csv` on a vector of
 lines): ~10x faster than decoding line by line. Every column is decoded as a
 string, so that empty and NULL cells get the column's default before numbers are
-parsed. When a batch fails to parse, `find_bad_row` rescans the files in Python to
-name the file and line.
+parsed; the rules of schema.py then say which rows are acceptable. A bad row fails its
+batch (or, with ignore_error, is dropped and counted); after a failure `find_bad_row`
+rescans the files in Python to name the file, line and column.
+A UTF-8 byte-order mark at the start of a file is ignored.
 """
 import csv
 import glob
@@ -13,7 +15,8 @@ import os
 import tensorflow as tf
 
 from mtrec.data.parquet import ParquetReader
-from mtrec.data.schema import BAD_ROWS_KEY, MISSING_VALUES, field_dtype, label_problem
+from mtrec.data.schema import (WHITESPACE, cell_problem, check_defaults, keep_good_rows,
+                               skip_empty_batches, to_typed)
 from mtrec.errors import DataError
 from mtrec.protos import data_pb2
 
@@ -41,20 +44,28 @@ def expand_paths(paths: str, what: str = "input") -> list[str]:
     return files
 
 
-def make_reader(data_config, files: list[str]):
-    """The reader for data_config.input_type (CSV, or Parquet with the `parquet` extra)."""
+_BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write first
+
+
+def make_reader(data_config, files: list[str], labels: dict | None = None):
+    """The reader for data_config.input_type (CSV, or Parquet with the `parquet` extra).
+    labels: {label column: number of classes, 0 for a regression label}: their cells must
+    not be empty (unless the field has a default_val) and classification labels must be
+    class ids (schema.row_rules)."""
     if data_config.input_type == data_pb2.DatasetConfig.ParquetInput:
-        return ParquetReader(data_config, files)
-    return CsvReader(data_config, files)
+        return ParquetReader(data_config, files, labels)
+    return CsvReader(data_config, files, labels)
 
 
 class CsvReader:
     """Builds the tf.data pipeline of one split (train or eval) from data_config."""
 
-    def __init__(self, data_config, files: list[str]):
+    def __init__(self, data_config, files: list[str], labels: dict | None = None):
         self.data_config = data_config
         self.files = files
         self.fields = list(data_config.input_fields)
+        self.labels = dict(labels or {})
+        check_defaults(self.fields, self.labels)
         self.separator = data_config.separator
         if data_config.with_header:
             self.header = self._read_header()
@@ -67,7 +78,7 @@ class CsvReader:
         """The column names of the files (all files must agree)."""
         header = None
         for path in self.files:
-            with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
                 line = f.readline().rstrip("\r\n")
             if not line:
                 raise DataError(f"{path}:1: no header line (the file starts empty); "
@@ -90,9 +101,20 @@ class CsvReader:
                             f"{', '.join(map(repr, missing))}; it has: {', '.join(header)}.{hint}")
         return header
 
-    def locate_error(self, label_classes: dict | None = None) -> str | None:
-        """After a parse error: 'file:line: what is wrong' of the first bad row, if found."""
-        return find_bad_row(self.data_config, self.files, self.columns, label_classes)
+    def locate_error(self, labels: dict | None = None) -> str | None:
+        """After a parse error: 'file:line: column: what is wrong' of the first bad row,
+        if found (labels: as for make_reader, by default the reader's own)."""
+        return find_bad_row(self.data_config, self.files, self.columns,
+                            self.labels if labels is None else labels)
+
+    def num_rows(self) -> int:
+        """The rows (lines after any header) of the files."""
+        skip = 1 if self.data_config.with_header else 0
+        total = 0
+        for path in self.files:
+            with open(path, "rb") as f:
+                total += max(sum(1 for _ in f) - skip, 0)
+        return total
 
     @property
     def num_file_columns(self) -> int:
@@ -105,7 +127,11 @@ class CsvReader:
         skip = 1 if self.data_config.with_header else 0
 
         def read(f):
-            lines = tf.data.TextLineDataset(f).skip(skip)
+            lines = tf.data.TextLineDataset(f)
+            if skip:
+                lines = lines.skip(skip)
+            else:  # the first line may start with a byte-order mark
+                lines = lines.take(1).map(_strip_bom).concatenate(lines.skip(1))
             return lines.shard(*shard) if shard else lines
 
         cycle = min(len(self.files), 4) if interleave else 1
@@ -114,8 +140,9 @@ class CsvReader:
         return files.interleave(read, cycle_length=cycle, block_length=256,
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def decode(self, lines: tf.Tensor) -> dict[str, tf.Tensor]:
-        """A vector of CSV lines -> {input_name: typed 1-D tensor}."""
+    def decode(self, lines: tf.Tensor):
+        """A vector of CSV lines -> ({input_name: typed 1-D tensor}, per line whether its
+        values are acceptable, or None when no column has a rule to check)."""
         if self.data_config.with_header:
             order = sorted(range(len(self.fields)), key=lambda i: self.columns[i])
             cells = tf.io.decode_csv(lines, [""] * len(self.fields), field_delim=self.separator,
@@ -124,23 +151,20 @@ class CsvReader:
             cells = [by_field[i] for i in range(len(self.fields))]
         else:
             cells = tf.io.decode_csv(lines, [""] * len(self.fields), field_delim=self.separator)
-        return {field.input_name: to_typed(cell, field) for field, cell in zip(self.fields, cells)}
+        columns, ok = {}, None
+        for field, cell in zip(self.fields, cells):
+            columns[field.input_name], good = to_typed(cell, field, self.labels)
+            if good is not None:
+                ok = good if ok is None else ok & good
+        return columns, ok
 
     def _drop_bad_lines(self, lines: tf.Tensor):
-        """With ignore_error: keep lines with the right field count and parsable numbers."""
+        """With ignore_error: keep lines with the right field count and UTF-8 bytes (the
+        values in them are checked when decoded)."""
         # A quoted cell may hold the separator: count it as one cell.
         unquoted = tf.strings.regex_replace(lines, r'"[^"]*"', "Q")
         parts = tf.strings.split(unquoted, self.separator)
         ok = (parts.row_lengths() == self.num_file_columns) & _is_utf8(lines)
-        padded = parts.to_tensor(default_value="", shape=[None, self.num_file_columns])
-        for field, column in zip(self.fields, self.columns):
-            if field_dtype(field) in (tf.string, tf.bool):
-                continue
-            cell = tf.strings.strip(padded[:, column])
-            # Same numbers to_typed accepts (integers may be written as 3.0, not 3.5).
-            number = (r"[-+]?\d+(\.0*)?" if field_dtype(field).is_integer
-                      else r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-            ok &= tf.strings.regex_full_match(cell, number + r"|NULL|Q|")
         return tf.boolean_mask(lines, ok), tf.reduce_sum(tf.cast(~ok, tf.int64))
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
@@ -160,24 +184,24 @@ class CsvReader:
                 lambda block: tf.random.shuffle(block, seed=seed)).rebatch(batch_size)
         else:
             lines = lines.batch(batch_size)
-        if num_epochs != 1:
-            # After batching, so that every epoch reads every row once (its last batch may
-            # be short) and file order is reshuffled per epoch.
-            lines = lines.repeat(num_epochs)
         parallel = self.data_config.num_parallel_calls or tf.data.AUTOTUNE
         if self.data_config.ignore_error:
             def decode_good(batch):
                 good, bad = self._drop_bad_lines(batch)
-                columns = self.decode(good)
-                columns[BAD_ROWS_KEY] = bad
-                return columns
-            return lines.map(decode_good, num_parallel_calls=parallel)
-        def decode_checked(batch):
-            utf8 = tf.debugging.assert_equal(tf.reduce_all(_is_utf8(batch)), True,
-                                             message="a line with bytes that are not UTF-8")
-            with tf.control_dependencies([utf8]):
-                return self.decode(batch)
-        return lines.map(decode_checked, num_parallel_calls=parallel)
+                columns, ok = self.decode(good)
+                return keep_good_rows(columns, ok, True, bad)
+            ds = skip_empty_batches(lines.map(decode_good, num_parallel_calls=parallel))
+        else:
+            def decode_checked(batch):
+                utf8 = tf.debugging.assert_equal(tf.reduce_all(_is_utf8(batch)), True,
+                                                 message="a line with bytes that are not UTF-8")
+                with tf.control_dependencies([utf8]):
+                    columns, ok = self.decode(batch)
+                return keep_good_rows(columns, ok, False, what="a CSV line")
+            ds = lines.map(decode_checked, num_parallel_calls=parallel)
+        # Epochs repeat after batching, so that every epoch reads every row once (its last
+        # batch may be short) and file order is reshuffled per epoch.
+        return ds.repeat(num_epochs) if num_epochs != 1 else ds
 
 
 def _is_utf8(lines: tf.Tensor) -> tf.Tensor:
@@ -185,40 +209,17 @@ def _is_utf8(lines: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_full_match(lines, r"(?s).*")
 
 
-def to_typed(cell: tf.Tensor, field) -> tf.Tensor:
-    """String cells -> the field's dtype; empty and NULL cells take default_val."""
-    dtype = field_dtype(field)
-    default = field.default_val
-    if dtype == tf.string:
-        missing = tf.logical_or(tf.equal(cell, ""), tf.equal(cell, "NULL"))
-        return tf.where(missing, default, cell)
-    cell = tf.strings.strip(cell)
-    missing = tf.logical_or(tf.equal(cell, ""), tf.equal(cell, "NULL"))
-    if dtype == tf.bool:
-        true = tf.reduce_any(tf.equal(tf.strings.lower(cell)[:, None], ["true", "1"]), axis=1)
-        return tf.where(missing, default.lower() in ("true", "1"), true)
-    filled = tf.where(missing, default or "0", cell)
-    if dtype.is_integer:
-        # Integers written as 3.0 are common in exported tables: those go through float64;
-        # plain integers are parsed exactly (int64 ids beyond 2**53 keep every digit).
-        plain = tf.strings.regex_full_match(filled, r"[-+]?\d+")
-        exact = tf.strings.to_number(tf.where(plain, filled, "0"), tf.int64)
-        number = tf.strings.to_number(tf.where(plain, "0", filled), tf.float64)
-        # 3.5 in an integer column is an error, never silently truncated to 3.
-        whole = tf.debugging.assert_equal(
-            tf.reduce_all(tf.equal(number, tf.round(number))), True,
-            message=f"a value that is not an integer in column {field.input_name!r}")
-        with tf.control_dependencies([whole]):
-            rounded = tf.cast(number, tf.int64)
-        return tf.cast(tf.where(plain, exact, rounded), dtype)
-    return tf.strings.to_number(filled, dtype)
+def _strip_bom(line: tf.Tensor) -> tf.Tensor:
+    has_bom = tf.equal(tf.strings.substr(line, 0, 3), _BOM)
+    return tf.where(has_bom, tf.strings.substr(line, 3, -1), line)
 
 
 def find_bad_row(data_config, files: list[str], columns: list[int] | None = None,
-                 label_classes: dict | None = None) -> str | None:
+                 labels: dict | None = None) -> str | None:
     """Rescan files in Python; return 'file:line: what is wrong' for the first bad row
-    (field count, unparsable number, classification label outside its classes)."""
-    label_classes = label_classes or {}
+    (field count, bytes that are not UTF-8, a value its column does not accept: see
+    schema.cell_problem). labels: as for make_reader."""
+    labels = labels or {}
     fields = list(data_config.input_fields)
     columns = columns or list(range(len(fields)))
     expected = len(fields)
@@ -231,7 +232,8 @@ def find_bad_row(data_config, files: list[str], columns: list[int] | None = None
                 except UnicodeDecodeError as e:
                     return (f"{path}:{number}: bytes that are not UTF-8 at byte {e.start + 1} "
                             "of the line; re-encode the file as UTF-8")
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark before line 1 is not part of its first cell.
+        with open(path, newline="", encoding="utf-8-sig") as f:
             for number, line in enumerate(f, start=1):
                 if number == 1 and data_config.with_header:
                     expected = len(next(csv.reader([line.rstrip("\r\n")],
@@ -246,29 +248,10 @@ def find_bad_row(data_config, files: list[str], columns: list[int] | None = None
                     return (f"{path}:{number}: expected {expected} fields separated by "
                             f"{data_config.separator!r}, found {len(cells)}")
                 for field, column in zip(fields, columns):
-                    cell = cells[column].strip()
-                    problem = _cell_problem(cell, field)
-                    if not problem and field.input_name in label_classes:
-                        problem = label_problem(
-                            float(cell) if cell not in MISSING_VALUES
-                            else float(field.default_val or 0),
-                            label_classes[field.input_name])
+                    problem = cell_problem(cells[column].strip(WHITESPACE), field, labels)
                     if problem:
                         if number == 1 and [c.strip() for c in cells] == names:
                             problem += ("; line 1 looks like a header: set "
                                         "data_config.with_header: true")
                         return f"{path}:{number}: column {field.input_name!r}: {problem}"
-    return None
-
-
-def _cell_problem(cell: str, field) -> str | None:
-    dtype = field_dtype(field)
-    if dtype in (tf.string, tf.bool) or cell in MISSING_VALUES:
-        return None
-    try:
-        value = float(cell)
-    except ValueError:
-        return f"{cell!r} is not a number"
-    if dtype.is_integer and value != int(value):
-        return f"{cell!r} is not an integer"
     return None

@@ -7,6 +7,8 @@ to W x_l + b. Stack layers with the same x_0 to get higher-order crosses.
 """
 import keras
 
+from mtrec.layers.dnn import activation_name
+
 
 class Cross(keras.layers.Layer):
     """x (batch, d), meaning x_0 = x_l = x, or [x_0, x_l] -> (batch, d)."""
@@ -21,9 +23,8 @@ class Cross(keras.layers.Layer):
         self.projection_dim = int(projection_dim)
         self.diag_scale = float(diag_scale)
         self.use_bias = bool(use_bias)
-        self.preactivation = preactivation or None
-        if self.preactivation:
-            keras.activations.get(self.preactivation)  # ValueError if unknown
+        # ValueError if unknown; EasyRec's aliases as every activation field has them.
+        self.preactivation = activation_name(preactivation) if preactivation else None
         self.l2_regularization = l2_regularization
         self.project = self.dense = None
 

@@ -2,23 +2,17 @@
 import keras
 from keras import ops
 
+from mtrec.config.activations import keras_activation, unknown_activation
 from mtrec.protos import layers_pb2
-
-# EasyRec configs name activations as TF1 functions.
-_ACTIVATION_ALIASES = {"tf.nn.relu": "relu", "tf.nn.sigmoid": "sigmoid", "tf.nn.tanh": "tanh",
-                       "tf.nn.elu": "elu", "tf.nn.selu": "selu", "tf.nn.swish": "swish",
-                       "tf.nn.leaky_relu": "leaky_relu", "tf.nn.gelu": "gelu", "dice": "relu"}
 
 
 def activation_name(name: str) -> str:
-    """A config's activation name -> a Keras activation name (ValueError if unknown)."""
-    name = _ACTIVATION_ALIASES.get(name, name)
-    try:
-        keras.activations.get(name)
-    except ValueError:
-        raise ValueError(f"unknown activation {name!r}; use a Keras activation name such as "
-                         "'relu', 'gelu', 'swish' or 'tanh'.") from None
-    return name
+    """A config's activation name -> a Keras activation name (ValueError if unknown); the
+    names and EasyRec aliases are mtrec.config.activations', which validation checks."""
+    keras_name = keras_activation(name)
+    if keras_name is None:
+        raise ValueError(unknown_activation(name))
+    return keras_name
 
 
 class DebiasedBatchNormalization(keras.layers.BatchNormalization):

@@ -252,3 +252,131 @@ def _check_relations(towers, constraint_weight: float, p: Problems) -> None:
     for t in towers:
         if t.tower_name not in state:
             visit(t, [])
+
+
+# ---------------------------------------------------------------------------
+# Dense sizes: every network of a model, counted from the config by multiplying (an
+# expert DNN times num_expert), for the size and memory checks of mtrec.config.sizes.
+
+# Width fields of a model block or backbone layer: each sizes a layer reading the input.
+_WIDTH_FIELDS = ("gate_hidden_dim", "view_dim", "scenario_dim", "project_dim",
+                 "projection_dim", "output_dim", "hidden_dim", "output_size",
+                 "aggregation_size")
+
+
+def _copies(message, field: str, num_tasks: int) -> tuple[int, tuple | None]:
+    """How many copies of its net `field` a message builds, and the field that says so."""
+    if field in ("expert_dnn", "expert_mlp"):
+        return message.num_expert, ("num_expert", str(message.num_expert))
+    if field == "task_expert_net":
+        count = message.expert_num_per_task
+        return count * max(num_tasks, 1), ("expert_num_per_task", str(count))
+    if field == "share_expert_net":
+        return message.share_num, ("share_num", str(message.share_num))
+    return 1, None
+
+
+def net_parts(message, name: str, width: int, num_tasks: int, copies: int = 1) -> list:
+    """The Parts of every DNN / MLP inside `message` (recursively; not its task towers),
+    each reading `width` features, with the expert counts and gates of the messages that
+    hold them, a block's own hidden_units (built `copies` times) and width fields."""
+    from mtrec.config.sizes import dense_layer_part, dnn_part
+    fields = message.DESCRIPTOR.fields_by_name
+    if "num_task" in fields and message.num_task:
+        num_tasks = message.num_task
+    parts = []
+    for field, value in message.ListFields():
+        kind = field.message_type
+        if kind is None or kind.name == "TaskTower" or not kind.full_name.startswith("mtrec."):
+            continue
+        repeated = (field.is_repeated if hasattr(field, "is_repeated")
+                    else field.label == field.LABEL_REPEATED)
+        for i, item in enumerate(value if repeated else [value]):
+            label = f"{name}.{field.name}" + (f"[{i}]" if repeated else "")
+            if kind.name in ("DNN", "MLP"):
+                count, where = _copies(message, field.name, num_tasks)
+                parts.append(dnn_part(label, item, width, count, where))
+            else:
+                parts += net_parts(item, label, width, num_tasks)
+    if "num_expert" in fields and message.num_expert:
+        parts.append(dense_layer_part(f"{name} gates", width, message.num_expert,
+                                      max(num_tasks, 1),
+                                      ("num_expert", str(message.num_expert))))
+    if "hidden_units" in fields and "use_bn" not in fields and message.hidden_units:
+        parts.append(dnn_part(f"{name}.hidden_units", message, width, copies,
+                              ("domain_feature", None) if copies > 1 else None))
+    for field in _WIDTH_FIELDS:
+        if field in fields and getattr(message, field):
+            units = getattr(message, field)
+            parts.append(dense_layer_part(f"{name}.{field}", width, units,
+                                          field=(field, str(units))))
+    return parts
+
+
+def _num_domains(m: ModelContext) -> int:
+    feature = m.features.get(getattr(m.params, "domain_feature", ""))
+    if feature is None:
+        return 0
+    return feature.num_buckets or (len(feature.vocab_list) + 1 if feature.vocab_list else 1)
+
+
+def _output_width(params, width: int) -> int:
+    """The width a model block hands its towers: its experts', bottom's or layers' last."""
+    fields = params.DESCRIPTOR.fields_by_name
+    nets = []
+    if "extraction_networks" in fields and params.extraction_networks:
+        last = params.extraction_networks[-1]
+        nets += [last.task_expert_net, last.share_expert_net]
+    if "expert_dnn" in fields and params.num_expert:
+        nets.append(params.expert_dnn)
+    if "bottom_dnn" in fields:
+        nets.append(params.bottom_dnn)
+    if "hidden_units" in fields:
+        nets.append(params)
+    return next((n.hidden_units[-1] for n in nets if n.hidden_units), width)
+
+
+def tower_parts(towers: list, width: int) -> list:
+    """Each task tower's DNN, logits layer and relation DNN, reading `width` features."""
+    from mtrec.config.sizes import dense_layer_part, dnn_part
+    parts = []
+    for t in towers:
+        name = f"tower {t.tower_name!r}"
+        parts.append(dnn_part(f"{name} dnn", t.dnn, width))
+        out = t.dnn.hidden_units[-1] if t.dnn.hidden_units else width
+        parts.append(dense_layer_part(f"{name} logits", out, t.num_class,
+                                      field=("num_class", str(t.num_class))))
+        if t.HasField("relation_dnn"):
+            parts.append(dnn_part(f"{name} relation_dnn", t.relation_dnn,
+                                  out * (1 + len(t.relation_tower_names))))
+    return parts
+
+
+def dense_parts(m: ModelContext, width: int, backbone_plan=None) -> list:
+    """The dense Parts of a model whose DEEP feature groups give `width` features: its
+    block's networks, its backbone's (from mtrec.backbone.plan), and its towers."""
+    from mtrec.config.sizes import dnn_part
+    num_tasks = len(m.towers)
+    copies = _num_domains(m) + 1 if m.which == "star" else 1
+    parts = net_parts(m.params, m.which, width, num_tasks, copies)
+    tower_width = _output_width(m.params, width)
+    if backbone_plan is not None:
+        for block in backbone_plan.blocks:
+            for (layer, _), spec in zip(block.layers, block.layer_specs):
+                parts += net_parts(layer, f"backbone block {block.name!r}",
+                                   _spec_width(spec) or width, num_tasks)
+        backbone = m.config.backbone
+        if backbone.HasField("top_mlp"):
+            parts.append(dnn_part("backbone.top_mlp", backbone.top_mlp, width))
+        out = backbone_plan.output
+        tower_width = _spec_width(out[0] if isinstance(out, list) and out else out) or width
+    return parts + tower_parts(m.towers, tower_width)
+
+
+def _spec_width(spec) -> int | None:
+    """Features per example of a backbone spec (a tensor's last axis, a list's sum)."""
+    if isinstance(spec, list):
+        widths = [_spec_width(s) for s in spec]
+        return None if None in widths else sum(widths)
+    width = getattr(spec, "width", None)
+    return width if isinstance(width, int) else None

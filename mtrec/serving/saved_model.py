@@ -2,28 +2,46 @@
 
 All feature processing (hashing, vocabularies, bucketization, tag splitting) is in
 the graph, so `tf.saved_model.load` in a process that never imports mtrec (or TF
-Serving) computes the same outputs as training did. The version directory is
-written under a temporary name and renamed when complete.
+Serving) computes the same outputs as training did. Each export is written in a
+temporary directory of its own and renamed to its version when complete, so concurrent
+exports to one export_dir each publish their own complete version.
 """
+import errno
 import logging
 import os
 import shutil
+import tempfile
 import time
 
 import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.data.schema import field_dtype
+from mtrec.errors import MtrecError
+from mtrec.training import storage
 
 log = logging.getLogger("mtrec")
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask can only be read by setting it.
+_UMASK = _read_umask()
 
 
 class ServingModule(tf.Module):
     """Raw typed columns -> model outputs."""
 
-    def __init__(self, model, feature_set, input_fields, batch_size=-1):
+    def __init__(self, model, feature_set, input_fields, batch_size=-1, global_step=None):
         super().__init__()
         self.model = model
+        # The step of the weights, so an export says which checkpoint it holds.
+        if global_step is not None:
+            self.global_step = global_step
         # Keras 3 keeps sub-layers in lists TF tracking does not follow; hold every
         # variable here so the SavedModel captures all of them.
         self.model_variables = model.checkpoint_variables()
@@ -49,34 +67,139 @@ def serving_fields(pipeline, feature_set) -> list:
 
 
 def export_saved_model(job, export_dir: str) -> str:
-    """Write export_dir/<unix_ts>/ atomically; prune to exports_to_keep. Returns the path."""
+    """Write export_dir/<version>/ atomically; prune to exports_to_keep. Returns the path.
+
+    The version is the unix time, or one more than the newest version already there; the
+    SavedModel is written in a temporary directory of this process and renamed to its
+    version, the next free one if another export claimed it meanwhile. A failed write is
+    one MtrecError, and leaves export_dir as it was."""
     pipeline = job.pipeline
     module = ServingModule(job.model, job.feature_set, serving_fields(pipeline, job.feature_set),
-                           pipeline.export_config.batch_size)
-    os.makedirs(export_dir, exist_ok=True)
-    version = int(time.time())
-    while os.path.exists(os.path.join(export_dir, str(version))):
-        version += 1
-    final = os.path.join(export_dir, str(version))
-    tmp = os.path.join(export_dir, f".tmp-{version}")
-    shutil.rmtree(tmp, ignore_errors=True)
+                           pipeline.export_config.batch_size, job.global_step)
     try:
+        os.makedirs(export_dir, exist_ok=True)
+        storage.remove_stale_temps(export_dir)
+        before = _versions(export_dir)
+        tmp = tempfile.mkdtemp(prefix=storage.temp_prefix(), dir=export_dir)
+    except OSError as e:
+        raise _export_error(export_dir, e) from None
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; a version is not
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
-        with open(os.path.join(tmp, "assets", "pipeline.config"), "w", encoding="utf-8") as f:
+        fd = storage.open_nofollow(os.path.join(tmp, "assets", "pipeline.config"),
+                                   os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(config_lib.to_text(pipeline))
-        os.rename(tmp, final)
+        missing = _missing(tmp)
+        if missing:
+            raise MtrecError(f"the SavedModel written to {export_dir!r} is incomplete "
+                             f"({missing}); nothing was published.")
+        final = _publish(tmp, export_dir, max(int(time.time()), max(before, default=0) + 1))
+    except (OSError, tf.errors.OpError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _export_error(export_dir, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _prune(export_dir, pipeline.export_config.exports_to_keep)
+    _prune(export_dir, before, pipeline.export_config.exports_to_keep)
     log.info("exported SavedModel to %s", final)
     return final
 
 
-def _prune(export_dir: str, keep: int) -> None:
+def _export_error(export_dir: str, e: Exception) -> MtrecError:
+    if isinstance(e, OSError):
+        reason = e.strerror or str(e)
+        if e.filename:
+            reason += f" ({e.filename})"
+    else:
+        reason = (e.message.splitlines() or [type(e).__name__])[0]
+    return MtrecError(f"could not export a SavedModel to {export_dir!r}: {reason[:300]}. "
+                      "Nothing was published there, and the versions it already held are "
+                      "untouched.")
+
+
+def _missing(path: str) -> str:
+    """What a complete SavedModel directory lacks: '' if nothing."""
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "no saved_model.pb"
+    variables = os.path.join(path, "variables")
+    if not os.path.isfile(os.path.join(variables, "variables.index")):
+        return "no variables/variables.index"
+    try:
+        shards = [f for f in os.listdir(variables) if f.startswith("variables.data-")]
+    except OSError:
+        shards = []
+    total = {f.rsplit("-of-", 1)[-1] for f in shards}
+    if not shards or len(total) != 1 or int(total.pop()) != len(shards):
+        return "variables/variables.data-* shards missing"
+    return ""
+
+
+def _versions(export_dir: str) -> set:
+    """The version numbers in export_dir (complete or not)."""
+    return {int(d) for d in os.listdir(export_dir) if d.isdigit()}
+
+
+def _is_complete(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path) and not _missing(path)
+
+
+def newest_export(export_dir: str) -> str | None:
+    """The newest complete SavedModel version in export_dir, if any."""
+    if not os.path.isdir(export_dir):
+        return None
+    for version in sorted(_versions(export_dir), reverse=True):
+        path = os.path.join(export_dir, str(version))
+        if _is_complete(path):
+            return path
+    return None
+
+
+def exported_step(path: str) -> int | None:
+    """The global_step of the weights in an export (None for exports that do not say)."""
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+        return int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.OpError, ValueError, KeyError):
+        return None
+
+
+def _publish(tmp: str, export_dir: str, version: int) -> str:
+    """Rename tmp to export_dir/<version>, or to the next free version: a rename onto a
+    version another process published meanwhile fails, and nothing is replaced."""
+    for _ in range(1000):
+        final = os.path.join(export_dir, str(version))
+        try:
+            os.rename(tmp, final)
+            return final
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise
+        version += 1
+    raise MtrecError(f"could not claim a version number in {export_dir!r}; nothing was "
+                     "published.")
+
+
+def _prune(export_dir: str, before: set, keep: int) -> None:
+    """Keep the newest `keep` complete versions, counting the one just published. Only
+    versions that were there before this export began are removed (so concurrent exports
+    never remove each other's), only complete SavedModels count and are removed, and a
+    version is first renamed away so that no server ever sees it half-deleted."""
     if keep <= 0:
         return
-    versions = sorted((int(d) for d in os.listdir(export_dir) if d.isdigit()), reverse=True)
-    for old in versions[keep:]:
-        shutil.rmtree(os.path.join(export_dir, str(old)), ignore_errors=True)
+    complete = []
+    for version in sorted(before, reverse=True):
+        path = os.path.join(export_dir, str(version))
+        if _is_complete(path):
+            complete.append(path)
+        elif os.path.exists(path):
+            log.warning("%s is not a complete SavedModel; it is left in place and not counted "
+                        "in exports_to_keep.", path)
+    for path in complete[keep - 1:]:
+        doomed = os.path.join(export_dir, storage.temp_prefix() + "old" + os.path.basename(path))
+        try:
+            os.rename(path, doomed)
+        except OSError:
+            continue  # another export removed it meanwhile
+        shutil.rmtree(doomed, ignore_errors=True)

@@ -2,6 +2,7 @@
 exact step, or start from another model's weights (fine_tune_checkpoint)."""
 import logging
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -20,12 +21,16 @@ def make_manager(job: Job, directory: str, keep: int) -> tf.train.CheckpointMana
 def save(job: Job, manager, step: int, last_saved: int) -> None:
     """Save a checkpoint; a failed write (disk full, directory removed) is one clear error.
     TensorFlow writes the files under temporary names and updates the `checkpoint` index
-    last, so the previous checkpoint stays the latest and intact. Embedding rows are
-    brought current first (dense_moments), so every checkpoint is saved flushed."""
+    last, so the previous checkpoint stays the latest and intact; the shards of the failed
+    one are removed (those of a killed save, by the next trainer: storage.model_dir_lock).
+    Embedding rows are brought current first (dense_moments), so every checkpoint is saved
+    flushed."""
     job.sparse_optimizer.flush(job.model.feature_groups.table_variables)
     try:
         manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:
+        # TensorFlow leaves the shards it was writing in ckpt-<step>_temp/.
+        shutil.rmtree(os.path.join(manager.directory, f"ckpt-{step}_temp"), ignore_errors=True)
         reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise TrainingError(f"could not write the checkpoint of step {step} to "
                             f"{manager.directory!r}: {reason[:300]}. Is the disk full? The "

@@ -5,8 +5,9 @@ import logging
 
 import tensorflow as tf
 
+from mtrec import config as config_lib
 from mtrec.data.reader import expand_paths, make_reader
-from mtrec.data.schema import BAD_ROWS_KEY, check_labels
+from mtrec.data.schema import BAD_ROWS_KEY
 from mtrec.errors import DataError
 from mtrec.training import distribute
 from mtrec.training.job import Job
@@ -24,10 +25,18 @@ def input_files(pipeline, cluster) -> tuple[list[str], list[str] | None]:
     return train_files, eval_files
 
 
+def label_columns(job: Job) -> dict:
+    """{label column: number of classes, 0 unless a classification tower reads it}: the
+    reader requires them (not empty without a default_val, a class id)."""
+    labels = {name: 0 for name in config_lib.label_names(job.pipeline)}
+    labels.update(job.label_classes())
+    return labels
+
+
 def make_dataset(job: Job, files, training: bool, row_shard=None) -> tf.data.Dataset:
     """row_shard: (number of input pipelines, this one's index) to read every n-th row."""
     data = job.pipeline.data_config
-    reader = make_reader(data, files)
+    reader = make_reader(data, files, label_columns(job))
     if training:
         kwargs = {"shard": row_shard} if row_shard else {}
         ds = reader.dataset(data.batch_size, data.num_epochs or None, data.shuffle,
@@ -36,17 +45,27 @@ def make_dataset(job: Job, files, training: bool, row_shard=None) -> tf.data.Dat
     else:
         ds = reader.dataset(data.eval_batch_size or data.batch_size, 1, False)
 
-    label_classes = job.label_classes()
-
     def split(columns):
         bad = columns.pop(BAD_ROWS_KEY, tf.constant(0, tf.int64))
-        columns, bad_labels = check_labels(columns, label_classes, bool(data.ignore_error))
         features, side = job.split(columns)
-        return features, side, bad + bad_labels
+        return features, side, bad
 
     parallel = data.num_parallel_calls or tf.data.AUTOTUNE
     ds = ds.map(split, num_parallel_calls=parallel)
     return ds.prefetch(data.prefetch_size or tf.data.AUTOTUNE), reader
+
+
+def no_rows_error(path: str, reader) -> DataError:
+    """The training data gave no batch: its files hold no rows, or (ignore_error) every
+    row was bad and skipped; then say how many were read, and the first bad one."""
+    # With ignore_error the reader yields no batch without a good row: rows there were bad.
+    rows = reader.num_rows() if reader.data_config.ignore_error else 0
+    if rows:
+        where = reader.locate_error()
+        return DataError(f"all {rows} rows read from train_input_path {path!r} are bad and "
+                         "were skipped (data_config.ignore_error: true): there is nothing "
+                         "to train on." + (f" The first: {where}." if where else ""))
+    return DataError(f"train_input_path {path!r} holds no rows.")
 
 
 def train_dataset(job: Job, files, cluster):
@@ -82,7 +101,7 @@ def train_dataset(job: Job, files, cluster):
 
 def data_error(error, reader, files, what, job=None) -> DataError:
     """A tf.data read error -> DataError naming the bad row if the reader finds it."""
-    where = reader.locate_error(job.label_classes() if job is not None else None)
+    where = reader.locate_error()
     hint = " Fix the row, or set data_config.ignore_error: true to skip bad rows."
     if where:
         return DataError(f"{where}.{hint}")

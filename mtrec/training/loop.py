@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from mtrec import config as config_lib
-from mtrec.errors import DataError, TrainingError
+from mtrec.errors import TrainingError
 from mtrec.training import checkpoints, distribute, inputs, step as step_lib, storage
 from mtrec.training.evaluation import evaluate_job
 from mtrec.training.job import Job
@@ -55,6 +55,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
     if num_steps and start >= num_steps:
         log.info("model_dir already holds a checkpoint at step %d >= num_steps %d; nothing to "
                  "train.", start, num_steps)
+        return {}
     steps_per_loop = step_lib.max_steps_per_call(train_config, cluster.strategy)
     train_loop = step_lib.make_train_loop(job, train_config, cluster.strategy)
     iterator = iter(dataset)
@@ -75,7 +76,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                      last_chunk=done < n or step == num_steps)
         if done < n:  # the data ended before the chunk did
             if step == start:
-                raise DataError(f"train_input_path {pipeline.train_input_path!r} holds no rows.")
+                raise inputs.no_rows_error(pipeline.train_input_path, readers[0])
             log.info("training data exhausted after %d epoch(s) at step %d.",
                      pipeline.data_config.num_epochs, step)
             break
