@@ -37,15 +37,10 @@ def apply_overrides(pipeline, edit_config_json=None, sets=None) -> None:
 
 
 def _split_assignment(item: str) -> tuple[str, str]:
-    depth = 0
-    for i, ch in enumerate(item):
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == "=" and depth == 0:
-            return item[:i].strip(), item[i + 1:].strip()
-    raise ConfigError(f"--set {item!r}: expected path=value, e.g. data_config.batch_size=512.")
+    parts = _split_top_level(item, "=", maxsplit=1)
+    if len(parts) < 2:
+        raise ConfigError(f"--set {item!r}: expected path=value, e.g. data_config.batch_size=512.")
+    return parts[0].strip(), parts[1].strip()
 
 
 class _Raw(str):
@@ -82,16 +77,21 @@ _INT_RANGES = {_FD.TYPE_INT32: (-2 ** 31, 2 ** 31 - 1), _FD.TYPE_SINT32: (-2 ** 
 
 
 def _split_path(path: str) -> list[str]:
+    return _split_top_level(path, ".")
+
+
+def _split_top_level(text: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """text split at `sep` outside [...] selectors (at most maxsplit times if >= 0)."""
     parts, depth, start = [], 0, 0
-    for i, ch in enumerate(path):
+    for i, ch in enumerate(text):
         if ch == "[":
             depth += 1
         elif ch == "]":
             depth -= 1
-        elif ch == "." and depth == 0:
-            parts.append(path[start:i])
+        elif ch == sep and depth == 0 and maxsplit != len(parts):
+            parts.append(text[start:i])
             start = i + 1
-    parts.append(path[start:])
+    parts.append(text[start:])
     return parts
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 from mtrec import config as config_lib
 from mtrec.data.reader import expand_paths, make_reader
 from mtrec.errors import DataError, MtrecError
+from mtrec.training import storage
 
 log = logging.getLogger("mtrec")
 
@@ -55,10 +56,9 @@ def _output_file(path: str):
                 yield out
                 out.flush()
                 os.fsync(out.fileno())
-            if mode is None:  # a new file gets the usual permissions, not mkstemp's 0600
-                umask = os.umask(0)
-                os.umask(umask)
-            os.chmod(tmp, stat.S_IMODE(mode) if mode is not None else 0o666 & ~umask)
+            # A new file gets the usual permissions, not mkstemp's 0600.
+            os.chmod(tmp, stat.S_IMODE(mode) if mode is not None
+                     else 0o666 & ~storage.current_umask())
             os.replace(tmp, target)
         except BaseException:
             if os.path.exists(tmp):

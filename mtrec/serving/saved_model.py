@@ -23,16 +23,6 @@ from mtrec.training import storage
 log = logging.getLogger("mtrec")
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
-
-
-# Read once, at import: os.umask can only be read by setting it.
-_UMASK = _read_umask()
-
-
 class ServingModule(tf.Module):
     """Raw typed columns -> model outputs."""
 
@@ -84,7 +74,8 @@ def export_saved_model(job, export_dir: str) -> str:
     except OSError as e:
         raise _export_error(export_dir, e) from None
     try:
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; a version is not
+        # mkdtemp makes it private; a published version is not.
+        os.chmod(tmp, 0o777 & ~storage.current_umask())
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         fd = storage.open_nofollow(os.path.join(tmp, "assets", "pipeline.config"),

@@ -23,6 +23,13 @@ _TEMP = re.compile(r"^\.tmp-(\d+)-(.+)-[^-]+$")
 _CHECKPOINT_TEMP = re.compile(r"^(ckpt-\d+_temp|checkpoint\.tmp[0-9a-f]{32})$")
 
 
+def current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
 def temp_prefix() -> str:
     """The prefix of every temporary file or directory mtrec creates."""
     return f".tmp-{os.getpid()}-{socket.gethostname()}-"
