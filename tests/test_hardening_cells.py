@@ -221,3 +221,11 @@ def test_csv_with_byte_order_mark_and_header_trains(tmp_path, caplog):
         f.write("\ufeff".encode() + content)
     result = mtrec.train(config_path, model_dir=str(tmp_path / "model"))
     assert result == {} or result["global_step"] == 4
+
+
+def test_bom_strip_keeps_short_and_empty_first_lines():
+    # Found by test_data_fuzz: an empty first line failed in Substr (tf.where runs both sides).
+    from mtrec.data.reader import _strip_bom
+    lines = [b"", b"a", b"ab", b"\xef\xbb\xbf", b"\xef\xbb\xbfa,b", b"a,b"]
+    assert [_strip_bom(tf.constant(x)).numpy() for x in lines] == [b"", b"a", b"ab", b"", b"a,b",
+                                                                     b"a,b"]

@@ -211,7 +211,9 @@ def _is_utf8(lines: tf.Tensor) -> tf.Tensor:
 
 def _strip_bom(line: tf.Tensor) -> tf.Tensor:
     has_bom = tf.equal(tf.strings.substr(line, 0, 3), _BOM)
-    return tf.where(has_bom, tf.strings.substr(line, 3, -1), line)
+    # tf.where evaluates both sides: clamp the start so a line shorter than 3 bytes is valid.
+    rest = tf.strings.substr(line, tf.minimum(3, tf.strings.length(line)), -1)
+    return tf.where(has_bom, rest, line)
 
 
 def find_bad_row(data_config, files: list[str], columns: list[int] | None = None,
