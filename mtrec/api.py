@@ -29,7 +29,9 @@ def _load(config, model_dir=None, edit_config_json=None, sets=None):
 
 
 def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
-    """Train from a config path or PipelineConfig; returns the last eval metrics."""
+    """Train from a config path or PipelineConfig; returns the last eval metrics and, when
+    training evaluated, "best": the best evaluation's metrics with "metric" (the key that
+    picked it) and "checkpoint" (model_dir/best/ckpt-<step>)."""
     loaded = _load(config, model_dir, edit_config_json, sets)
     from mtrec.training import distribute
     if distribute.task_type() == "evaluator":
@@ -39,7 +41,7 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
     cluster = distribute.make_cluster(loaded.pipeline.train_config)
     import tensorflow as tf
     from mtrec.serving.saved_model import export_saved_model
-    from mtrec.training import loop
+    from mtrec.training import checkpoints, loop
     from mtrec.training.best import BestMetric
     from mtrec.training.storage import model_dir_lock, refuse_link
     pipeline = loaded.pipeline
@@ -55,80 +57,156 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
         if cluster.is_chief:  # before training, not after: exports never go through links
             refuse_link(os.path.dirname(export_root))
             refuse_link(export_root)
-        watch = (BestMetric(export_config, pipeline.model_dir)
-                 if exporter == "best" or export_config.enable_early_stop else None)
+        # Whenever training evaluates, the best checkpoint is kept (model_dir/best/).
+        watch = BestMetric(export_config, pipeline.model_dir) if pipeline.eval_input_path else None
+        if watch is not None and cluster.is_chief:
+            checkpoints.sync_best(pipeline.model_dir, watch)
 
         def after_evaluation(job, result) -> bool:
-            """Export per exporter_type; True stops training early."""
-            improved = watch.update(result) if watch else False
+            """Keep the best checkpoint, export per exporter_type; True stops training."""
+            first = watch.name is None
+            improved = watch.update(result)
+            if first:
+                log.info("the best checkpoint is chosen by %s", watch.describe())
+            if improved:
+                checkpoints.keep_best(pipeline.model_dir, watch.best_step)
+                log.info("best %s so far: %.6g at step %d (kept in %s)", watch.name, watch.best,
+                         watch.best_step, checkpoints.best_dir(pipeline.model_dir))
             if exporter == "latest" or (exporter == "best" and improved):
                 export_saved_model(job, export_root)
-            if improved:
-                log.info("best %s so far: %.6g at step %d", watch.name, watch.best,
-                         watch.best_step)
-            return watch.should_stop(result["global_step"]) if watch else False
+            if watch.should_stop(result["global_step"]):
+                log.info("early stopping: %s has not improved by more than %g since step %d "
+                         "(max_check_steps %d).", watch.name, watch.min_delta,
+                         watch.reference_step, watch.patience)
+                return True
+            return False
 
         before = tf.train.latest_checkpoint(pipeline.model_dir)
-        result = loop.train(loaded, after_evaluation=after_evaluation, cluster=cluster)
+        result = loop.train(loaded, after_evaluation=after_evaluation if watch else None,
+                            cluster=cluster)
         if cluster.is_chief:
             trained = tf.train.latest_checkpoint(pipeline.model_dir) != before
             _export_at_end(loaded, export_root, watch, trained)
+            if result and watch is not None and watch.best is not None:
+                result = {**result, "best": {**watch.best_record, "metric": watch.name,
+                                             "checkpoint": checkpoints.best_checkpoint(
+                                                 pipeline.model_dir)}}
+                last = result.get(watch.name)
+                log.info("best %s=%.6g at step %d | last %s=%s at step %d", watch.name,
+                         watch.best, watch.best_step, watch.name,
+                         "null" if last is None else f"{last:.6g}", result["global_step"])
     return result
 
 
 def _export_at_end(loaded, export_root: str, watch, trained: bool) -> None:
-    """The export at the end of training: always for exporter_type "final"; for "latest"
-    and "best" only when training left no export of theirs, saying why. An export that
-    already holds the final checkpoint (a re-run with nothing to train) is kept."""
-    import tensorflow as tf
+    """The export at the end of training: always for exporter_type "final" (of the
+    checkpoint export_config.default_checkpoint names); for "latest" and "best" only when
+    training left no export of theirs, saying why. An export that already holds that
+    checkpoint (a re-run with nothing to train) is kept."""
     from mtrec.serving.saved_model import exported_step, newest_export
+    from mtrec.training.checkpoints import checkpoint_step
     pipeline = loaded.pipeline
     exporter = pipeline.export_config.exporter_type
-    latest = tf.train.latest_checkpoint(pipeline.model_dir)
-    final_step = int(latest.rsplit("-", 1)[1]) if latest else None
+    path, kind, why = _pick_checkpoint(loaded, "latest" if exporter == "latest" else None)
+    if exporter == "latest":
+        why = "the latest checkpoint, per exporter_type \"latest\""
+    wanted_step = checkpoint_step(path)
     existing = newest_export(export_root)
     step = exported_step(existing) if existing else None
-    if existing and (step == final_step or (step is None and not trained)
-                     or (exporter == "best" and watch.best is not None)):
+    best_known = watch is not None and watch.best is not None
+    if existing and (step == wanted_step or (step is None and not trained)
+                     or (exporter == "best" and best_known)):
         if not trained:
             log.info("nothing was trained in this run; the export %s%s is kept.", existing,
                      f" (step {step})" if step is not None else "")
         return
     if exporter == "best":
-        metric = watch.name or pipeline.export_config.best_exporter_metric
-        why = (f"best_exporter_metric {metric!r} was never defined (every evaluation "
-               "reported null, e.g. an eval set with one class)" if watch.best is None else
-               f"{export_root} holds no export of the best step ({watch.best_step})")
-        log.warning("exporter_type \"best\": %s; exporting the latest checkpoint (step %s) "
-                    "instead.", why, final_step)
+        metric = (watch.name if watch else None) or pipeline.export_config.best_exporter_metric
+        reason = (f"best_exporter_metric {metric!r} was never defined (every evaluation "
+                  "reported null, e.g. an eval set with one class)" if not best_known else
+                  f"{export_root} holds no export of the best step ({watch.best_step})")
+        log.warning("exporter_type \"best\": %s; exporting the %s checkpoint (step %s) "
+                    "instead.", reason, kind, wanted_step)
     elif exporter == "latest" and trained:
         log.warning("exporter_type \"latest\" exports after each evaluation, and none "
-                    "exported step %s (no eval_input_path?); exporting it now.", final_step)
-    export(loaded, export_dir=export_root)
+                    "exported step %s (no eval_input_path?); exporting it now.", wanted_step)
+    _export_checkpoint(loaded, export_root, path, why)
 
 
-def _restored_job(loaded, checkpoint_path=None):
+def _best_note(pipeline, step: int) -> str:
+    """"<metric>=<value> " of the evaluation at step in eval_result.txt, if it is there."""
+    from mtrec.training.best import BestMetric
+    try:
+        watch = BestMetric(pipeline.export_config, pipeline.model_dir)
+    except MtrecError:
+        return ""
+    record = next((r for r in reversed(watch.history) if r["global_step"] == step), None)
+    value = record.get(watch.name) if record else None
+    return f"{watch.name}={value:.6g} " if value is not None else ""
+
+
+def _pick_checkpoint(loaded, checkpoint=None) -> tuple[str, str, str]:
+    """(path, "best" | "latest" | "named", why) of the checkpoint to evaluate or export.
+
+    checkpoint: "best", "latest", a checkpoint path or directory, or None for
+    export_config.default_checkpoint ("best" falls back to the latest when training kept no
+    best checkpoint: it had no eval set)."""
     import tensorflow as tf
+    from mtrec.training.checkpoints import best_checkpoint, checkpoint_step
+    pipeline = loaded.pipeline
+    model_dir = pipeline.model_dir or ""
+    if checkpoint not in (None, "", "best", "latest"):
+        path = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+        if not path:
+            raise MtrecError(f"no checkpoint found in {checkpoint!r}.")
+        return path, "named", "named by --checkpoint"
+    choice = checkpoint or pipeline.export_config.default_checkpoint
+    setting = ("--checkpoint" if checkpoint else
+               f"export_config.default_checkpoint {choice!r}")
+    fallback = ""
+    if choice == "best":
+        path = best_checkpoint(model_dir)
+        if path:
+            step = checkpoint_step(path)
+            return path, "best", (f"the best checkpoint: {_best_note(pipeline, step)}at step "
+                                  f"{step}, per {setting}; --checkpoint latest takes the latest")
+        if checkpoint:
+            raise MtrecError(f"{model_dir!r} holds no best checkpoint (training keeps one in "
+                             "model_dir/best/ when it evaluates: set eval_input_path); use "
+                             "--checkpoint latest.")
+        fallback = " (no best checkpoint was kept: training had no eval set)"
+    path = tf.train.latest_checkpoint(model_dir)
+    if not path:
+        raise MtrecError(f"no checkpoint found in {model_dir!r}; train first or pass "
+                         "--checkpoint.")
+    return path, "latest", f"the latest checkpoint, per {setting}{fallback}"
+
+
+def _restored_job(loaded, checkpoint=None):
+    """(job with the weights of the checkpoint _pick_checkpoint chooses, its path)."""
+    job, path, _ = _restored(loaded, checkpoint)
+    return job, path
+
+
+def _restored(loaded, checkpoint=None):
+    """(job with the weights of the checkpoint _pick_checkpoint chooses, path, why)."""
     from mtrec.training.checkpoints import restore_checkpoint
     from mtrec.training.job import Job
     pipeline = loaded.pipeline
-    path = checkpoint_path or tf.train.latest_checkpoint(pipeline.model_dir or "")
-    if checkpoint_path and os.path.isdir(checkpoint_path):
-        path = tf.train.latest_checkpoint(checkpoint_path)
-    if not path:
-        raise MtrecError(f"no checkpoint found in {checkpoint_path or pipeline.model_dir!r}; "
-                         "train first or pass --checkpoint_path.")
+    path, kind, why = _pick_checkpoint(loaded, checkpoint)
     job = Job.create(pipeline, for_training=False)
     job.build()
     for _ in range(5):
         try:
             restore_checkpoint(job.checkpoint, path, partial=True)
-            return job, path
+            return job, path, why
         except TrainingError:
             # A trainer running on this model_dir may have deleted the checkpoint we found
-            # (keep_checkpoint_max) in between: take the newest one instead.
-            newer = None if checkpoint_path else tf.train.latest_checkpoint(pipeline.model_dir)
-            if not newer or newer == path or os.path.exists(path + ".index"):
+            # (keep_checkpoint_max, or a new best replacing the old) in between: pick again.
+            if kind == "named" or os.path.exists(path + ".index"):
+                raise
+            newer, kind, why = _pick_checkpoint(loaded, kind)
+            if newer == path:
                 raise
             log.info("%s was removed meanwhile; using %s", path, newer)
             path = newer
@@ -138,8 +216,11 @@ def _restored_job(loaded, checkpoint_path=None):
 
 def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=None,
              edit_config_json=None, sets=None, continuous=False, timeout=None) -> dict:
-    """Evaluate a checkpoint; prints nothing, returns {metric: value, global_step: n}.
+    """Evaluate a checkpoint; prints nothing, returns {metric: value, global_step: n,
+    checkpoint: path}.
 
+    checkpoint_path: "best", "latest", a checkpoint or a directory of them; None:
+    export_config.default_checkpoint (the best one training kept, else the latest).
     continuous: evaluate every new checkpoint in model_dir as training writes it, until
     one at train_config.num_steps is evaluated or none appears for `timeout` seconds."""
     loaded = _load(config, model_dir, edit_config_json, sets)
@@ -155,20 +236,26 @@ def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=
         if not pipeline.model_dir:
             raise MtrecError("evaluate --continuous needs a model_dir to watch.")
         return evaluation.evaluate_continuously(loaded, files, timeout)
-    job, path = _restored_job(loaded, checkpoint_path)
-    log.info("evaluating %s", path)
-    return evaluation.evaluate_job(job, files, pipeline.model_dir)
+    job, path, why = _restored(loaded, checkpoint_path)
+    log.info("evaluating %s (%s)", path, why)
+    return evaluation.evaluate_job(job, files, pipeline.model_dir, checkpoint=path)
+
+
+def _export_checkpoint(loaded, export_dir: str, checkpoint, why=None) -> str:
+    from mtrec.serving.saved_model import export_saved_model
+    job, path, picked = _restored(loaded, checkpoint)
+    log.info("exporting %s (%s) to %s", path, why or picked, export_dir)
+    return export_saved_model(job, export_dir)
 
 
 def export(config=None, export_dir=None, model_dir=None, checkpoint_path=None,
            edit_config_json=None, sets=None) -> str:
-    """Export a SavedModel to export_dir/<unix_ts>/; returns that path."""
+    """Export a SavedModel to export_dir/<unix_ts>/; returns that path. checkpoint_path as
+    evaluate's (default: export_config.default_checkpoint)."""
     if not export_dir:
         raise MtrecError("pass --export_dir.")
     loaded = _load(config, model_dir, edit_config_json, sets)
-    from mtrec.serving.saved_model import export_saved_model
-    job, _ = _restored_job(loaded, checkpoint_path)
-    return export_saved_model(job, export_dir)
+    return _export_checkpoint(loaded, export_dir, checkpoint_path)
 
 
 def predict(saved_model, input_path, output_path, reserved_cols=None, output_cols=None,

@@ -41,6 +41,15 @@ def _config(args):
                            skip_memory_check=True)
 
 
+def _add_checkpoint_arg(parser) -> None:
+    parser.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint_path",
+                        metavar="best|latest|PATH",
+                        help="\"best\" (the best evaluated checkpoint, model_dir/best/), "
+                        "\"latest\", or a checkpoint path or directory (default: "
+                        "export_config.default_checkpoint, \"best\": the best one when "
+                        "training evaluated, else the latest)")
+
+
 _VERBOSE_HELP = "log TensorFlow messages, and print the traceback of an error"
 
 
@@ -73,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate a checkpoint, append to eval_result.txt")
     _add_config_args(p, required=False)
     p.add_argument("--eval_input_path", help="overrides eval_input_path")
-    p.add_argument("--checkpoint_path", help="a checkpoint (default: the latest in model_dir)")
+    _add_checkpoint_arg(p)
     p.add_argument("--continuous", action="store_true",
                    help="evaluate every new checkpoint while training runs, until num_steps")
     p.add_argument("--timeout", type=float,
@@ -83,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="export a SavedModel to EXPORT_DIR/<unix_ts>/")
     _add_config_args(p, required=False)
     p.add_argument("--export_dir", required=True)
-    p.add_argument("--checkpoint_path", help="a checkpoint (default: the latest in model_dir)")
+    _add_checkpoint_arg(p)
 
     p = sub.add_parser("predict", parents=[common],
                        help="score a file with an exported SavedModel")

@@ -320,6 +320,10 @@ LAYER_CASES = {
     "MaskBlock": ('mask_block { aggregation_size: 6 output_size: 3 }', [F((8,)), F((4,))]),
     "MaskNet": ('masknet { mask_blocks { reduction_factor: 0.5 output_size: 3 } '
                 'mask_blocks { aggregation_size: 4 } use_parallel: false }', F((8,))),
+    # [history (batch, len, d), mask (batch, len), target (batch, d_t)]
+    "DIN": ('din { attention_dnn { hidden_units: [4, 1] } }', [F((5, 4)), F((5,)), F((4,))]),
+    "BST": ('bst { hidden_size: 4 num_hidden_layers: 1 num_attention_heads: 2 '
+            'intermediate_size: 6 max_position_embeddings: 5 }', [F((5, 4)), F((5,)), F((4,))]),
     "Dense": ('st_params { fields { key: "units" value { number_value: 3 } } }', F((8,))),
     "Dropout": ('st_params { fields { key: "rate" value { number_value: 0.5 } } }', F((8,))),
     "Activation": ('st_params { fields { key: "activation" value { string_value: "tanh" } } }',

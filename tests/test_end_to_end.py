@@ -108,10 +108,11 @@ def test_train_evaluate_export_predict(name, request, tmp_path, bare_loader):
     if multidomain and not name.startswith("mmoe"):  # every metric per domain too
         assert {f"auc_ctr/domain={d}" for d in range(4)} <= set(lines[-1])
 
-    # evaluate from model_dir alone appends one more line with the same step.
+    # evaluate from model_dir alone takes the best checkpoint (the final export's too).
+    best = result["best"]
     again = mtrec.evaluate(model_dir=model_dir)
-    assert again["global_step"] == 20
-    assert again["auc_ctr"] == pytest.approx(result["auc_ctr"], abs=1e-6)
+    assert again["global_step"] == best["global_step"]
+    assert again["auc_ctr"] == pytest.approx(best["auc_ctr"], abs=1e-6)
 
     # The export train wrote at the end (export_config default "final"); `mtrec export`
     # from a model_dir is tested in test_cli.
@@ -132,7 +133,7 @@ def test_train_evaluate_export_predict(name, request, tmp_path, bare_loader):
     # clk is the first column of both data sets.
     with open(test_path, newline="") as f:
         clicks = [int(row[0]) for row in csv.reader(f)]
-    assert result["auc_ctr"] == pytest.approx(
+    assert best["auc_ctr"] == pytest.approx(
         exact_auc(clicks, [float(r["probs_ctr"]) for r in predicted]), abs=5e-3)
 
     outputs = bare_loader(export_dir, test_path, columns)

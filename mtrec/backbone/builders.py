@@ -1,8 +1,9 @@
 """Builders of the catalogue's layers with typed params (mtrec.backbone.catalogue names
 them): (params message, l2_regularization, name, input spec) -> Keras layer, or None for
 the identity. The input spec is the block's validated input (mtrec.backbone.specs)."""
-from mtrec.backbone.shapes import ppnet_options
+from mtrec.backbone.shapes import bst_options, ppnet_options
 from mtrec.layers.aitm import AITModule
+from mtrec.layers.bst import BST
 from mtrec.layers.cgc import CGC, PLE
 from mtrec.layers.cross import Cross
 from mtrec.layers.dnn import dnn_args
@@ -14,6 +15,7 @@ from mtrec.layers.mlp import MLP
 from mtrec.layers.mmoe import MMoE
 from mtrec.layers.pepnet import PPNet
 from mtrec.layers.senet import SENet
+from mtrec.layers.sequence import DIN
 
 
 def mlp(p, l2, name, x):
@@ -90,3 +92,24 @@ def masknet(p, l2, name, x):
     return MaskNet([_mask_block_args(b) for b in p.mask_blocks], p.use_parallel,
                    dnn_args(p.mlp) if p.HasField("mlp") else None, p.input_layer_norm, l2,
                    name=name)
+
+
+def din(p, l2, name, x):
+    attention = {}
+    if p.HasField("attention_dnn"):
+        mlp = p.attention_dnn
+        rates = list(mlp.dropout_ratio)
+        attention = {"hidden_units": list(mlp.hidden_units), "activation": mlp.activation,
+                     "use_bn": mlp.use_bn, "use_bias": mlp.use_bias,
+                     "kernel_initializer": mlp.initializer,
+                     # EasyRec: missing trailing dropout values mean none.
+                     "dropout_rate": rates + [0.0] * (len(mlp.hidden_units) - len(rates))}
+        if not attention["hidden_units"]:
+            attention.pop("hidden_units")
+            attention["dropout_rate"] = 0.0
+    return DIN({**attention, "attention_normalizer": p.attention_normalizer,
+                "l2_regularization": l2}, p.need_target_feature, name=name)
+
+
+def bst(p, l2, name, x):
+    return BST(**bst_options(p), l2_regularization=l2, name=name)

@@ -71,6 +71,11 @@ CATALOGUE = {
                        "MaskNet instance-guided mask"),
     "MaskNet": Entry("masknet", shapes.infer_masknet, _builder("masknet"),
                      "MaskBlocks in parallel or serial + MLP"),
+    # Sequence layers: they read an input_layer with output_seq_and_normal_feature.
+    "DIN": Entry("din", shapes.infer_din, _builder("din"),
+                 "DIN target attention over a sequence input_layer"),
+    "BST": Entry("bst", shapes.infer_bst, _builder("bst"),
+                 "Behavior Sequence Transformer over a sequence input_layer"),
     # Built-in Keras layers (st_params are their keyword arguments).
     "Dense": Entry(None, shapes.infer_dense, "keras.layers:Dense", "keras Dense",
                    ("units", "activation", "use_bias", "kernel_initializer",

@@ -7,6 +7,11 @@ inputs with merge_inputs_into_list), then applies its input_layer, its registere
 keras_layer, or its `layers` one after the other. The output is the merged concat_blocks
 (then top_mlp) or the list of output_blocks.
 
+An input_layer with output_seq_and_normal_feature reads the group's sequences from the
+features themselves (call(..., features=...)), through the FeatureGroups layer that looks
+them up: [history (batch, len, d), mask (batch, len), target (batch, d_t)] for the DIN and
+BST layers (SequenceSource).
+
 Only the catalogue's layers (mtrec.backbone.catalogue) can be named; every layer is named
 after its block (`<block>_l<i>` inside `layers`), so checkpoint paths are stable.
 """
@@ -14,7 +19,7 @@ import keras
 from keras import ops
 
 from mtrec.backbone.catalogue import CATALOGUE, build_layer
-from mtrec.backbone.plan import plan
+from mtrec.backbone.plan import plan, sequence_group_widths
 from mtrec.backbone.specs import parse_slice
 from mtrec.errors import ConfigError
 from mtrec.layers.input_layer import GroupInput
@@ -36,6 +41,44 @@ def merge(values: list, axis: int, into_list: bool):
     return ops.concatenate(values, axis=axis)
 
 
+class SequenceSource:
+    """What an input_layer with output_seq_and_normal_feature reads: a feature group's
+    sequences from the FeatureGroups layer (mtrec.features.embedding) that owns their
+    tables. A plain object, so Keras does not track the FeatureGroups layer twice."""
+
+    def __init__(self, feature_groups):
+        self.feature_groups = feature_groups
+
+    def __call__(self, features: dict, group: str) -> list:
+        """[history (batch, len, d), mask (batch, len) bool, target (batch, d_t)]; no target
+        when the group has none (mtrec.backbone.plan.sequence_group_widths says which
+        features are which)."""
+        fg = self.feature_groups
+        names, _ = fg.groups[group]
+        seq_names = [n for n in names if fg.feature_set[n].kind == "sequence"]
+        if not seq_names:  # one sequence_features entry (SeqAttGroupConfig)
+            inputs = fg.sequence_inputs(features, group)
+            if len(inputs) != 1:
+                raise ValueError(f"feature group {group!r} has {len(inputs)} sequence inputs; "
+                                 "output_seq_and_normal_feature reads exactly one.")
+            return [inputs[0]["hist"], inputs[0]["mask"], inputs[0]["key"]]
+        padded = [fg.dense_sequence(n, features[n]) for n in seq_names]
+        length = ops.max(ops.stack([ops.shape(seq)[1] for seq, _ in padded]))
+        # Pad every sequence to the longest; the first one's positions are the real ones
+        # (EasyRec uses the first sequence's length).
+        hist = ops.concatenate([_pad_to(seq, length) for seq, _ in padded], axis=-1)
+        mask = _pad_to(padded[0][1], length)                        # (batch, len)
+        targets = [fg.embed(n, features[n]) for n in names if n not in seq_names]
+        return [hist, mask] + ([ops.concatenate(targets, axis=-1)] if targets else [])
+
+
+def _pad_to(x, length):
+    """(batch, len, ...) -> (batch, length, ...) zero-padded at the end."""
+    missing = length - ops.shape(x)[1]
+    widths = [[0, 0], [0, missing]] + [[0, 0]] * (len(x.shape) - 2)
+    return ops.pad(x, widths)
+
+
 def take(value, input_slice: str):
     """input_slice "[i]" or "[a:b]" of a list value (parsed, never evaluated)."""
     index = parse_slice(input_slice)
@@ -43,12 +86,17 @@ def take(value, input_slice: str):
 
 
 class Backbone(keras.layers.Layer):
-    """call({group: [per-feature tensors]}) -> a (batch, d) tensor, or a list of tensors
-    (output_blocks, or a last block with several outputs)."""
+    """call({group: [per-feature tensors]}, features=...) -> a (batch, d) tensor, or a list
+    of tensors (output_blocks, or a last block with several outputs). features (the
+    preprocessed inputs) is needed only by input_layer blocks with
+    output_seq_and_normal_feature."""
 
     def __init__(self, config, feature_groups, l2_regularization=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.plan = plan(config, feature_groups.group_widths())
+        self.plan = plan(config, feature_groups.group_widths(),
+                         _sequence_widths(feature_groups))
+        self.sequences = SequenceSource(feature_groups)
+        self.sequence_blocks = set()  # input_layer blocks with output_seq_and_normal_feature
         if self.plan.errors:  # config validation reports these with their lines first
             raise ConfigError("backbone: " + " ".join(m for m, *_ in self.plan.errors))
         self.l2_regularization = l2_regularization
@@ -56,6 +104,10 @@ class Backbone(keras.layers.Layer):
         self.block_layers = {}
         self.layer_names = {}  # block -> [(layer name, class name)]
         for block in self.plan.blocks:
+            if block.config.WhichOneof("layer") == "input_layer" and \
+                    block.config.input_layer.output_seq_and_normal_feature:
+                self.sequence_blocks.add(block.name)
+                continue
             if block.config.WhichOneof("layer") == "input_layer":
                 c = block.config.input_layer
                 form = next((f for field, f in _INPUT_FORMS if getattr(c, field)), "2d")
@@ -81,13 +133,20 @@ class Backbone(keras.layers.Layer):
         # Sub-layers build on their first call, from the tensors they receive.
         self.built = True
 
-    def call(self, groups, training=False):
+    def call(self, groups, training=False, features=None):
         outputs = {}
         for block in self.plan.blocks:
+            if block.name in self.sequence_blocks:
+                if features is None:
+                    raise ValueError(f"backbone block {block.name!r} reads sequences "
+                                     "(output_seq_and_normal_feature): call the backbone with "
+                                     "features=the preprocessed inputs.")
+                outputs[block.name] = self.sequences(features, block.inputs[0].name)
+                continue
             if block.name in self.block_layers and isinstance(self.block_layers[block.name],
                                                               GroupInput):
-                features = groups[block.inputs[0].name]
-                outputs[block.name] = self.block_layers[block.name](features, training=training)
+                tensors = groups[block.inputs[0].name]
+                outputs[block.name] = self.block_layers[block.name](tensors, training=training)
                 continue
             values = []
             for ref in block.inputs:
@@ -113,3 +172,14 @@ class Backbone(keras.layers.Layer):
         if self.top_mlp is not None:
             out = self.top_mlp(out, training=training)
         return out
+
+
+def _sequence_widths(feature_groups) -> dict:
+    """mtrec.backbone.plan.sequence_group_widths of a FeatureGroups layer's groups."""
+    from mtrec.protos import feature_pb2
+    configs = {n: f.config for n, f in feature_groups.feature_set.features.items()}
+    attention = getattr(feature_groups, "attention_groups", {})
+    groups = {name: feature_pb2.FeatureGroupConfig(
+        group_name=name, feature_names=names, sequence_features=attention.get(name, []))
+        for name, (names, _) in feature_groups.groups.items()}
+    return sequence_group_widths(groups, configs)

@@ -121,12 +121,14 @@ def _walk_fields(block, visit):
         visit(which, None)
 
 
-def plan(backbone, group_widths: dict) -> Plan:
+def plan(backbone, group_widths: dict, sequence_widths: dict | None = None) -> Plan:
     """Resolve a BackboneTower against the feature groups.
 
     group_widths: {group name: [width of each feature]} of the model's feature groups
-    (mtrec.features.width). Errors are collected (message, field, value, nth) with the field
-    whose line they concern.
+    (mtrec.features.width). sequence_widths: what an input_layer with
+    output_seq_and_normal_feature gives for each group (sequence_group_widths); None when
+    the caller does not know, and then those inputs are not checked. Errors are collected
+    (message, field, value, nth) with the field whose line they concern.
     """
     blocks = list(backbone.blocks)
     log = _ErrorLog(blocks)
@@ -143,7 +145,8 @@ def plan(backbone, group_widths: dict) -> Plan:
     for k, block in enumerate(blocks):
         if not block.name or by_name.get(block.name) != k:
             continue
-        block_plan, ok = _resolve_block(k, block, blocks, by_name, group_widths, log)
+        block_plan, ok = _resolve_block(k, block, blocks, by_name, group_widths,
+                                        sequence_widths, log)
         if ok:
             plans[block.name] = block_plan
         edges[block.name] = [r.name for r in block_plan.inputs if r.kind == "block"]
@@ -152,7 +155,7 @@ def plan(backbone, group_widths: dict) -> Plan:
         log.error(f"blocks form a cycle ({' -> '.join(cycle)}); a backbone must be acyclic.",
                   by_name[cycle[0]], "name", cycle[0])
     names, as_list = _output_names(backbone, by_name, edges, log)
-    specs = _infer_blocks(order, plans, by_name, group_widths, log)
+    specs = _infer_blocks(order, plans, by_name, group_widths, sequence_widths, log)
     output = _infer_output(backbone, names, as_list, specs, log)
     if cycles or any(n not in specs for n in names):
         output = None
@@ -202,7 +205,8 @@ def _check_layer_names(backbone, blocks: list, by_name: dict, log: _ErrorLog) ->
             taken[sub] = block.name
 
 
-def _resolve_block(k, block, blocks, by_name, group_widths, log) -> tuple[BlockPlan, bool]:
+def _resolve_block(k, block, blocks, by_name, group_widths, sequence_widths,
+                   log) -> tuple[BlockPlan, bool]:
     """(the block's plan, whether it is free of errors)."""
     ok = _check_block(k, block, group_widths, log)
     refs, inputs_ok = _resolve_inputs(k, block, blocks, by_name, group_widths, log)
@@ -214,6 +218,16 @@ def _resolve_block(k, block, blocks, by_name, group_widths, log) -> tuple[BlockP
                       "feature_group_name.", k, "name", block.name)
             ok = False
         ok = _check_input_layer(block, k, log.error) and ok
+        if (ok and block.input_layer.output_seq_and_normal_feature
+                and sequence_widths is not None):
+            group = block.inputs[0].feature_group_name
+            found = sequence_widths.get(group)
+            if group in group_widths and (found is None or isinstance(found, str)):
+                log.error(f"input_layer block {block.name!r}: output_seq_and_normal_feature "
+                          f"needs sequences in feature group {group!r}: "
+                          f"{found or 'it has no SequenceFeature'}.", k,
+                          "feature_group_name", group)
+                ok = False
     layers, layers_ok = _resolve_layers(k, block, log)
     return BlockPlan(block.name, block, refs, layers), layers_ok and ok
 
@@ -365,7 +379,7 @@ def _output_field(backbone) -> str:
 
 
 def _infer_blocks(order: list, plans: dict, by_name: dict, group_widths: dict,
-                  log: _ErrorLog) -> dict:
+                  sequence_widths, log: _ErrorLog) -> dict:
     """{block: output spec} in topological order; None for a block with an error."""
     specs: dict = {}
     for name in order:
@@ -375,7 +389,7 @@ def _infer_blocks(order: list, plans: dict, by_name: dict, group_widths: dict,
             continue
         k = by_name[name]
         try:
-            specs[name] = _block_output(p, specs, group_widths)
+            specs[name] = _block_output(p, specs, group_widths, sequence_widths)
         except _Located as e:
             log.error(f"block {name!r}: {e.message}", k, e.field, e.value)
             specs[name] = None
@@ -429,9 +443,20 @@ def _check_input_layer(block, k, error) -> bool:
     outputs = [f for f in ("only_output_feature_list", "only_output_3d_tensor",
                            "output_2d_tensor_and_feature_list") if getattr(c, f)]
     if c.output_seq_and_normal_feature:
-        error(f"input_layer block {name!r}: output_seq_and_normal_feature needs sequence "
-              "features, which mtrec does not implement yet.", k, "name", name)
-        ok = False
+        others = [f for f in ("do_batch_norm", "do_layer_norm", "dropout_rate",
+                              "feature_dropout_rate", "wide_output_dim", *outputs)
+                  if getattr(c, f)]
+        if others:
+            error(f"input_layer block {name!r}: output_seq_and_normal_feature cannot be "
+                  f"combined with {', '.join(others)} in mtrec (EasyRec ignores them there); "
+                  "remove them.", k, "name", name)
+            ok = False
+        if not c.concat_seq_feature:
+            error(f"input_layer block {name!r}: concat_seq_feature: false (a list of separate "
+                  "sequences) is not supported; mtrec concatenates the sequence features.", k,
+                  "name", name)
+            ok = False
+        return ok
     if len(outputs) > 1:
         error(f"input_layer block {name!r}: set at most one of {', '.join(outputs)}.", k, "name",
               name)
@@ -469,9 +494,55 @@ def input_layer_spec(config, widths: list):
     return tensor
 
 
-def _block_output(p: BlockPlan, specs: dict, group_widths: dict):
+def sequence_input_spec(widths) -> list:
+    """Spec of an input_layer with output_seq_and_normal_feature: [history (batch, len, d),
+    mask (batch, len), target (batch, d_t)], without the target when the group has none;
+    widths: (d, d_t) from sequence_group_widths, or None (unknown)."""
+    hist, target = widths if isinstance(widths, tuple) else (None, None)
+    spec = [Tensor((None, hist)), Tensor((None,))]
+    return spec + [Tensor((target,))] if target != 0 else spec
+
+
+def sequence_group_widths(groups: dict, features: dict) -> dict:
+    """{group: (history width, target width, 0 for none)} of what an input_layer with
+    output_seq_and_normal_feature reads from each group that has sequences, or a string
+    saying why a group's sequences cannot be read that way; widths are None where a feature
+    is unknown. groups: {name: FeatureGroupConfig}; features: {name: FeatureConfig}.
+
+    As EasyRec: the group's SequenceFeatures concatenated per position are the history
+    and its other features concatenated the target. A group without SequenceFeatures in
+    feature_names but with one sequence_features entry (SeqAttGroupConfig) gives its
+    hist_seq and key features instead.
+    """
+    from mtrec.features.width import feature_width
+    from mtrec.protos import feature_pb2
+    sequence = feature_pb2.FeatureConfig.SequenceFeature
+
+    def width(names):
+        known = [features.get(n) for n in names]
+        return None if None in known else sum(feature_width(f, False) for f in known)
+
+    out = {}
+    for name, group in groups.items():
+        seq = [n for n in group.feature_names
+               if features.get(n) is not None and features[n].feature_type == sequence]
+        if seq:
+            out[name] = (width(seq), width([n for n in group.feature_names if n not in seq]))
+        elif len(group.sequence_features) == 1:
+            maps = group.sequence_features[0].seq_att_map
+            out[name] = (width([n for m in maps for n in m.hist_seq]),
+                         width([n for m in maps for n in m.key]))
+        elif group.sequence_features:
+            out[name] = (f"it has {len(group.sequence_features)} sequence_features; one "
+                         "input_layer reads one sequence, so split them into groups")
+    return out
+
+
+def _block_output(p: BlockPlan, specs: dict, group_widths: dict, sequence_widths=None):
     block = p.config
     if block.WhichOneof("layer") == "input_layer":
+        if block.input_layer.output_seq_and_normal_feature:
+            return sequence_input_spec((sequence_widths or {}).get(p.inputs[0].name))
         return input_layer_spec(block.input_layer, group_widths[p.inputs[0].name])
     values = []
     for ref in p.inputs:

@@ -3,6 +3,7 @@ TensorFlow. Each raises ValueError saying what the layer needs when the input or
 do not fit; config validation reports it with the block's line. The catalogue
 (mtrec.backbone.catalogue) names the rule of each layer.
 """
+from mtrec.config.activations import keras_activation, unknown_activation
 from mtrec.backbone.specs import (Tensor, concat_specs, describe, fields_shape, is_list,
                                   one_tensor, short, tensor_list, total)
 
@@ -250,3 +251,90 @@ def infer_concatenate(kwargs, x):
         raise ValueError(f"Concatenate takes a list of tensors, got {describe(x)}.")
     return concat_specs(x, int(kwargs.get("axis", -1)), "Concatenate")
 
+
+
+# ---------------------------------------------------------------------------
+# Sequence layers: their input is an input_layer with output_seq_and_normal_feature,
+# [history (batch, len, d), mask (batch, len), target (batch, d_t)] (no target when the
+# group has none).
+
+def sequence_input(x, what: str, need_target: bool) -> tuple:
+    """(history spec, target spec or None) of a sequence input; ValueError otherwise."""
+    items = x if is_list(x) else None
+    shaped = items is not None and all(isinstance(s, Tensor) for s in items)
+    if not shaped or len(items) not in ((3,) if need_target else (2, 3)) or \
+            len(items[0].shape) != 2 or len(items[1].shape) != 1 or \
+            (len(items) == 3 and len(items[2].shape) != 1):
+        target = "target (batch, d_t)" if need_target else "optional target (batch, d)"
+        group = " over a group with target (non-sequence) features" if need_target else ""
+        raise ValueError(f"{what} takes [history (batch, len, d), mask (batch, len), {target}]"
+                         " from an input_layer block with output_seq_and_normal_feature: true"
+                         f"{group}, got {describe(x)}.")
+    return items[0], (items[2] if len(items) == 3 else None)
+
+
+def infer_din(p, x):
+    hist, target = sequence_input(x, "DIN", need_target=True)
+    if p.HasField("attention_dnn"):
+        units = list(p.attention_dnn.hidden_units)
+        if any(u == 0 for u in units):
+            raise ValueError(f"DIN attention_dnn hidden_units must be positive, got {units}.")
+        if len(p.attention_dnn.dropout_ratio) > max(len(units), 1):
+            raise ValueError(f"DIN attention_dnn has {len(units)} layers but "
+                             f"{len(p.attention_dnn.dropout_ratio)} dropout_ratio values.")
+        if any(not 0 <= r < 1 for r in p.attention_dnn.dropout_ratio):
+            raise ValueError("DIN attention_dnn dropout_ratio values must be in [0, 1).")
+        if keras_activation(p.attention_dnn.activation) is None:
+            raise ValueError(f"DIN attention_dnn: {unknown_activation(p.attention_dnn.activation)}")
+    if p.attention_normalizer not in ("softmax", "sigmoid"):
+        raise ValueError(f"DIN attention_normalizer must be \"softmax\" or \"sigmoid\", got "
+                         f"{p.attention_normalizer!r}.")
+    d, d_t = hist.width, target.width
+    if None not in (d, d_t) and d_t > d:
+        raise ValueError(f"DIN: the target features are {d_t} wide but the sequence features "
+                         f"only {d}; the target may not be wider than the history.")
+    if not p.need_target_feature:
+        return Tensor((d,))
+    return Tensor((total([d, d_t]),))
+
+
+def bst_options(p) -> dict:
+    """BSTEncoder params -> mtrec.layers.bst.BST keyword arguments; ValueError if unfit."""
+    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "intermediate_size"):
+        if getattr(p, field) < 1:
+            raise ValueError(f"BST needs {field} (a positive integer).")
+    if p.hidden_size % p.num_attention_heads:
+        raise ValueError(f"BST hidden_size {p.hidden_size} must be a multiple of "
+                         f"num_attention_heads {p.num_attention_heads}.")
+    if keras_activation(p.hidden_act) is None:
+        raise ValueError(f"BST hidden_act: {unknown_activation(p.hidden_act)}")
+    if p.max_position_embeddings < 1:
+        raise ValueError("BST max_position_embeddings must be at least 1.")
+    for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if not 0 <= getattr(p, field) < 1:
+            raise ValueError(f"BST {field} must be in [0, 1), got {getattr(p, field)}.")
+    if p.initializer_range <= 0:
+        raise ValueError(f"BST initializer_range must be > 0, got {p.initializer_range}.")
+    if p.target_item_position not in ("head", "tail", "ignore"):
+        raise ValueError(f"BST target_item_position must be \"head\", \"tail\" or \"ignore\", "
+                         f"got {p.target_item_position!r}.")
+    if (p.target_item_position == "ignore" and not p.reserve_target_position
+            and not p.output_all_token_embeddings):
+        raise ValueError("BST with target_item_position \"ignore\", reserve_target_position "
+                         "false and output_all_token_embeddings false would output a padded "
+                         "position; set one of them.")
+    return {f.name: getattr(p, f.name) for f in p.DESCRIPTOR.fields}
+
+
+def infer_bst(p, x):
+    hist, target = sequence_input(x, "BST", need_target=False)
+    options = bst_options(p)
+    uses_target = target is not None and p.target_item_position != "ignore"
+    if uses_target and None not in (hist.width, target.width) and hist.width != target.width:
+        raise ValueError(f"BST: the target features are {target.width} wide and the "
+                         f"sequence features {hist.width}; BST needs equal widths.")
+    if not options["output_all_token_embeddings"]:
+        return Tensor((p.hidden_size,))
+    positions = p.max_position_embeddings + int(uses_target or p.reserve_target_position)
+    return Tensor((positions * p.hidden_size,))

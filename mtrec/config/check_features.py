@@ -35,20 +35,27 @@ def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
             if input_name not in inputs:
                 p.error(f"feature {name!r} reads {input_name!r}, which is not in "
                         "data_config.input_fields.", "input_names", input_name)
-        if feature.feature_type == FC.SequenceFeature:
-            p.error(f"feature {name!r}: SequenceFeature is not implemented yet in mtrec.",
-                    "feature_type", "SequenceFeature")
-            continue
         sources = _id_sources(feature)
         _check_inputs_and_ids(feature, name, sources, p)
-        _check_widths(feature, name, sources, p)
+        if (feature.HasField("min_val") or feature.HasField("max_val")) and not (
+                feature.feature_type == FC.SequenceFeature and feature.num_buckets
+                and feature.sub_feature_type == FC.RawFeature):
+            field = "min_val" if feature.HasField("min_val") else "max_val"
+            p.error(f"feature {name!r}: min_val / max_val are only used by a SequenceFeature "
+                    "with sub_feature_type: RawFeature and num_buckets (its numbers' range); "
+                    "remove them, or bucketize with boundaries.", field)
+        if feature.feature_type == FC.SequenceFeature:
+            _check_sequence(feature, name, sources, p)
+        else:
+            _check_widths(feature, name, sources, p)
         if feature.vocab_file:
             vocab_rows[name] = _check_vocab_file(feature.vocab_file, name, p)
         if feature.combiner not in ("mean", "sum"):
             p.error(f"feature {name!r}: combiner must be \"mean\" or \"sum\", got "
                     f"{feature.combiner!r}.", "combiner", feature.combiner)
-        if feature.embedding_name:
-            _check_shared_table(feature, name, sources, tables, p)
+        # A feature's table is its embedding_name's, or its own name's (which another
+        # feature's embedding_name may name, e.g. a sequence sharing its item's table).
+        _check_shared_table(feature, name, sources, tables, p)
     return features, _embedding_tables(features, vocab_rows)
 
 
@@ -69,7 +76,9 @@ def _check_inputs_and_ids(feature, name: str, sources: list, p: Problems) -> Non
     if feature.feature_type != FC.ComboFeature and len(feature.input_names) > 1:
         p.error(f"{kind} {name!r} reads one input; use a ComboFeature to cross several.",
                 "input_names", feature.input_names[1])
-    if feature.feature_type in (FC.IdFeature, FC.TagFeature) and len(sources) != 1:
+    ids = feature.feature_type in (FC.IdFeature, FC.TagFeature) or (
+        feature.feature_type == FC.SequenceFeature and feature.sub_feature_type == FC.IdFeature)
+    if ids and len(sources) != 1:
         p.error(f"{kind} {name!r} needs exactly one of hash_bucket_size, num_buckets, "
                 f"vocab_list, vocab_file (has {', '.join(sources) or 'none'}).",
                 "input_names", feature.input_names[0])
@@ -98,17 +107,73 @@ def _check_widths(feature, name: str, sources: list, p: Problems) -> None:
         p.error(f"RawFeature {name!r}: raw_input_dim must be at least 1.", "raw_input_dim")
 
 
+def _check_sequence(feature, name: str, sources: list, p: Problems) -> None:
+    """A SequenceFeature: its sub_feature_type, widths, separators and sequence_combiner."""
+    sub = feature.sub_feature_type
+    if sub not in (FC.IdFeature, FC.RawFeature):
+        p.error(f"SequenceFeature {name!r}: sub_feature_type must be IdFeature or RawFeature, "
+                f"got {FC.FeatureType.Name(sub)}.", "sub_feature_type", FC.FeatureType.Name(sub))
+        return
+    first = feature.input_names[0]
+    if sub == FC.IdFeature:
+        if feature.embedding_dim == 0:
+            p.error(f"SequenceFeature {name!r} needs embedding_dim > 0.", "input_names", first)
+        if feature.boundaries:
+            p.error(f"SequenceFeature {name!r}: boundaries bucketize numbers; set "
+                    "sub_feature_type: RawFeature to use them.", "boundaries")
+    else:
+        others = [s for s in sources if s != "num_buckets"]
+        if others:
+            p.error(f"SequenceFeature {name!r} of sub_feature_type RawFeature takes "
+                    f"boundaries or num_buckets, not {others[0]}; use sub_feature_type: "
+                    "IdFeature for ids.", others[0])
+        if feature.num_buckets and feature.boundaries:
+            p.error(f"SequenceFeature {name!r}: set boundaries or num_buckets, not both.",
+                    "num_buckets")
+        if feature.num_buckets and feature.embedding_dim == 0:
+            p.error(f"SequenceFeature {name!r} has num_buckets but no embedding_dim.",
+                    "num_buckets")
+        if list(feature.boundaries) != sorted(set(feature.boundaries)):
+            p.error(f"SequenceFeature {name!r}: boundaries must be strictly increasing.",
+                    "boundaries")
+        if feature.boundaries and feature.embedding_dim == 0:
+            p.error(f"SequenceFeature {name!r} has boundaries but no embedding_dim.",
+                    "boundaries")
+        if feature.raw_input_dim == 0:
+            p.error(f"SequenceFeature {name!r}: raw_input_dim must be at least 1.",
+                    "raw_input_dim")
+        elif feature.raw_input_dim > 1 and (feature.boundaries or feature.num_buckets
+                                            or not feature.seq_multi_sep):
+            p.error(f"SequenceFeature {name!r}: raw_input_dim {feature.raw_input_dim} needs "
+                    "seq_multi_sep (the separator of the values within a position) and no "
+                    "boundaries.", "raw_input_dim")
+    if not feature.separator:
+        p.error(f"SequenceFeature {name!r}: separator must not be empty.", "separator")
+    elif feature.seq_multi_sep == feature.separator:
+        p.error(f"SequenceFeature {name!r}: seq_multi_sep must differ from separator "
+                f"({feature.separator!r}).", "seq_multi_sep")
+    which = (feature.sequence_combiner.WhichOneof("combiner")
+             if feature.HasField("sequence_combiner") else None)
+    if which in ("multi_head_attention", "text_cnn"):
+        p.error(f"SequenceFeature {name!r}: sequence_combiner {which} is not supported by "
+                "mtrec; use `attention {}` (learned attention pooling), or mean / sum / max, "
+                "or a target attention in the group's sequence_features.", which)
+    elif feature.HasField("sequence_combiner") and which is None:
+        p.error(f"SequenceFeature {name!r}: sequence_combiner is empty; set one of attention, "
+                "mean, sum, max.", "sequence_combiner")
+
+
 def _check_shared_table(feature, name: str, sources: list, tables: dict, p: Problems) -> None:
     """Features sharing an embedding_name must agree on the table's id space and width;
     `tables` maps each embedding_name to (first feature, its table shape)."""
     shape = (tuple(sources), feature.hash_bucket_size, feature.num_buckets,
              tuple(feature.vocab_list), feature.vocab_file, tuple(feature.boundaries),
              feature.embedding_dim)
-    first = tables.setdefault(feature.embedding_name, (name, shape))
+    table = feature.embedding_name or name
+    first = tables.setdefault(table, (name, shape))
     if first[1] != shape:
-        p.error(f"features {first[0]!r} and {name!r} share embedding_name "
-                f"{feature.embedding_name!r} but differ in id space or embedding_dim.",
-                "embedding_name", feature.embedding_name)
+        p.error(f"features {first[0]!r} and {name!r} share embedding_name {table!r} but "
+                "differ in id space or embedding_dim.", "embedding_name", table)
 
 
 def _check_vocab_file(path: str, name: str, p: Problems) -> int:

@@ -44,11 +44,13 @@ def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> DenseSiz
 def _deep_width(groups: dict, features: dict) -> tuple[int, tuple | None]:
     """(floats per example of the DEEP groups together, the widest input a net reads;
     (feature, width, (field, value)) of the widest feature in them)."""
-    from mtrec.features.width import feature_width, is_wide
+    from mtrec.features.width import attention_widths, feature_width, is_wide
     total, widest = 0, None
     for group in groups.values():
         if is_wide(group):
             continue
+        for att in group.sequence_features:
+            total += sum(w for w in attention_widths(att, features) if w is not None)
         for name in group.feature_names:
             f = features.get(name)
             if f is None:
@@ -98,9 +100,7 @@ def _check_groups(model_config, features: dict, p: Problems) -> dict:
             if name not in features:
                 p.error(f"feature group {group.group_name!r} names feature {name!r}, which is "
                         "not defined in feature_configs.", "feature_names", name)
-        if group.sequence_features:
-            p.error(f"feature group {group.group_name!r}: sequence_features are not implemented "
-                    "yet in mtrec.", "sequence_features")
+        _check_sequence_groups(group, features, p)
         if group.wide_deep == feature_pb2.WIDE_AND_DEEP:
             wide_and_deep += 1
             p.error(f"feature group {group.group_name!r}: wide_deep: WIDE_AND_DEEP (the group "
@@ -110,6 +110,80 @@ def _check_groups(model_config, features: dict, p: Problems) -> dict:
     if not groups:
         p.error("model_config has no feature_groups.", "model_config")
     return groups
+
+
+def _check_sequence_groups(group, features: dict, p: Problems) -> None:
+    """SequenceFeatures in a group, and its sequence_features (target attentions): the
+    features they name exist and have the right type, key and history widths agree."""
+    from mtrec.config.activations import keras_activation, unknown_activation
+    from mtrec.features.width import feature_width, is_wide
+    FC = feature_pb2.FeatureConfig
+    g = group.group_name
+
+    def is_sequence(name):
+        return name in features and features[name].feature_type == FC.SequenceFeature
+
+    if is_wide(group):
+        for name in group.feature_names:
+            if is_sequence(name):
+                p.error(f"feature group {g!r} is WIDE but lists SequenceFeature {name!r}; "
+                        "sequences go in a DEEP group.", "feature_names", name)
+        if group.sequence_features:
+            p.error(f"feature group {g!r} is WIDE; sequence_features need a DEEP group.",
+                    "sequence_features")
+        return
+    for k, att in enumerate(group.sequence_features):
+        label = f"feature group {g!r}, sequence_features {att.group_name or k!r}"
+        if att.tf_summary:
+            p.error(f"{label}: tf_summary (TensorBoard histograms of the sequence "
+                    "embeddings) is not supported by mtrec; remove it or set it to false.",
+                    "tf_summary", "true")
+        if not att.seq_att_map:
+            p.error(f"{label} has no seq_att_map; add `seq_att_map {{ key: ... hist_seq: ... }}`.",
+                    "sequence_features")
+            continue
+        names = {field: [n for m in att.seq_att_map for n in getattr(m, field)]
+                 for field in ("key", "hist_seq", "aux_hist_seq")}
+        for field in ("key", "hist_seq"):
+            if not names[field]:
+                p.error(f"{label}: seq_att_map needs at least one {field}.", "seq_att_map")
+        ok = bool(names["key"] and names["hist_seq"])
+        for field, listed in names.items():
+            for name in listed:
+                if name not in features:
+                    p.error(f"{label}: {field} {name!r} is not defined in feature_configs.",
+                            field, name)
+                    ok = False
+                elif field == "key" and is_sequence(name):
+                    p.error(f"{label}: key {name!r} is a SequenceFeature; the key is the "
+                            "target item's feature (e.g. an IdFeature).", field, name)
+                    ok = False
+                elif field != "key" and not is_sequence(name):
+                    p.error(f"{label}: {field} {name!r} is a "
+                            f"{FC.FeatureType.Name(features[name].feature_type)}; it must be "
+                            "a SequenceFeature.", field, name)
+                    ok = False
+        if ok:
+            key = sum(feature_width(features[n], False) for n in names["key"])
+            hist = sum(feature_width(features[n], False) for n in names["hist_seq"])
+            if key != hist and not att.allow_key_transform:
+                p.error(f"{label}: the key is {key} wide ({' + '.join(names['key'])}) but the "
+                        f"history {hist} ({' + '.join(names['hist_seq'])}); the widths must "
+                        "agree, or set allow_key_transform: true to pad or project the key.",
+                        "key", names["key"][0])
+        dnn = att.seq_dnn
+        if any(u == 0 for u in dnn.hidden_units):
+            p.error(f"{label}: seq_dnn hidden_units must be positive.", "hidden_units")
+        if len(dnn.dropout_ratio) not in (0, 1, len(dnn.hidden_units),
+                                          len(dnn.hidden_units) - 1):
+            p.error(f"{label}: seq_dnn dropout_ratio needs 1 or {len(dnn.hidden_units)} "
+                    "values.", "dropout_ratio")
+        if any(not 0 <= r < 1 for r in dnn.dropout_ratio):
+            p.error(f"{label}: seq_dnn dropout_ratio values must be in [0, 1).",
+                    "dropout_ratio")
+        if keras_activation(dnn.activation) is None:
+            p.error(f"{label}: seq_dnn {unknown_activation(dnn.activation)}", "activation",
+                    dnn.activation)
 
 
 def _check_dnns(model, towers: list, p: Problems) -> None:
@@ -164,11 +238,12 @@ def _check_backbone(model_config, which: str, model, features: dict, groups: dic
     whether each block's input fits its layer) and whether its output fits the model;
     returns the backbone's plan."""
     # The backbone's planning is TF-free; imported here as it is only needed with a backbone.
-    from mtrec.backbone.plan import plan as plan_backbone
+    from mtrec.backbone.plan import plan as plan_backbone, sequence_group_widths
     from mtrec.backbone.specs import Tensor, describe
     from mtrec.features.width import group_widths
     wide_dim = len(towers) if getattr(model, "use_linear_logits", False) else 1
-    plan = plan_backbone(model_config.backbone, group_widths(groups, features, wide_dim))
+    plan = plan_backbone(model_config.backbone, group_widths(groups, features, wide_dim),
+                         sequence_group_widths(groups, features))
     for message, field, value, nth in plan.errors:
         p.error(message, field, value, nth)
     for message, field, value, nth in plan.warnings:

@@ -35,7 +35,7 @@ def given_towers(model_config) -> list[tuple]:
 
 def _fill_rank_model(model_config, labels: list) -> None:
     """A RankModel on a backbone gets `model_params` if it has none, and a tower named after
-    the first label (with model_config's loss_type and num_class) if that has none."""
+    the first label (with model_config's loss_type, num_class and losses) if that has none."""
     if model_config.model_class != RANK_MODEL:
         return
     which = model_config.WhichOneof("model")
@@ -48,4 +48,5 @@ def _fill_rank_model(model_config, labels: list) -> None:
         label = labels[0] if labels else ""
         params.task_towers.add(tower_name=label, label_name=label,
                                loss_type=model_config.loss_type,
-                               num_class=model_config.num_class)
+                               num_class=model_config.num_class,
+                               losses=model_config.losses)

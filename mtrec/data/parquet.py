@@ -3,14 +3,15 @@
 Files are streamed in record batches of about shuffle_buffer_size rows, so memory does
 not grow with file size; nulls take the field's default_val. Values become typed columns
 by the rules of schema.py, like CSV cells: a value its column does not accept (out of
-range, not finite, an empty label, ...) fails the batch, or with ignore_error its row is
-dropped and counted; `locate_error` then names the file, row and column.
+range, not finite, an empty label, an id outside num_buckets, ...) fails the batch, or
+with ignore_error its row is dropped and counted; `locate_error` then names the file, row
+and column.
 """
 import numpy as np
 import tensorflow as tf
 
-from mtrec.data.schema import (WHITESPACE, cell_problem, check_defaults, empty_label_problem,
-                               field_dtype, keep_good_rows, row_rules, skip_empty_batches,
+from mtrec.data.schema import (as_rules, cell_problem, check_defaults, field_dtype,
+                               keep_good_rows, row_rules, skip_empty_batches, text_problem,
                                to_typed, type_name, typed_values, value_problem)
 from mtrec.errors import DataError, MtrecError
 
@@ -57,13 +58,13 @@ def _default_number(field):
 class ParquetReader:
     """Builds the tf.data pipeline of one split from Parquet files."""
 
-    def __init__(self, data_config, files: list[str], labels: dict | None = None):
+    def __init__(self, data_config, files: list[str], rules: dict | None = None):
         _, pq = _pyarrow()
         self.data_config = data_config
         self.files = files
         self.fields = list(data_config.input_fields)
-        self.labels = dict(labels or {})
-        check_defaults(self.fields, self.labels)
+        self.rules = as_rules(rules)  # {column: schema.ColumnRule}, as for make_reader
+        check_defaults(self.fields, self.rules)
         # Numeric or BOOL fields stored as text in some file: parsed like CSV cells.
         self.text_fields = set()
         for path in files:
@@ -163,13 +164,13 @@ class ParquetReader:
                                          if order is not None else parts)
             yield raw
 
-    def locate_error(self, labels: dict | None = None) -> str | None:
+    def locate_error(self, rules: dict | None = None) -> str | None:
         """After a failed batch: 'file: row N: column: what is wrong' of the first bad row
         (N counts rows from 1), found with the same graph rules the batch failed on."""
-        labels = self.labels if labels is None else labels
+        rules = self.rules if rules is None else as_rules(rules)
         for path, offset, batch in self._record_batches(65536):
             raw = {f.input_name: self._raw(batch.column(f.input_name), f) for f in self.fields}
-            typed, ok = self._typed(raw, labels)
+            typed, ok = self._typed(raw, rules)
             if ok is None:
                 continue
             bad = np.flatnonzero(~ok.numpy())
@@ -177,35 +178,37 @@ class ParquetReader:
                 continue
             row = int(bad[0])
             for field in self.fields:
-                problem = self._problem(raw[field.input_name], row, field, labels)
+                problem = self._problem(raw[field.input_name], row, field, rules)
                 if problem:
                     return f"{path}: row {offset + row + 1}: column {field.input_name!r}: {problem}"
             return f"{path}: row {offset + row + 1}: a value its column does not accept"
         return None
 
     @staticmethod
-    def _problem(raw: dict, row: int, field, labels: dict) -> str | None:
+    def _problem(raw: dict, row: int, field, rules: dict) -> str | None:
         if "text" in raw:
-            return cell_problem(str(raw["text"][row]).strip(WHITESPACE), field, labels)
-        if raw["missing"][row] and field.input_name in labels \
-                and not field.HasField("default_val"):
-            return empty_label_problem(field)
+            text = raw["text"][row]
+            return cell_problem(text.decode("utf-8", "replace") if isinstance(text, bytes)
+                                else str(text), field, rules)
+        if raw["missing"][row]:
+            return cell_problem("", field, rules)  # only a label refuses a missing value
         if "number" not in raw:
-            return None
+            return (text_problem(raw["value"][row], field, rules)
+                    if field_dtype(field) == tf.string else None)
         value = int(raw["exact"][row]) if raw["use_exact"][row] else float(raw["number"][row])
         if field_dtype(field).is_integer and isinstance(value, float) and value.is_integer() \
                 and abs(value) < 2**63:
             value = int(value)  # 3.0 from a float column is the integer 3
-        return value_problem(value, field, labels)
+        return value_problem(value, field, rules)
 
     # -- graph side: the same rules as CSV cells
 
-    def _typed(self, raw: dict, labels: dict):
+    def _typed(self, raw: dict, rules: dict):
         columns, ok = {}, None
         for field in self.fields:
             parts = raw[field.input_name]
             if "text" in parts:
-                values, good = to_typed(tf.convert_to_tensor(parts["text"]), field, labels)
+                values, good = to_typed(tf.convert_to_tensor(parts["text"]), field, rules)
                 columns[field.input_name] = values
                 if good is not None:
                     ok = good if ok is None else ok & good
@@ -221,9 +224,9 @@ class ParquetReader:
                 elif field.default_val:
                     values = tf.where(parts["missing"], field.default_val.lower()
                                       in ("true", "1"), values)
-            label_ok = row_rules(field, values, tf.convert_to_tensor(parts["missing"]), labels)
-            if label_ok is not None:
-                good = label_ok if good is None else good & label_ok
+            rule_ok = row_rules(field, values, tf.convert_to_tensor(parts["missing"]), rules)
+            if rule_ok is not None:
+                good = rule_ok if good is None else good & rule_ok
             if good is not None:
                 ok = good if ok is None else ok & good
             columns[field.input_name] = values
@@ -239,7 +242,7 @@ class ParquetReader:
         drop = bool(self.data_config.ignore_error)
 
         def typed(raw):
-            columns, ok = self._typed(raw, self.labels)
+            columns, ok = self._typed(raw, self.rules)
             return keep_good_rows(columns, ok, drop, what="a Parquet row")
 
         ds = ds.rebatch(batch_size).map(typed, num_parallel_calls=(

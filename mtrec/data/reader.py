@@ -15,7 +15,7 @@ import os
 import tensorflow as tf
 
 from mtrec.data.parquet import ParquetReader
-from mtrec.data.schema import (WHITESPACE, cell_problem, check_defaults, keep_good_rows,
+from mtrec.data.schema import (as_rules, cell_problem, check_defaults, keep_good_rows,
                                skip_empty_batches, to_typed)
 from mtrec.errors import DataError
 from mtrec.protos import data_pb2
@@ -47,25 +47,26 @@ def expand_paths(paths: str, what: str = "input") -> list[str]:
 _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write first
 
 
-def make_reader(data_config, files: list[str], labels: dict | None = None):
+def make_reader(data_config, files: list[str], rules: dict | None = None):
     """The reader for data_config.input_type (CSV, or Parquet with the `parquet` extra).
-    labels: {label column: number of classes, 0 for a regression label}: their cells must
-    not be empty (unless the field has a default_val) and classification labels must be
-    class ids (schema.row_rules)."""
+    rules: {column: schema.ColumnRule} (schema.column_rules of the pipeline config: labels,
+    identity ids, sequence separators), or the older {label column: number of classes,
+    0 for a regression label}; the cells of those columns must meet them
+    (schema.row_rules)."""
     if data_config.input_type == data_pb2.DatasetConfig.ParquetInput:
-        return ParquetReader(data_config, files, labels)
-    return CsvReader(data_config, files, labels)
+        return ParquetReader(data_config, files, rules)
+    return CsvReader(data_config, files, rules)
 
 
 class CsvReader:
     """Builds the tf.data pipeline of one split (train or eval) from data_config."""
 
-    def __init__(self, data_config, files: list[str], labels: dict | None = None):
+    def __init__(self, data_config, files: list[str], rules: dict | None = None):
         self.data_config = data_config
         self.files = files
         self.fields = list(data_config.input_fields)
-        self.labels = dict(labels or {})
-        check_defaults(self.fields, self.labels)
+        self.rules = as_rules(rules)
+        check_defaults(self.fields, self.rules)
         self.separator = data_config.separator
         if data_config.with_header:
             self.header = self._read_header()
@@ -101,11 +102,11 @@ class CsvReader:
                             f"{', '.join(map(repr, missing))}; it has: {', '.join(header)}.{hint}")
         return header
 
-    def locate_error(self, labels: dict | None = None) -> str | None:
+    def locate_error(self, rules: dict | None = None) -> str | None:
         """After a parse error: 'file:line: column: what is wrong' of the first bad row,
-        if found (labels: as for make_reader, by default the reader's own)."""
+        if found (rules: as for make_reader, by default the reader's own)."""
         return find_bad_row(self.data_config, self.files, self.columns,
-                            self.labels if labels is None else labels)
+                            self.rules if rules is None else rules)
 
     def num_rows(self) -> int:
         """The rows (lines after any header) of the files."""
@@ -153,7 +154,7 @@ class CsvReader:
             cells = tf.io.decode_csv(lines, [""] * len(self.fields), field_delim=self.separator)
         columns, ok = {}, None
         for field, cell in zip(self.fields, cells):
-            columns[field.input_name], good = to_typed(cell, field, self.labels)
+            columns[field.input_name], good = to_typed(cell, field, self.rules)
             if good is not None:
                 ok = good if ok is None else ok & good
         return columns, ok
@@ -217,11 +218,11 @@ def _strip_bom(line: tf.Tensor) -> tf.Tensor:
 
 
 def find_bad_row(data_config, files: list[str], columns: list[int] | None = None,
-                 labels: dict | None = None) -> str | None:
+                 rules: dict | None = None) -> str | None:
     """Rescan files in Python; return 'file:line: what is wrong' for the first bad row
     (field count, bytes that are not UTF-8, a value its column does not accept: see
-    schema.cell_problem). labels: as for make_reader."""
-    labels = labels or {}
+    schema.cell_problem). rules: as for make_reader."""
+    rules = as_rules(rules)
     fields = list(data_config.input_fields)
     columns = columns or list(range(len(fields)))
     expected = len(fields)
@@ -250,7 +251,7 @@ def find_bad_row(data_config, files: list[str], columns: list[int] | None = None
                     return (f"{path}:{number}: expected {expected} fields separated by "
                             f"{data_config.separator!r}, found {len(cells)}")
                 for field, column in zip(fields, columns):
-                    problem = cell_problem(cells[column].strip(WHITESPACE), field, labels)
+                    problem = cell_problem(cells[column], field, rules)
                     if problem:
                         if number == 1 and [c.strip() for c in cells] == names:
                             problem += ("; line 1 looks like a header: set "

@@ -3,21 +3,27 @@ typed value: dtypes of data_config's input fields, the cells that count as missi
 bad-row counter key, and which values a column accepts.
 
 A numeric value is accepted when it is finite, fits the column's dtype (INT32, INT64 in
-range; FLOAT not overflowing to infinity) and is whole in an integer column. A label
-column (`labels`: {column: number of classes, 0 for a regression label}) must not be
-empty unless its input field has a default_val, and a classification label must be a
-class id. The CSV and Parquet readers both turn values into columns with `typed_values`
-and `row_rules` (TF, per batch); their locators name the first bad row with
-`cell_problem` / `value_problem` (Python, per value), which state the same rules.
+range; FLOAT not overflowing to infinity) and is whole in an integer column. Some columns
+have more rules (`ColumnRule`, built once from the pipeline config by `column_rules`):
+a label must not be empty unless its input field has a default_val, and a classification
+label must be a class id; every id of a column that feeds an IdFeature, TagFeature or
+SequenceFeature with num_buckets (identity ids: no hash_bucket_size or vocabulary) must be
+an integer in [0, num_buckets); a SequenceFeature cell must not look separated by another
+usual separator than its own. Empty cells are missing values, which only a label refuses.
+The CSV and Parquet readers both turn values into columns with `typed_values` and
+`row_rules` (TF, per batch); their locators name the first bad row with `cell_problem` /
+`value_problem` / `text_problem` (Python, per value), which state the same rules.
 """
+import dataclasses
 import math
 import re
 
 import numpy as np
 import tensorflow as tf
 
+from mtrec import config as config_lib
 from mtrec.errors import DataError
-from mtrec.protos import data_pb2
+from mtrec.protos import data_pb2, feature_pb2
 
 _DTYPES = {
     data_pb2.DatasetConfig.INT32: tf.int32,
@@ -37,6 +43,99 @@ INTEGER = r"[-+]?[0-9]+"
 # The whitespace tf.strings.strip removes around a cell.
 WHITESPACE = " \t\n\v\f\r"
 _INT_RANGE = {tf.int32: (-2**31, 2**31 - 1), tf.int64: (-2**63, 2**63 - 1)}
+# An identity id as the features parse it (tf.strings.to_number to int64, after stripping
+# WHITESPACE): digits with an optional "+", or a negative zero; at most 18 digits after
+# leading zeros, so that parsing it cannot overflow.
+ID = r"\+?0*[0-9]{1,18}|-0+"
+# Separators commonly written between values (\x1d and \x1e are EasyRec's): one of them in
+# a SequenceFeature cell that is not the feature's own separator means the config names
+# the wrong one.
+USUAL_SEPARATORS = ("|", ";", ",", "\x1d", "\x1e")
+_FC = feature_pb2.FeatureConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnRule:
+    """What the cells of one column must hold beyond fitting its dtype."""
+    # A label: an empty cell is an error unless its input field has a default_val.
+    required: bool = False
+    # A classification label's number of classes: its values must be 0..classes-1 (0: any).
+    classes: int = 0
+    # Identity ids: every id of a non-empty cell must be an integer in [0, num_ids) (0: no
+    # check). The smallest num_buckets of the features that read the column.
+    num_ids: int = 0
+    # The feature whose num_buckets is num_ids (named in messages).
+    id_feature: str = ""
+    # A cell holds several ids split by each of these (TagFeature, SequenceFeature); empty
+    # ids are dropped, as the features drop them.
+    id_separators: tuple = ()
+    # A TagFeature's `id:weight` separator: the id is what comes before it.
+    kv_separator: str = ""
+    # A SequenceFeature's separator, then its seq_multi_sep if set: a cell holding another
+    # of USUAL_SEPARATORS is separated by something else than the config says.
+    sequence_separators: tuple = ()
+    # The SequenceFeature those separators belong to (named in messages).
+    sequence_feature: str = ""
+
+    def stray_separators(self) -> tuple:
+        """The USUAL_SEPARATORS a cell of this column must not hold."""
+        if not self.sequence_separators:
+            return ()
+        return tuple(c for c in USUAL_SEPARATORS
+                     if not any(c in sep for sep in self.sequence_separators))
+
+
+def column_rules(pipeline, labels: dict | None = None) -> dict:
+    """{column: ColumnRule} of a pipeline config, for the readers. labels: {label column:
+    number of classes, 0 for a regression label} where labels are read (training,
+    evaluation), None where they are not (prediction)."""
+    rules = {name: ColumnRule(required=True, classes=int(n)) for name, n in (labels or {}).items()}
+    for feature in config_lib.all_features(pipeline):
+        kind = feature.feature_type
+        if not feature.input_names or kind not in (_FC.IdFeature, _FC.TagFeature,
+                                                   _FC.SequenceFeature):
+            continue
+        column, name = feature.input_names[0], config_lib.feature_name(feature)
+        rule = rules.get(column, ColumnRule())
+        separators = ()
+        if kind == _FC.TagFeature:
+            separators = (feature.separator,)
+        elif kind == _FC.SequenceFeature:
+            # (seq_multi_sep is read defensively: older generated protos lack it)
+            separators = (feature.separator, getattr(feature, "seq_multi_sep", ""))
+            if not rule.sequence_separators:
+                rule = dataclasses.replace(
+                    rule, sequence_separators=tuple(s for s in separators if s),
+                    sequence_feature=name)
+        identity = (feature.num_buckets and not feature.hash_bucket_size
+                    and not feature.vocab_list and not feature.vocab_file
+                    and (kind != _FC.SequenceFeature or getattr(
+                        feature, "sub_feature_type", _FC.IdFeature) == _FC.IdFeature))
+        if identity:
+            size = min(feature.num_buckets, 2**63 - 1)
+            smaller = not rule.num_ids or size < rule.num_ids
+            rule = dataclasses.replace(
+                rule, num_ids=size if smaller else rule.num_ids,
+                id_feature=name if smaller else rule.id_feature,
+                id_separators=rule.id_separators + tuple(
+                    s for s in separators if s and s not in rule.id_separators),
+                kv_separator=rule.kv_separator or (
+                    feature.kv_separator if kind == _FC.TagFeature else ""))
+        rules[column] = rule
+    return {column: rule for column, rule in rules.items() if rule != ColumnRule()}
+
+
+def _rule(rules: dict | None, column: str) -> ColumnRule | None:
+    """The ColumnRule of a column; a number (the older {label: classes} form) is a label's."""
+    rule = (rules or {}).get(column)
+    if rule is None or isinstance(rule, ColumnRule):
+        return rule
+    return ColumnRule(required=True, classes=int(rule))
+
+
+def as_rules(rules: dict | None) -> dict:
+    """{column: ColumnRule} of column_rules, or of the older {label column: classes}."""
+    return {column: _rule(rules, column) for column in (rules or {})}
 
 
 def field_dtype(field) -> tf.DType:
@@ -75,17 +174,70 @@ def typed_values(field, number: tf.Tensor, exact=None):
     return tf.cast(values, dtype), fits
 
 
-def row_rules(field, values: tf.Tensor, missing: tf.Tensor, labels: dict) -> tf.Tensor | None:
-    """Per row, whether a label column's value is acceptable (None: not a label): not
-    empty unless the field has a default_val, and a class id for a classification label."""
-    if field.input_name not in labels:
+def row_rules(field, values: tf.Tensor, missing: tf.Tensor, rules: dict) -> tf.Tensor | None:
+    """Per row, whether the value meets its column's ColumnRule (None: nothing to check):
+    a label not empty unless the field has a default_val, and a class id for a
+    classification label; identity ids in [0, num_ids); a SequenceFeature cell without a
+    stray separator. Missing cells (which hold the default_val) are only checked as labels."""
+    rule = _rule(rules, field.input_name)
+    if rule is None:
         return None
-    ok = tf.ones_like(missing) if field.HasField("default_val") else ~missing
-    num_classes = labels[field.input_name]
-    if num_classes and values.dtype not in (tf.string, tf.bool):
+    checks = []
+    if rule.required and not field.HasField("default_val"):
+        checks.append(~missing)
+    numeric = values.dtype not in (tf.string, tf.bool)
+    if rule.classes and numeric:
         value = tf.cast(values, tf.float64)
-        ok &= (value >= 0) & (value < num_classes) & tf.equal(value, tf.round(value))
+        checks.append((value >= 0) & (value < rule.classes) & tf.equal(value, tf.round(value)))
+    if rule.stray_separators() and values.dtype == tf.string:
+        stray = "".join(_regex_char(c) for c in rule.stray_separators())
+        checks.append(missing | ~tf.strings.regex_full_match(values, f"(?s).*[{stray}].*"))
+    if rule.num_ids and values.dtype == tf.string:
+        checks.append(missing | _ids_in_range(values, rule))
+    elif rule.num_ids and numeric:
+        checks.append(missing | _numbers_in_range(values, rule.num_ids))
+    if not checks:
+        return None
+    ok = checks[0]
+    for check in checks[1:]:
+        ok &= check
     return ok
+
+
+def _regex_char(char: str) -> str:
+    """A character as an RE2 escape (any character, also inside [...])."""
+    return f"\\x{{{ord(char):x}}}"
+
+
+def _ids_in_range(values: tf.Tensor, rule: ColumnRule) -> tf.Tensor:
+    """Per text cell, whether each of its ids is an integer in [0, rule.num_ids)."""
+    tokens = flat = values
+    if rule.id_separators:
+        tokens = tf.strings.split(values, rule.id_separators[0])  # (batch, None)
+        for separator in rule.id_separators[1:]:
+            tokens = tf.strings.split(tokens, separator).merge_dims(1, 2)
+        flat = tokens.flat_values  # (tokens,)
+    key = flat
+    if rule.kv_separator:  # `id:weight` -> id
+        key = tf.strings.regex_replace(
+            flat, "".join(_regex_char(c) for c in rule.kv_separator) + ".*$", "")
+    key = tf.strings.strip(key)
+    integer = tf.strings.regex_full_match(key, ID)
+    number = tf.strings.to_number(tf.where(integer, key, "0"), tf.int64)
+    good = integer & (number < rule.num_ids)
+    if not rule.id_separators:
+        return good
+    good |= tf.equal(flat, "")  # an empty id between separators is dropped, as features do
+    return tf.reduce_all(tokens.with_flat_values(good), axis=1)
+
+
+def _numbers_in_range(values: tf.Tensor, num_ids: int) -> tf.Tensor:
+    """Per number, whether it is an integer in [0, num_ids)."""
+    if values.dtype.is_integer:
+        value = tf.cast(values, tf.int64)
+        return (value >= 0) & (value < num_ids)
+    value = tf.cast(values, tf.float64)
+    return (value >= 0) & (value < float(num_ids)) & tf.equal(value, tf.round(value))
 
 
 def keep_good_rows(columns: dict, ok, drop: bool, dropped_before=None, what="a row") -> dict:
@@ -103,8 +255,8 @@ def keep_good_rows(columns: dict, ok, drop: bool, dropped_before=None, what="a r
         return columns
     with tf.control_dependencies([tf.debugging.assert_equal(
             tf.reduce_all(ok), True, message=f"{what} with a value its column does not "
-            "accept (not a number, out of range, not finite, an empty label or a label "
-            "outside its classes)")]):
+            "accept (not a number, out of range, not finite, an empty label, a label "
+            "outside its classes, an id outside num_buckets or a wrong separator)")]):
         return {k: tf.identity(v) for k, v in columns.items()}
 
 
@@ -125,23 +277,23 @@ def skip_empty_batches(ds: tf.data.Dataset) -> tf.data.Dataset:
             .map(lambda columns, has_rows: columns))
 
 
-def to_typed(cell: tf.Tensor, field, labels: dict | None = None):
+def to_typed(cell: tf.Tensor, field, rules: dict | None = None):
     """String cells -> (the field's dtype, per cell whether the value is accepted or None
     when nothing is checked); empty and NULL cells take default_val. The rules are
-    schema.typed_values and schema.row_rules."""
-    labels = labels or {}
+    schema.typed_values and schema.row_rules (rules: {column: ColumnRule})."""
+    rules = rules or {}
     dtype = field_dtype(field)
     default = field.default_val
     if dtype == tf.string:
         missing = tf.logical_or(tf.equal(cell, ""), tf.equal(cell, "NULL"))
         values = tf.where(missing, default, cell)
-        return values, row_rules(field, values, missing, labels)
+        return values, row_rules(field, values, missing, rules)
     cell = tf.strings.strip(cell)
     missing = tf.logical_or(tf.equal(cell, ""), tf.equal(cell, "NULL"))
     if dtype == tf.bool:
         true = tf.reduce_any(tf.equal(tf.strings.lower(cell)[:, None], ["true", "1"]), axis=1)
         values = tf.where(missing, default.lower() in ("true", "1"), true)
-        return values, row_rules(field, values, missing, labels)
+        return values, row_rules(field, values, missing, rules)
     filled = tf.where(missing, default.strip(WHITESPACE) or "0", cell)
     # Cells that are not numbers (also nan, inf, 0x10) parse as 0 and are not accepted.
     number_ok = tf.strings.regex_full_match(filled, NUMBER)
@@ -150,8 +302,8 @@ def to_typed(cell: tf.Tensor, field, labels: dict | None = None):
     exact = _exact_int64(filled, number) if dtype == tf.int64 else None
     values, ok = typed_values(field, number, exact)
     ok &= number_ok
-    label_ok = row_rules(field, values, missing, labels)
-    return values, ok if label_ok is None else ok & label_ok
+    rule_ok = row_rules(field, values, missing, rules)
+    return values, ok if rule_ok is None else ok & rule_ok
 
 
 def _exact_int64(cells: tf.Tensor, number: tf.Tensor):
@@ -200,15 +352,21 @@ def empty_label_problem(field) -> str:
             f"input_fields {{ input_name: {field.input_name!r} default_val: \"...\" }}")
 
 
-def cell_problem(cell: str, field, labels: dict | None = None) -> str | None:
-    """Why a CSV cell (already stripped) is not accepted in its column, or None."""
-    labels = labels or {}
+def cell_problem(cell: str, field, rules: dict | None = None) -> str | None:
+    """Why a CSV cell is not accepted in its column, or None (rules: {column: ColumnRule}).
+    A numeric or BOOL cell is stripped of WHITESPACE first; a text cell is taken as it is,
+    as in the graph."""
     dtype = field_dtype(field)
+    if dtype != tf.string:
+        cell = cell.strip(WHITESPACE)
     if cell in MISSING_VALUES:
-        if field.input_name in labels and not field.HasField("default_val"):
+        rule = _rule(rules, field.input_name)
+        if rule is not None and rule.required and not field.HasField("default_val"):
             return empty_label_problem(field)
         return None  # the default_val, which the readers check before reading
-    if dtype in (tf.string, tf.bool):
+    if dtype == tf.string:
+        return text_problem(cell, field, rules)
+    if dtype == tf.bool:
         return None
     if not re.fullmatch(NUMBER, cell):
         try:
@@ -219,36 +377,96 @@ def cell_problem(cell: str, field, labels: dict | None = None) -> str | None:
             return f"{cell!r} is not a finite number"
         return f"{cell!r} is not a number"
     value = int(cell) if re.fullmatch(INTEGER, cell) else float(cell)
-    return value_problem(value, field, labels, cell)
+    return value_problem(value, field, rules, cell)
 
 
-def value_problem(value, field, labels: dict | None = None, text: str | None = None) -> str | None:
-    """Why a number (int, or float) is not accepted in its column, or None."""
-    labels = labels or {}
-    dtype = field_dtype(field)
-    text = repr(text if text is not None else str(value))
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{text} is not a finite number"
-    if dtype.is_integer:
-        if value != int(value):
-            return f"{text} is not an integer"
-        low, high = _INT_RANGE[dtype]
-        if not low <= int(value) <= high:
-            return f"{text} is out of range for {type_name(field)} ({low}..{high})"
-    elif dtype == tf.float32:
-        with np.errstate(over="ignore"):
-            if not np.isfinite(np.float32(value)):
-                return f"{text} is out of range for FLOAT (largest magnitude 3.4e38)"
-    num_classes = labels.get(field.input_name)
-    if num_classes:
-        return label_problem(float(value), num_classes)
+def text_problem(text: str, field, rules: dict | None = None) -> str | None:
+    """Why a text value that is not missing is not accepted in its column, or None: a stray
+    separator in a SequenceFeature cell, or an identity id outside [0, num_buckets)."""
+    rule = _rule(rules, field.input_name)
+    if rule is None:
+        return None
+    stray = [c for c in rule.stray_separators() if c in text]
+    if stray:
+        found = min(stray, key=text.index)
+        said = f"separator: {_quoted(rule.sequence_separators[0])}" + (
+            f" seq_multi_sep: {_quoted(rule.sequence_separators[1])}"
+            if len(rule.sequence_separators) > 1 else "")
+        return (f"{text!r} looks separated by {_quoted(found)} but the config says {said} "
+                f"(feature {rule.sequence_feature!r})")
+    if not rule.num_ids:
+        return None
+    tokens = [text]
+    for separator in rule.id_separators:
+        tokens = [part for token in tokens for part in token.split(separator)]
+    for token in tokens:
+        if rule.id_separators and token == "":
+            continue  # dropped by the features
+        key = token.split(rule.kv_separator, 1)[0] if rule.kv_separator else token
+        problem = _id_problem(key, rule, text if rule.id_separators else None)
+        if problem:
+            return problem
     return None
 
 
-def default_problem(field, labels: dict | None = None) -> str | None:
-    """Why a field's default_val cannot fill its empty cells, or None."""
+def _quoted(separator: str) -> str:
+    """A separator as a config writes it: "|", "\\x1d"."""
+    return '"' + separator.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+def _id_problem(value, rule: ColumnRule, cell: str | None = None, shown=None) -> str | None:
+    """Why an id (text as the features parse it, or a number) is not an integer in
+    [0, rule.num_ids), or None. cell: the cell it is one of; shown: how to show it."""
+    size = rule.num_ids
+    if isinstance(value, str):
+        key = value.strip(WHITESPACE)
+        if re.fullmatch(ID, key) and int(key) < size:
+            return None
+        integer = re.fullmatch(INTEGER, key) is not None
+    else:
+        integer = value == int(value)
+        if integer and 0 <= value < size:
+            return None
+    where = f" in {cell!r}" if cell is not None else ""
+    what = "is out of range" if integer else "is not an integer id"
+    return (f"id {shown or repr(value)}{where} {what}: feature {rule.id_feature!r} has "
+            f"num_buckets: {size} (ids 0..{size - 1})")
+
+
+def value_problem(value, field, rules: dict | None = None, text: str | None = None) -> str | None:
+    """Why a number (int, or float) that is not missing is not accepted in its column, or
+    None (rules: {column: ColumnRule})."""
+    dtype = field_dtype(field)
+    shown = repr(text if text is not None else str(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{shown} is not a finite number"
+    if dtype.is_integer:
+        if value != int(value):
+            return f"{shown} is not an integer"
+        low, high = _INT_RANGE[dtype]
+        if not low <= int(value) <= high:
+            return f"{shown} is out of range for {type_name(field)} ({low}..{high})"
+    elif dtype == tf.float32:
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float32(value)):
+                return f"{shown} is out of range for FLOAT (largest magnitude 3.4e38)"
+    rule = _rule(rules, field.input_name)
+    problem = None
+    if rule is not None and rule.classes:
+        problem = label_problem(float(value), rule.classes)
+    if rule is not None and rule.num_ids and problem is None:
+        problem = _id_problem(value, rule, shown=shown)
+    return problem
+
+
+def default_problem(field, rules: dict | None = None) -> str | None:
+    """Why a field's default_val cannot fill its empty cells, or None. Only the label rules
+    apply: an empty cell is a missing value whatever default fills it."""
     if not field.default_val or field_dtype(field) in (tf.string, tf.bool):
         return None
+    rule = _rule(rules, field.input_name)
+    labels = {field.input_name: ColumnRule(required=rule.required, classes=rule.classes)
+              } if rule is not None else {}
     problem = cell_problem(field.default_val.strip(WHITESPACE), field, labels)
     if problem:
         return (f"input_fields {field.input_name!r}: default_val {field.default_val!r} "
@@ -256,9 +474,9 @@ def default_problem(field, labels: dict | None = None) -> str | None:
     return None
 
 
-def check_defaults(fields, labels: dict) -> None:
+def check_defaults(fields, rules: dict) -> None:
     """Every default_val must be a value its column accepts."""
     for field in fields:
-        problem = default_problem(field, labels)
+        problem = default_problem(field, rules)
         if problem:
             raise DataError(f"data_config: {problem}.")

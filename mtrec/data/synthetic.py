@@ -32,6 +32,9 @@ Choices where the paper leaves room:
 
 Everything is drawn from one `numpy.random.default_rng(seed)` in a fixed order
 (u1/u2, alpha, beta, x, eps1, eps2), so a seed fixes the whole data set.
+
+`token_cells` makes the multi-valued cells of generated tag and sequence columns
+(`a|b|c`, `a:0.5|b:1.2`, `a#b|c#d`), e.g. for scripts/easyrec_status.py.
 """
 from __future__ import annotations
 
@@ -164,3 +167,43 @@ def write_csv(path: str, x: np.ndarray, ys, header: bool = True) -> None:
     np.savetxt(tmp, table, fmt=formats, delimiter=",",
                header=",".join(names) if header else "", comments="")
     os.replace(tmp, path)
+
+
+def token_cells(rng: np.random.Generator, n: int, tokens, separator: str = "|",
+                max_len: int = 5, min_len: int = 0, kv_separator: str = "",
+                inner_separator: str = "", inner_len: int = 1, lengths=None) -> list[str]:
+    """n multi-valued cells of a tag or sequence column, e.g. `a|b|c` (or `a:0.5|b:1.2`
+    with kv_separator, or `a#b|c#d` with inner_separator and inner_len values per item).
+
+    Each cell holds between min_len and max_len items (uniform; 0 gives an empty cell)
+    drawn with replacement from `tokens` (a non-empty sequence of strings or numbers);
+    weights after kv_separator are uniform in [0.1, 2) with 4 decimals. `lengths` (n
+    integers) fixes the number of items of each cell instead, e.g. to give aligned
+    sequence columns the same length per row. Uses only `rng`, so a seed fixes the cells.
+    """
+    tokens = [str(t) for t in tokens]
+    if not tokens:
+        raise ValueError("tokens must not be empty.")
+    if not 0 <= min_len <= max_len:
+        raise ValueError(f"need 0 <= min_len <= max_len, got {min_len} and {max_len}.")
+    if not separator:
+        raise ValueError("separator must not be empty.")
+    if inner_len < 1:
+        raise ValueError(f"inner_len must be at least 1, got {inner_len}.")
+    if inner_len > 1 and not inner_separator:
+        raise ValueError("inner_len > 1 needs an inner_separator.")
+    if lengths is None:
+        lengths = rng.integers(min_len, max_len + 1, size=n)
+    elif len(lengths) != n or min(lengths, default=0) < 0:
+        raise ValueError(f"lengths must be {n} non-negative integers.")
+    cells = []
+    for length in lengths:
+        items = []
+        for _ in range(int(length)):
+            picks = rng.integers(0, len(tokens), size=inner_len)
+            item = (inner_separator or "").join(tokens[k] for k in picks)
+            if kv_separator:
+                item += f"{kv_separator}{rng.uniform(0.1, 2.0):.4f}"
+            items.append(item)
+        cells.append(separator.join(items))
+    return cells

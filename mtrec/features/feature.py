@@ -4,7 +4,10 @@ The same `preprocess` runs inside tf.data during training and inside the exporte
 serving graph, so both compute identical ids. A feature produces one of:
   - ids:        int64 (batch,), -1 where the value is missing (zero embedding);
   - bag of ids: int64 RaggedTensor (batch, None), optional float weights alike;
-  - values:     float32 (batch, raw_input_dim) for a RawFeature without boundaries.
+  - values:     float32 (batch, raw_input_dim) for a RawFeature without boundaries;
+  - sequence:   a SequenceFeature, ragged over its positions (never padded here):
+                ids int64 (batch, None), or (batch, None, None) with seq_multi_sep;
+                or values float32 (batch, None, raw_input_dim) for raw numbers.
 """
 import dataclasses
 
@@ -39,7 +42,7 @@ def _vocabulary(config) -> list[str]:
 
 class Feature:
     """One feature of the config; subclasses know how to turn inputs into ids."""
-    # "ids", "bag" or "values"
+    # "ids", "bag", "values" or "sequence"
     kind = "ids"
     # The _IdSpace of an IdFeature / TagFeature, else None.
     id_space = None
@@ -212,11 +215,113 @@ class RawFeature(Feature):
         return {"values": values}
 
 
+def sequence_limit(config) -> int:
+    """Most positions a SequenceFeature keeps (0: no limit): max_seq_len, and for raw values
+    EasyRec's sequence_length when set; the smaller when both apply."""
+    limits = [config.max_seq_len] if config.max_seq_len else []
+    if config.sub_feature_type == FC.RawFeature and config.HasField("sequence_length"):
+        limits.append(config.sequence_length)
+    return min(limits) if limits else 0
+
+
+class SequenceFeature(Feature):
+    """A behaviour sequence in one cell, `a|b|c` (EasyRec's SequenceFeature).
+
+    The cell is split by `separator` into a ragged (batch, None) sequence, empty tokens
+    dropped (an empty cell is an empty sequence), and cut to its first sequence_limit()
+    positions. With seq_multi_sep each position is split again. sub_feature_type IdFeature:
+    ids through the feature's id space (-1, a zero embedding, for an out-of-range integer);
+    RawFeature: numbers, bucketized into ids by `boundaries`, else kept as values (batch,
+    None, raw_input_dim) which the feature groups project to embedding_dim (or use as they
+    are with embedding_dim 0).
+    """
+    kind = "sequence"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.raw = config.sub_feature_type == FC.RawFeature
+        self.id_space = None if self.raw else _IdSpace(config)
+        self.limit = sequence_limit(config)
+        self.boundaries = list(config.boundaries)
+        # EasyRec's equal buckets of numbers scaled into [0, 1) by min_val / max_val.
+        self.scaled = self.raw and config.num_buckets > 1 and config.max_val > config.min_val
+        if self.scaled:
+            self.boundaries = [i / config.num_buckets for i in range(config.num_buckets)]
+        # Raw integers in [0, num_buckets) used as ids.
+        self.integer_ids = self.raw and config.num_buckets > 1 and not self.scaled
+        # Raw numbers without boundaries: values, not ids.
+        self.values_only = self.raw and not self.boundaries and not self.integer_ids
+
+    @property
+    def num_ids(self):
+        if self.id_space is not None:
+            return self.id_space.size
+        if self.integer_ids:
+            return self.config.num_buckets
+        if self.boundaries:
+            return len(self.boundaries) + 1
+        # The raw_input_dim x embedding_dim projection of raw values.
+        return self.config.raw_input_dim
+
+    @property
+    def embedding_dim(self):
+        if self.values_only and not self.config.embedding_dim:
+            return self.config.raw_input_dim
+        return self.config.embedding_dim
+
+    @property
+    def has_table(self) -> bool:
+        """Whether the feature groups need a table (raw values with embedding_dim 0 do not)."""
+        return not (self.values_only and not self.config.embedding_dim)
+
+    def tokens(self, column: tf.Tensor) -> tf.RaggedTensor:
+        """(batch,) cells -> string tokens (batch, None), or (batch, None, None) with
+        seq_multi_sep; empty tokens dropped, truncated to the first `limit` positions."""
+        tokens = tf.strings.split(_as_string(column), self.config.separator)  # (batch, None)
+        tokens = tf.ragged.boolean_mask(tokens, tf.strings.length(tokens) > 0)
+        if self.limit:
+            tokens = tokens[:, :self.limit]
+        if self.config.seq_multi_sep:
+            parts = tf.strings.split(tokens.values, self.config.seq_multi_sep)  # (n, None)
+            if not self.values_only:
+                # Missing values of raw numbers are zeros instead, at their position.
+                parts = tf.ragged.boolean_mask(parts, tf.strings.length(parts) > 0)
+            tokens = tokens.with_values(parts)  # (batch, None, None)
+        return tokens
+
+    def preprocess(self, inputs):
+        tokens = self.tokens(inputs[self.input_names[0]])
+        flat = tokens.flat_values  # (n,)
+        if not self.raw:
+            return {"ids": tokens.with_flat_values(self.id_space.ids(flat))}
+        if self.integer_ids:
+            ids = tf.strings.to_number(flat, tf.int64)
+            ids = tf.where((ids >= 0) & (ids < self.config.num_buckets), ids,
+                           tf.constant(-1, tf.int64))
+            return {"ids": tokens.with_flat_values(ids)}
+        numbers = tf.strings.to_number(tf.where(flat == "", "0", flat), tf.float32)
+        if not self.values_only:
+            if self.scaled:
+                low, high = self.config.min_val, self.config.max_val
+                numbers = (numbers - low) / (high - low)
+            buckets = tf.raw_ops.Bucketize(input=numbers, boundaries=self.boundaries)
+            return {"ids": tokens.with_flat_values(tf.cast(buckets, tf.int64))}
+        dim = self.config.raw_input_dim
+        if self.config.seq_multi_sep:
+            # (positions, raw_input_dim): each position's values, cut or zero-padded.
+            per_position = tokens.values.with_flat_values(numbers).to_tensor(
+                default_value=0.0, shape=[None, dim])
+        else:
+            per_position = numbers[:, None]  # (positions, 1)
+        return {"values": tf.RaggedTensor.from_row_splits(per_position, tokens.row_splits)}
+
+
 _FEATURE_TYPES = {
     FC.IdFeature: IdFeature,
     FC.TagFeature: TagFeature,
     FC.ComboFeature: ComboFeature,
     FC.RawFeature: RawFeature,
+    FC.SequenceFeature: SequenceFeature,
 }
 
 

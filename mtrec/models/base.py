@@ -12,7 +12,8 @@ from mtrec.features.embedding import FeatureGroups
 from mtrec.layers.fm import FM
 from mtrec.layers.dnn import dnn_args
 from mtrec.layers.tower import TaskTower
-from mtrec.models.losses import head_outputs, prediction, tower_loss, uncertainty_weighted
+from mtrec.models.losses import (head_outputs, loss_keys, loss_terms, prediction,
+                                  tower_term_losses, uncertainty_weighted)
 from mtrec.protos import feature_pb2, model_pb2
 
 # Multi-scenario models: the domain feature is looked up as a hidden group (sharing its
@@ -22,6 +23,9 @@ DOMAIN_IDS = "__domain_ids__"
 
 # The backbone's output, computed once per call and kept in the groups dict.
 BACKBONE_OUTPUT = "__backbone__"
+# The preprocessed features, kept in the groups dict for backbone blocks that read
+# sequences (input_layer with output_seq_and_normal_feature).
+FEATURES = "__features__"
 
 class MultiTaskModel(keras.Model):
     """call(features) -> {logits_<t>, probs_<t> | y_<t>} for every task tower t."""
@@ -52,11 +56,18 @@ class MultiTaskModel(keras.Model):
             self.backbone = Backbone(model_config.backbone, self.feature_groups,
                                      self.l2_regularization, name="backbone")
         self.uncertainty = None
+        # {loss key: (tower, term)} of the loss terms with learn_loss_weight.
+        self.learned_terms = {}
         if model_config.loss_weight_strategy == model_pb2.Uncertainty:
-            # s_t = log(sigma_t^2) per tower, learned (Kendall et al. 2018).
-            self.uncertainty = {t.tower_name: self.add_weight(
-                shape=(), initializer="zeros", name=f"log_variance_{t.tower_name}")
-                for t in self.tower_configs}
+            # s = log(sigma^2) learned (Kendall et al. 2018): per term with learn_loss_weight
+            # (EasyRec's rule) when a term sets it, else per tower.
+            self.learned_terms = {key: (t, term) for t in self.tower_configs
+                                  for key, term in zip(loss_keys(t), loss_terms(t))
+                                  if term.learn_loss_weight}
+            keys = list(self.learned_terms) or [t.tower_name for t in self.tower_configs]
+            self.uncertainty = {key: self.add_weight(
+                shape=(), initializer="zeros", name=f"log_variance_{key.replace('/', '_')}")
+                for key in keys}
         # Sub-layers build on their first call; the inputs (nested dicts of ragged
         # tensors) have no static shape Keras could trace a build from.
         self.built = True
@@ -100,7 +111,8 @@ class MultiTaskModel(keras.Model):
         last block), computed on the first request of a call and reused after."""
         if BACKBONE_OUTPUT not in groups:
             groups[BACKBONE_OUTPUT] = self.backbone(
-                {n: groups[n] for n in self.feature_groups.groups if n in groups})
+                {n: groups[n] for n in self.feature_groups.groups if n in groups},
+                features=groups.get(FEATURES))
         return groups[BACKBONE_OUTPUT]
 
     def main_tensor(self, groups: dict) -> tf.Tensor:
@@ -150,6 +162,7 @@ class MultiTaskModel(keras.Model):
 
     def call(self, features, training=False):
         groups = self.feature_groups(features)
+        groups[FEATURES] = features
         if self.domain_feature:
             groups[DOMAIN_IDS] = tf.maximum(features[self.domain_feature]["ids"], 0)
         extra = self.extra_logits(groups)
@@ -164,19 +177,36 @@ class MultiTaskModel(keras.Model):
     # -- losses and evaluation ------------------------------------------------
     def weighted_losses(self, outputs: dict, labels: dict) -> dict:
         """compute_losses, then the loss_weight_strategy (Uncertainty: uncertainty_weighted
-        with each tower's learned log variance)."""
+        with the learned log variance of each learn_loss_weight term, or else of each tower,
+        whose terms then share it)."""
         losses = self.compute_losses(outputs, labels)
         if self.uncertainty is None:
             return losses
+        if self.learned_terms:
+            for key, (tower, term) in self.learned_terms.items():
+                losses[key] = uncertainty_weighted(losses[key], self.uncertainty[key], tower,
+                                                   term.loss_type)
+            return losses
         for tower in self.tower_configs:
             name = tower.tower_name
-            losses[name] = uncertainty_weighted(losses[name], self.uncertainty[name], tower)
+            log_variance = self.uncertainty[name]
+            # A tower's terms share its s: exp(-s) * each term, and s/2 once.
+            keys = [name] if name in losses else loss_keys(tower)
+            for i, key in enumerate(keys):
+                weighted = uncertainty_weighted(losses[key], log_variance, tower)
+                losses[key] = weighted if i == 0 else weighted - 0.5 * log_variance
         return losses
 
     def compute_losses(self, outputs: dict, labels: dict) -> dict:
-        """{tower_name: weighted scalar loss} (tower `weight` applied)."""
-        return {t.tower_name: t.weight * tower_loss(t, outputs, labels, self._weights(t, labels))
-                for t in self.tower_configs}
+        """{loss key (losses.loss_keys): scalar}: each term of each tower times its weight and
+        the tower's `weight`; a learn_loss_weight term unweighted (weighted_losses learns it)."""
+        losses = {}
+        for t in self.tower_configs:
+            terms = tower_term_losses(t, outputs, labels, self._weights(t, labels))
+            for key, (term, value) in terms.items():
+                losses[key] = value if key in self.learned_terms else (
+                    t.weight * term.weight * value)
+        return losses
 
     def _weights(self, tower, labels):
         weights = None

@@ -2,24 +2,88 @@
 
 Per tower t the head names its outputs `logits_t` and `probs_t` (classification) or `y_t`
 (regression); the losses and the metrics read them by those names.
+
+A tower's loss is one or more terms (`losses`, else its `loss_type`), EasyRec's loss family
+(protos/mtrec/protos/loss.proto has each formula). Every term is a mean over the rows or
+over the pairs of rows (i, j) with y_i > y_j, weighted by the rows' weights w (sample weight
+times task-space weight; a pair weighs w_i): sum(w * value) / sum(w). Terms with a
+`session_name` read that input column from the side columns (Job.split) and only compare
+rows of one session.
 """
 import tensorflow as tf
 
+# Which loss types need what (class labels, a parameter message) is config knowledge.
+from mtrec.config.check_towers import CLASS_LABELS, JRC_STRATEGIES, term_name, term_params
 from mtrec.protos import loss_pb2
 
 CLASSIFICATION = loss_pb2.CLASSIFICATION
 L2_LOSS = loss_pb2.L2_LOSS
+SOFTMAX_CROSS_ENTROPY = loss_pb2.SOFTMAX_CROSS_ENTROPY
+PAIR_WISE_LOSS = loss_pb2.PAIR_WISE_LOSS
+PAIRWISE_FOCAL_LOSS = loss_pb2.PAIRWISE_FOCAL_LOSS
+PAIRWISE_LOGISTIC_LOSS = loss_pb2.PAIRWISE_LOGISTIC_LOSS
+PAIRWISE_HINGE_LOSS = loss_pb2.PAIRWISE_HINGE_LOSS
+BINARY_FOCAL_LOSS = loss_pb2.BINARY_FOCAL_LOSS
+F1_REWEIGHTED_LOSS = loss_pb2.F1_REWEIGHTED_LOSS
+JRC_LOSS = loss_pb2.JRC_LOSS
 # An extra term comparing a tower with its relation towers (RelationTowers), not its loss.
 ORDER_CALIBRATE_LOSS = loss_pb2.ORDER_CALIBRATE_LOSS
 
+# Clipping of probabilities in the focal loss, as EasyRec's.
+_EPSILON = 1e-7
+
+
+# -- the terms of a tower ------------------------------------------------------------------
+def loss_terms(tower) -> list:
+    """The tower's loss terms but ORDER_CALIBRATE_LOSS (added by RelationTowers): its
+    `losses`, else one term of its `loss_type`."""
+    terms = [l for l in tower.losses if l.loss_type != ORDER_CALIBRATE_LOSS]
+    if terms:
+        return terms
+    if tower.losses:  # only ORDER_CALIBRATE_LOSS terms: the tower's loss is CLASSIFICATION
+        return [loss_pb2.Loss(loss_type=CLASSIFICATION)]
+    return [loss_pb2.Loss(loss_type=tower.loss_type)]
+
 
 def tower_loss_type(tower) -> int:
-    """The tower's task: the first `losses` term that is not ORDER_CALIBRATE_LOSS, else
-    its `loss_type`."""
-    kinds = [l.loss_type for l in tower.losses if l.loss_type != ORDER_CALIBRATE_LOSS]
-    return kinds[0] if kinds else tower.loss_type
+    """The kind of labels and head of the tower: L2_LOSS (regression), CLASSIFICATION (class
+    ids; every term but L2 and the pairwise ones), else the first term's pairwise type (a
+    ranking tower with graded labels)."""
+    kinds = [t.loss_type for t in loss_terms(tower)]
+    if L2_LOSS in kinds:
+        return L2_LOSS
+    if any(k in CLASS_LABELS for k in kinds):
+        return CLASSIFICATION
+    return kinds[0]
 
 
+def binary_output(tower) -> bool:
+    """Whether probs_<tower> is one probability per row: num_class 1, or a JRC tower (two
+    logits, probs the positive class's)."""
+    return tower.num_class == 1 or any(t.loss_type == JRC_LOSS for t in loss_terms(tower))
+
+
+def loss_keys(tower) -> list[str]:
+    """Names of the tower's terms in the losses dict (log and summaries): the tower name for
+    a single unnamed term, else "<tower>/<term name>" per term."""
+    terms = loss_terms(tower)
+    if len(terms) == 1 and not terms[0].loss_name:
+        return [tower.tower_name]
+    return [f"{tower.tower_name}/{term_name(t)}" for t in terms]
+
+
+def session_columns(towers) -> list[str]:
+    """The input columns the towers' losses group rows by (session_name)."""
+    names = []
+    for tower in towers:
+        for term in loss_terms(tower):
+            params = term_params(term)
+            if params is not None and getattr(params, "session_name", ""):
+                names.append(params.session_name)
+    return list(dict.fromkeys(names))
+
+
+# -- heads -------------------------------------------------------------------------------
 def head_outputs(tower, logits) -> dict:
     """Tower logits (batch, num_class) -> the named outputs of the task."""
     name = tower.tower_name
@@ -29,6 +93,8 @@ def head_outputs(tower, logits) -> dict:
     if tower.num_class == 1:
         logits = logits[:, 0]
         return {f"logits_{name}": logits, f"probs_{name}": tf.sigmoid(logits)}
+    if binary_output(tower):  # JRC: two logits, the positive class's probability
+        return {f"logits_{name}": logits, f"probs_{name}": tf.nn.softmax(logits)[:, 1]}
     return {f"logits_{name}": logits, f"probs_{name}": tf.nn.softmax(logits),
             f"y_{name}": tf.argmax(logits, axis=-1)}
 
@@ -40,6 +106,7 @@ def prediction(tower, outputs):
     return outputs[f"probs_{tower.tower_name}"]
 
 
+# -- reductions --------------------------------------------------------------------------
 def _weighted_mean(values, weights):
     """Mean of (batch,) values, weighted by (batch,) weights when given."""
     if weights is None:
@@ -47,25 +114,254 @@ def _weighted_mean(values, weights):
     return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
 
 
-def tower_loss(tower, outputs, labels, weights=None):
-    """Scalar loss of one tower (sum over its `losses` terms)."""
+def _hard_mean(values, ohem_ratio: float):
+    """Online hard example mining: the mean of the positive values among the largest
+    rint(ohem_ratio * n) of the flat `values`; 0 when there are none."""
+    k = tf.cast(tf.math.rint(tf.cast(tf.size(values), tf.float32) * ohem_ratio), tf.int32)
+    top = tf.math.top_k(values, k).values
+    top = tf.boolean_mask(top, top > 0)
+    return tf.math.divide_no_nan(tf.reduce_sum(top), tf.cast(tf.size(top), tf.float32))
+
+
+def _row_reduce(values, weights, ohem_ratio: float = 1.0):
+    """(batch,) row losses -> scalar: weighted mean, or the hard-example mean of the
+    weighted values when ohem_ratio < 1."""
+    if ohem_ratio < 1.0:
+        return _hard_mean(values if weights is None else values * weights, ohem_ratio)
+    return _weighted_mean(values, weights)
+
+
+def pair_mask(labels, session_ids=None):
+    """(batch, batch) bool: pair (i, j) with labels[i] > labels[j] (in one session)."""
+    mask = labels[:, None] > labels[None, :]
+    if session_ids is not None:
+        mask = tf.logical_and(mask, tf.equal(session_ids[:, None], session_ids[None, :]))
+    return mask
+
+
+def _pair_reduce(values, mask, weights, ohem_ratio: float = 1.0):
+    """(batch, batch) pair losses of the pairs in `mask` -> scalar: their mean weighted by
+    the first row's weight w_i (0 without pairs), or the hard-example mean."""
+    pair_weights = tf.cast(mask, tf.float32)  # (batch, batch)
+    if weights is not None:
+        pair_weights *= weights[:, None]
+    values = tf.where(mask, values, 0.0)
+    if ohem_ratio < 1.0:
+        return _hard_mean(tf.boolean_mask(values * pair_weights, mask), ohem_ratio)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * pair_weights),
+                                 tf.reduce_sum(pair_weights))
+
+
+def _differences(x):
+    """(batch,) -> (batch, batch) x_i - x_j."""
+    return x[:, None] - x[None, :]
+
+
+# -- the loss functions --------------------------------------------------------------------
+def focal_values(labels, logits, gamma=2.0, alpha=None, label_smoothing=0.0):
+    """Per-element focal loss (Lin et al. 2017): (1 - p_t)^gamma * a * cross-entropy, p the
+    clipped sigmoid, a = alpha for positives and 1 - alpha for negatives (1 without alpha);
+    the cross-entropy's label is smoothed, p_t reads the raw label."""
+    y = tf.cast(labels, tf.float32)
+    p = tf.clip_by_value(tf.sigmoid(logits), _EPSILON, 1 - _EPSILON)
+    p_t = y * p + (1 - y) * (1 - p)
+    factor = tf.pow(1 - p_t, gamma)
+    if alpha is not None:
+        factor *= y * alpha + (1 - alpha) * (1 - y)
+    smoothed = y * (1 - label_smoothing) + 0.5 * label_smoothing
+    return factor * tf.nn.sigmoid_cross_entropy_with_logits(labels=smoothed, logits=logits)
+
+
+def binary_focal_loss(labels, logits, weights=None, gamma=2.0, alpha=None, ohem_ratio=1.0,
+                      label_smoothing=0.0):
+    """BINARY_FOCAL_LOSS of (batch,) 0/1 labels and logits."""
+    return _row_reduce(focal_values(labels, logits, gamma, alpha, label_smoothing), weights,
+                       ohem_ratio)
+
+
+def f1_reweighted_loss(labels, logits, weights=None, f1_beta_square=1.0, label_smoothing=0.0):
+    """F1_REWEIGHTED_LOSS: cross-entropy with negatives weighted by
+    tp / (beta^2 P + N - tn + 1e-8), tp = sum(sigmoid(logits)), tn = batch - tp."""
+    y = tf.cast(labels, tf.float32)
+    batch = tf.cast(tf.shape(y)[0], tf.float32)
+    positives = tf.reduce_sum(y)
+    tp = tf.reduce_sum(tf.sigmoid(logits))
+    negative_weight = tp / (f1_beta_square * positives + (batch - positives) - (batch - tp)
+                            + 1e-8)
+    row_weight = tf.where(tf.equal(y, 1.0), 1.0, negative_weight)
+    smoothed = y * (1 - label_smoothing) + 0.5 * label_smoothing
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=smoothed, logits=logits)
+    return _weighted_mean(row_weight * ce, weights)
+
+
+def pair_wise_loss(labels, logits, weights=None, session_ids=None, margin=0.0,
+                   temperature=1.0):
+    """PAIR_WISE_LOSS: mean over pairs of softplus(-((s_i - s_j) / T - margin))."""
+    y = tf.cast(labels, tf.float32)
+    d = _differences(logits / temperature) - margin  # (batch, batch)
+    return _pair_reduce(tf.nn.softplus(-d), pair_mask(y, session_ids), weights)
+
+
+def pairwise_focal_loss(labels, logits, weights=None, session_ids=None, gamma=2.0, alpha=None,
+                        hinge_margin=None, ohem_ratio=1.0, temperature=1.0):
+    """PAIRWISE_FOCAL_LOSS: the focal loss of label 1 on d = (s_i - s_j) / T per pair,
+    leaving out pairs with d >= hinge_margin when it is given."""
+    y = tf.cast(labels, tf.float32)
+    d = _differences(logits / temperature)  # (batch, batch)
+    mask = pair_mask(y, session_ids)
+    if hinge_margin is not None:
+        mask = tf.logical_and(mask, d < hinge_margin)
+    values = focal_values(tf.ones_like(d), d, gamma, alpha)
+    return _pair_reduce(values, mask, weights, ohem_ratio)
+
+
+def pairwise_logistic_loss(labels, logits, weights=None, session_ids=None, temperature=1.0,
+                           hinge_margin=None, ohem_ratio=1.0, use_label_margin=False):
+    """PAIRWISE_LOGISTIC_LOSS (RankNet): mean over pairs of softplus(-(d - m)),
+    d = (s_i - s_j) / T, m = (y_i - y_j) / T with use_label_margin, else hinge_margin or 0."""
+    y = tf.cast(labels, tf.float32)
+    d = _differences(logits / temperature)  # (batch, batch)
+    if use_label_margin:
+        d -= _differences(y / temperature)
+    elif hinge_margin is not None:
+        d -= hinge_margin
+    return _pair_reduce(tf.nn.softplus(-d), pair_mask(y, session_ids), weights, ohem_ratio)
+
+
+def pairwise_hinge_loss(labels, logits, weights=None, session_ids=None, temperature=1.0,
+                        margin=1.0, ohem_ratio=1.0, label_is_logits=True,
+                        use_label_margin=True, use_exponent=False):
+    """PAIRWISE_HINGE_LOSS: mean over pairs of relu(m - (s_i - s_j)), m = y_i - y_j with
+    use_label_margin else margin; use_exponent: relu(exp(m - d) - 1) on sigmoid(s), sigmoid(y)."""
+    y = tf.cast(labels, tf.float32)
+    s = logits / temperature
+    if label_is_logits:
+        y = y / temperature
+    if use_exponent:
+        y, s = tf.sigmoid(y), tf.sigmoid(s)
+    label_diff = _differences(y)  # (batch, batch)
+    diff = (label_diff if use_label_margin else margin) - _differences(s)
+    if use_exponent:
+        values = tf.nn.relu(tf.exp(tf.clip_by_value(diff, -88.0, 88.0)) - 1.0)
+    else:
+        values = tf.nn.relu(diff)
+    mask = label_diff > 0
+    if session_ids is not None:
+        mask = tf.logical_and(mask, tf.equal(session_ids[:, None], session_ids[None, :]))
+    return _pair_reduce(values, mask, weights, ohem_ratio)
+
+
+def _jrc_weights(strategy: str, alpha: float):
+    """(CE weight, GE weight) of one step."""
+    if strategy == "fixed":
+        return alpha, 1.0 - alpha
+    if strategy == "random_uniform":
+        a = tf.random.uniform([])
+        return a, 1.0 - a
+    if strategy == "random_normal":
+        w = tf.nn.softmax(tf.random.normal([2]))
+        return w[0], w[1]
+    if strategy == "random_bernoulli":
+        # Two fair coins; a draw with exactly one head picks that term, else half each.
+        coins = tf.cast(tf.random.uniform([2]) < 0.5, tf.float32)
+        w = tf.where(tf.equal(tf.reduce_sum(coins), 1.0), coins, tf.constant([0.5, 0.5]))
+        return w[0], w[1]
+    raise ValueError(f"jrc_loss loss_weight_strategy must be one of {JRC_STRATEGIES}, "
+                     f"not {strategy!r}.")
+
+
+def jrc_loss(labels, logits, session_ids, weights=None, alpha=0.5, same_label_loss=True,
+             loss_weight_strategy="fixed"):
+    """JRC_LOSS (Sheng et al. 2022) of (batch,) 0/1 labels and (batch, 2) logits:
+    a * CE + (1 - a) * GE, GE the softmax over the rows of each session, per class;
+    a = alpha, or drawn per step (loss_weight_strategy)."""
+    labels = tf.cast(labels, tf.int64)
+    ce = _weighted_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits), weights)
+    y = tf.one_hot(labels, 2)  # (batch, 2): [negative, positive]
+    same = tf.cast(tf.equal(session_ids[:, None], session_ids[None, :]), tf.float32)  # (i, j)
+    column_weight = 1.0 if weights is None else weights[None, :, None]
+    # (i, j, class): row i's logit in row j's softmax over its session.
+    masked = logits[:, None, :] + (1.0 - same)[:, :, None] * -1e9
+    in_session = y[:, None, :] * same[:, :, None]  # (i, j, class)
+    if same_label_loss:
+        log_probs = tf.nn.log_softmax(masked, axis=0)
+        per_row = -tf.reduce_sum(in_session * column_weight * log_probs, axis=[0, 2])  # (j,)
+        ge = tf.reduce_mean(per_row / tf.reduce_sum(same, axis=0))
+    else:
+        # Row j competes with the session's rows of the other label only.
+        others = 1.0 - tf.eye(tf.shape(logits)[0])
+        log_probs = tf.nn.log_softmax(masked + others[:, :, None] * in_session * -1e9, axis=0)
+        diagonal = tf.linalg.diag_part(tf.transpose(log_probs, [2, 0, 1]))  # (class, j)
+        own = tf.transpose(diagonal) * y  # (j, class)
+        if weights is not None:
+            own *= weights[:, None]
+        ge = tf.reduce_mean(-tf.reduce_sum(own, axis=1))
+    ce_weight, ge_weight = _jrc_weights(loss_weight_strategy, alpha)
+    return ce_weight * ce + ge_weight * ge
+
+
+def term_loss(tower, term, outputs, labels, weights=None):
+    """Scalar value of one loss term of a tower (before its weight)."""
     name = tower.tower_name
     label = labels[tower.label_name]
-    terms = list(tower.losses) or [loss_pb2.Loss(loss_type=tower.loss_type, weight=1.0)]
-    total = 0.0
-    for term in terms:
-        if term.loss_type == ORDER_CALIBRATE_LOSS:  # added by RelationTowers
-            continue
-        if term.loss_type == L2_LOSS:
-            values = tf.square(outputs[f"y_{name}"] - tf.cast(label, tf.float32))
-        elif tower.num_class == 1:
+    kind = term.loss_type
+    params = term_params(term)
+    session = None
+    if params is not None and getattr(params, "session_name", ""):
+        session = labels[params.session_name]
+    if kind == L2_LOSS:
+        values = tf.square(outputs[f"y_{name}"] - tf.cast(label, tf.float32))
+        return _weighted_mean(values, weights)
+    logits = outputs[f"logits_{name}"]
+    if kind in (CLASSIFICATION, SOFTMAX_CROSS_ENTROPY):
+        if tower.num_class == 1:
             values = tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=tf.cast(label, tf.float32), logits=outputs[f"logits_{name}"])
+                labels=tf.cast(label, tf.float32), logits=logits)
         else:
             values = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(label, tf.int64), logits=outputs[f"logits_{name}"])
-        total += term.weight * _weighted_mean(values, weights)
-    return total
+                labels=tf.cast(label, tf.int64), logits=logits)
+        return _weighted_mean(values, weights)
+    optional = lambda field: getattr(params, field) if params.HasField(field) else None  # noqa
+    if kind == PAIR_WISE_LOSS:
+        return pair_wise_loss(label, logits, weights, session, params.margin,
+                              params.temperature)
+    if kind == PAIRWISE_FOCAL_LOSS:
+        return pairwise_focal_loss(label, logits, weights, session, params.gamma,
+                                   optional("alpha"), optional("hinge_margin"),
+                                   params.ohem_ratio, params.temperature)
+    if kind == PAIRWISE_LOGISTIC_LOSS:
+        return pairwise_logistic_loss(label, logits, weights, session, params.temperature,
+                                      optional("hinge_margin"), params.ohem_ratio,
+                                      params.use_label_margin)
+    if kind == PAIRWISE_HINGE_LOSS:
+        return pairwise_hinge_loss(label, logits, weights, session, params.temperature,
+                                   params.margin, params.ohem_ratio, params.label_is_logits,
+                                   params.use_label_margin, params.use_exponent)
+    if kind == BINARY_FOCAL_LOSS:
+        return binary_focal_loss(label, logits, weights, params.gamma, optional("alpha"),
+                                 params.ohem_ratio, params.label_smoothing)
+    if kind == F1_REWEIGHTED_LOSS:
+        return f1_reweighted_loss(label, logits, weights, params.f1_beta_square,
+                                  params.label_smoothing)
+    if kind == JRC_LOSS:
+        return jrc_loss(label, logits, session, weights, params.alpha, params.same_label_loss,
+                        params.loss_weight_strategy)
+    # Config validation rejects the other types first.
+    raise ValueError(f"tower {name!r}: loss_type {loss_pb2.LossType.Name(kind)} is not "
+                     "supported.")
+
+
+def tower_term_losses(tower, outputs, labels, weights=None) -> dict:
+    """{loss key: (term, scalar value before the term's weight)} of one tower."""
+    return {key: (term, term_loss(tower, term, outputs, labels, weights))
+            for key, term in zip(loss_keys(tower), loss_terms(tower))}
+
+
+def tower_loss(tower, outputs, labels, weights=None):
+    """Scalar loss of one tower: the sum of its terms times their `weight`."""
+    return tf.add_n([term.weight * value for term, value in
+                     tower_term_losses(tower, outputs, labels, weights).values()])
 
 
 def binary_cross_entropy_on_probs(label, probs, weights=None):
@@ -76,8 +372,10 @@ def binary_cross_entropy_on_probs(label, probs, weights=None):
     return _weighted_mean(values, weights)
 
 
-def uncertainty_weighted(loss, log_variance, tower):
-    """Kendall et al. 2018: a tower loss L with learned s = log(sigma^2) becomes
-    exp(-s) L + s/2 (classification) or exp(-s) L / 2 + s/2 (regression)."""
-    scale = 0.5 if tower_loss_type(tower) == L2_LOSS else 1.0
+def uncertainty_weighted(loss, log_variance, tower, loss_type=None):
+    """Kendall et al. 2018: a loss L with learned s = log(sigma^2) becomes exp(-s) L + s/2
+    (classification) or exp(-s) L / 2 + s/2 (regression: loss_type, else the tower's, is
+    L2_LOSS)."""
+    kind = tower_loss_type(tower) if loss_type is None else loss_type
+    scale = 0.5 if kind == L2_LOSS else 1.0
     return scale * tf.exp(-log_variance) * loss + 0.5 * log_variance

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.data.reader import expand_paths, make_reader
+from mtrec.data.schema import column_rules
 from mtrec.errors import DataError, MtrecError
 from mtrec.training import storage
 
@@ -86,7 +87,9 @@ def predict(saved_model: str, input_path: str, output_path: str, reserved_cols=N
     with open(config_path, encoding="utf-8") as f:
         pipeline = config_lib.parse_text(f.read(), config_path)
     loaded = tf.saved_model.load(saved_model)
-    serve = loaded.signatures["serving_default"]
+    # `columns` takes one input per column by name, whatever shape export_config gave
+    # serving_default (exports before it existed have only serving_default).
+    serve = loaded.signatures.get("columns") or loaded.signatures["serving_default"]
     signature_inputs = serve.structured_input_signature[1]
     names = sorted(serve.structured_outputs)
     output_cols = list(output_cols or names)
@@ -95,7 +98,7 @@ def predict(saved_model: str, input_path: str, output_path: str, reserved_cols=N
         raise MtrecError(f"--output_cols {', '.join(unknown)} not among the model outputs: "
                          f"{', '.join(names)}.")
     files = expand_paths(input_path, "--input")
-    reader = make_reader(pipeline.data_config, files)
+    reader = make_reader(pipeline.data_config, files, column_rules(pipeline))
     reserved_cols = list(reserved_cols or [])
     known = [f.input_name for f in pipeline.data_config.input_fields]
     missing = [c for c in reserved_cols if c not in known]

@@ -24,9 +24,13 @@ log = logging.getLogger("mtrec")
 
 
 class ServingModule(tf.Module):
-    """Raw typed columns -> model outputs."""
+    """Raw typed columns -> model outputs.
 
-    def __init__(self, model, feature_set, input_fields, batch_size=-1, global_step=None):
+    `columns` takes one input per column, named by input. `serve` is the serving_default
+    signature export_config asks for: the same (multi_placeholder, named by input or
+    `input_<i>`), or one string per row whose cells are joined by data_config.separator."""
+
+    def __init__(self, model, feature_set, pipeline, batch_size=-1, global_step=None):
         super().__init__()
         self.model = model
         # The step of the weights, so an export says which checkpoint it holds.
@@ -40,20 +44,71 @@ class ServingModule(tf.Module):
                         if getattr(f, "id_space", None) is not None
                         and f.id_space.lookup is not None]
         self._feature_set = feature_set
-        batch = None if batch_size is None or batch_size < 0 else batch_size
-        signature = {f.input_name: tf.TensorSpec([batch], field_dtype(f), name=f.input_name)
-                     for f in input_fields}
-        self.serve = tf.function(self._serve, input_signature=[signature])
+        self._batch = None if batch_size is None or batch_size < 0 else batch_size
+        export = pipeline.export_config
+        self._fields = serving_fields(pipeline, feature_set)
+        self._needed = {f.input_name for f in self._fields}
+        self._signature_fields = (self._fields if export.filter_inputs
+                                  else unfiltered_fields(pipeline))
+        self.columns = tf.function(self._serve_columns, input_signature=[
+            {f.input_name: self._spec(f, f.input_name) for f in self._fields}])
+        self._separator = pipeline.data_config.separator
+        if not export.multi_placeholder:
+            self.serve = tf.function(self._serve_joined, input_signature=[
+                tf.TensorSpec([self._batch], tf.string, name="features")])
+            return
+        by_input = (not export.HasField("placeholder_named_by_input")
+                    or export.placeholder_named_by_input)
+        all_fields = list(pipeline.data_config.input_fields)
+        self._names = {(f.input_name if by_input else f"input_{all_fields.index(f)}"):
+                       f.input_name for f in self._signature_fields}
+        by_name = {f.input_name: f for f in self._signature_fields}
+        self.serve = tf.function(self._serve_named, input_signature=[
+            {key: self._spec(by_name[name], key) for key, name in self._names.items()}])
 
-    def _serve(self, inputs):
+    def _spec(self, field, name):
+        return tf.TensorSpec([self._batch], field_dtype(field), name=name)
+
+    def _serve_columns(self, inputs):
         features = self._feature_set.preprocess(inputs)
         return self.model(features, training=False)
+
+    def _serve_named(self, inputs):
+        return self._serve_columns({name: inputs[key] for key, name in self._names.items()
+                                    if name in self._needed})
+
+    def _serve_joined(self, rows):
+        """(batch,) strings of the signature fields' cells joined by the separator."""
+        count = len(self._signature_fields)
+        # (batch, count); a short row's missing cells are empty (the column's default).
+        cells = tf.strings.split(rows, self._separator).to_tensor("", shape=[None, count])
+        columns = {f.input_name: _typed_cells(cells[:, i], f)
+                   for i, f in enumerate(self._signature_fields) if f.input_name in self._needed}
+        return self._serve_columns(columns)
+
+
+def _typed_cells(cells, field):
+    """(batch,) string cells -> the field's dtype; an empty cell takes default_val (or 0)."""
+    dtype = field_dtype(field)
+    if dtype == tf.string:
+        return cells
+    filled = tf.where(cells == "", field.default_val or "0", cells)
+    if dtype == tf.bool:
+        return (tf.strings.lower(filled) == "true") | (filled == "1")
+    return tf.strings.to_number(filled, dtype)
 
 
 def serving_fields(pipeline, feature_set) -> list:
     """The input fields the model reads, in data_config order."""
     wanted = set(feature_set.input_names)
     return [f for f in pipeline.data_config.input_fields if f.input_name in wanted]
+
+
+def unfiltered_fields(pipeline) -> list:
+    """Every input field but the labels and the sample weight (filter_inputs: false)."""
+    data = pipeline.data_config
+    skip = set(data.label_fields) | {data.sample_weight}
+    return [f for f in data.input_fields if f.input_name not in skip]
 
 
 def export_saved_model(job, export_dir: str) -> str:
@@ -64,7 +119,7 @@ def export_saved_model(job, export_dir: str) -> str:
     version, the next free one if another export claimed it meanwhile. A failed write is
     one MtrecError, and leaves export_dir as it was."""
     pipeline = job.pipeline
-    module = ServingModule(job.model, job.feature_set, serving_fields(pipeline, job.feature_set),
+    module = ServingModule(job.model, job.feature_set, pipeline,
                            pipeline.export_config.batch_size, job.global_step)
     try:
         os.makedirs(export_dir, exist_ok=True)
@@ -76,8 +131,11 @@ def export_saved_model(job, export_dir: str) -> str:
     try:
         # mkdtemp makes it private; a published version is not.
         os.chmod(tmp, 0o777 & ~storage.current_umask())
-        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve,
+                                                     "columns": module.columns})
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
+        for asset in pipeline.export_config.asset_files:
+            shutil.copyfile(asset, os.path.join(tmp, "assets", os.path.basename(asset)))
         fd = storage.open_nofollow(os.path.join(tmp, "assets", "pipeline.config"),
                                    os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         with os.fdopen(fd, "w", encoding="utf-8") as f:

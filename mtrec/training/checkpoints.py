@@ -1,12 +1,15 @@
 """Checkpoints of a job: write one per save interval, resume from the latest at its
-exact step, or start from another model's weights (fine_tune_checkpoint)."""
+exact step, or start from another model's weights (fine_tune_checkpoint); keep the best
+evaluated checkpoint in model_dir/best/ (keep_best)."""
 import logging
 import os
 import shutil
+import tempfile
 
 import tensorflow as tf
 
 from mtrec.errors import TrainingError
+from mtrec.training import storage
 from mtrec.training.job import Job
 
 log = logging.getLogger("mtrec")
@@ -68,3 +71,117 @@ def restore(job: Job, latest: str | None, fine_tune_checkpoint: str) -> None:
                                 "checkpoint.")
         tf.train.Checkpoint(model=job.checkpoint.model).restore(path).expect_partial()
         log.info("initialised weights from %s", path)
+
+
+# The best checkpoint is kept in model_dir/best/ (see keep_best).
+BEST_DIR = "best"
+
+
+def checkpoint_step(path: str) -> int:
+    """The global step of a checkpoint path prefix (".../ckpt-<step>")."""
+    return int(path.rsplit("-", 1)[1])
+
+
+def best_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, BEST_DIR)
+
+
+def best_checkpoint(model_dir: str) -> str | None:
+    """The kept best checkpoint (model_dir/best/ckpt-<step>), None if there is none."""
+    directory = best_dir(model_dir)
+    if not model_dir or not os.path.isdir(directory):
+        return None
+    state = tf.train.get_checkpoint_state(directory)
+    path = state.model_checkpoint_path if state else ""
+    return path if path and os.path.exists(path + ".index") else None
+
+
+def _checkpoint_files(directory: str, step: int) -> list[str]:
+    prefix = f"ckpt-{step}."
+    return sorted(name for name in os.listdir(directory) if name.startswith(prefix))
+
+
+def keep_best(model_dir: str, step: int) -> str:
+    """Make model_dir/ckpt-<step> (a checkpoint the trainer wrote) the kept best checkpoint,
+    model_dir/best/ckpt-<step>, which keep_checkpoint_max never deletes; returns its path.
+
+    Its files are hard links (a copy where links are not possible) made in a temporary
+    directory and moved into best/; best/'s `checkpoint` index, rewritten atomically by
+    TensorFlow, then names them, and only after that are the previous best's files removed.
+    A kill at any moment leaves the index naming a complete checkpoint; the leftovers
+    (temporary directory, unnamed files) are removed by the next trainer (sync_best)."""
+    directory = best_dir(model_dir)
+    storage.refuse_link(directory)
+    files = _checkpoint_files(model_dir, step)
+    if f"ckpt-{step}.index" not in files:
+        raise TrainingError(f"cannot keep the checkpoint of step {step} as the best: "
+                            f"{model_dir} has no ckpt-{step}.")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=storage.temp_prefix(), dir=directory)
+        try:
+            for name in files:
+                source, target = os.path.join(model_dir, name), os.path.join(tmp, name)
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+            for name in files:
+                os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _write_index(directory, f"ckpt-{step}")
+    except (OSError, tf.errors.OpError) as e:
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise TrainingError(f"could not keep the checkpoint of step {step} as the best in "
+                            f"{directory!r}: {reason[:300]}. Is the disk full? The previous "
+                            "best checkpoint there is intact.") from None
+    _prune_best(directory)
+    return os.path.join(directory, f"ckpt-{step}")
+
+
+def _write_index(directory: str, name: str) -> None:
+    """Point directory's `checkpoint` index (TensorFlow's CheckpointState, which
+    tf.train.latest_checkpoint reads) at checkpoint `name`, atomically."""
+    from google.protobuf import text_format
+    from tensorflow.python.training import checkpoint_state_pb2
+    state = checkpoint_state_pb2.CheckpointState(model_checkpoint_path=name,
+                                                 all_model_checkpoint_paths=[name])
+    storage.atomic_write(os.path.join(directory, "checkpoint"), text_format.MessageToString(state))
+
+
+def _prune_best(directory: str) -> None:
+    """Remove the checkpoint files in best/ that its index does not name."""
+    kept = best_checkpoint(os.path.dirname(directory))
+    keep = os.path.basename(kept) + "." if kept else None
+    for name in os.listdir(directory):
+        if name.startswith("ckpt-") and not (keep and name.startswith(keep)):
+            try:
+                os.remove(os.path.join(directory, name))
+            except OSError as e:
+                log.warning("could not remove %s: %s", os.path.join(directory, name), e.strerror)
+
+
+def sync_best(model_dir: str, watch) -> None:
+    """Before training (by the holder of the model_dir lock): remove what a killed trainer
+    left in best/, and make best/ hold the best evaluation of eval_result.txt that watch
+    (a training.best.BestMetric) replayed. If that checkpoint is gone, watch's best becomes
+    the one best/ holds (or none)."""
+    directory = best_dir(model_dir)
+    storage.refuse_link(directory)
+    if os.path.isdir(directory):
+        storage.remove_stale_temps(directory, checkpoint_temps=True)
+        _prune_best(directory)
+    kept = best_checkpoint(model_dir)
+    kept_step = checkpoint_step(kept) if kept else None
+    if watch.best_step is None or kept_step == watch.best_step:
+        return
+    if os.path.exists(os.path.join(model_dir, f"ckpt-{watch.best_step}.index")):
+        keep_best(model_dir, watch.best_step)
+        log.info("kept the checkpoint of step %d as the best (%s=%.6g)", watch.best_step,
+                 watch.name, watch.best)
+        return
+    log.warning("the best evaluation in eval_result.txt (%s=%.6g at step %d) has no "
+                "checkpoint any more; the best checkpoint is %s.", watch.name, watch.best,
+                watch.best_step, f"that of step {kept_step}" if kept else "chosen from now on")
+    watch.rebase(kept_step)

@@ -17,8 +17,10 @@ from mtrec.training.metrics import Evaluator
 log = logging.getLogger("mtrec")
 
 
-def evaluate_job(job: Job, files, model_dir, num_examples=None) -> dict:
-    """Evaluate the job's current weights on files; log, summarise and append the result."""
+def evaluate_job(job: Job, files, model_dir, num_examples=None, checkpoint=None) -> dict:
+    """Evaluate the job's current weights on files; log, summarise and append the result.
+    checkpoint: the path the weights were restored from, for a one-off evaluation (it is
+    recorded, and training's history of evaluations leaves such lines out)."""
     num_examples = job.pipeline.eval_config.num_examples if num_examples is None else num_examples
     key = (tuple(files), num_examples)
     if key not in job.eval_passes:
@@ -26,6 +28,8 @@ def evaluate_job(job: Job, files, model_dir, num_examples=None) -> dict:
     results, rows = job.eval_passes[key].run()
     step = int(job.global_step.numpy())
     record = {**results, "global_step": step, "num_examples": rows}
+    if checkpoint:
+        record["checkpoint"] = checkpoint
     log.info("eval at step %d on %d rows: %s", step, rows,
              " ".join(f"{k}={'null' if v is None else f'{v:.5f}'}" for k, v in results.items()))
     if model_dir:

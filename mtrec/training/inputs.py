@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.data.reader import expand_paths, make_reader
-from mtrec.data.schema import BAD_ROWS_KEY
+from mtrec.data.schema import BAD_ROWS_KEY, column_rules
 from mtrec.errors import DataError
 from mtrec.training import distribute
 from mtrec.training.job import Job
@@ -36,7 +36,7 @@ def label_columns(job: Job) -> dict:
 def make_dataset(job: Job, files, training: bool, row_shard=None) -> tf.data.Dataset:
     """row_shard: (number of input pipelines, this one's index) to read every n-th row."""
     data = job.pipeline.data_config
-    reader = make_reader(data, files, label_columns(job))
+    reader = make_reader(data, files, column_rules(job.pipeline, label_columns(job)))
     if training:
         kwargs = {"shard": row_shard} if row_shard else {}
         ds = reader.dataset(data.batch_size, data.num_epochs or None, data.shuffle,

@@ -7,7 +7,7 @@ import tensorflow as tf
 from mtrec import config as config_lib
 from mtrec.data.schema import field_dtype
 from mtrec.features.feature import FeatureSet
-from mtrec.models.losses import CLASSIFICATION, tower_loss_type
+from mtrec.models.losses import CLASSIFICATION, session_columns, tower_loss_type
 from mtrec.models.registry import build_model
 from mtrec.training.optimizers import (SparseOptimizer, build_dense_optimizer,
                                        optimizer_configs)
@@ -24,6 +24,7 @@ def side_columns(pipeline) -> list[str]:
         for metric in metrics:
             if metric.WhichOneof("metric") == "gauc":
                 names.append(metric.gauc.uid_field)
+    names += session_columns(config_lib.task_towers(pipeline.model_config))
     return list(dict.fromkeys(names))
 
 

@@ -25,8 +25,9 @@ log = logging.getLogger("mtrec")
 def train(loaded, after_evaluation=None, cluster=None) -> dict:
     """Train per the config; return the last evaluation's metrics.
 
-    after_evaluation(job, result), if given, runs after every evaluation (the API exports
-    "latest"/"best" there); when it returns True, training stops (early stopping).
+    after_evaluation(job, result), if given, runs after every evaluation (the API keeps the
+    best checkpoint and exports "latest"/"best" there); when it returns True, training
+    stops (early stopping).
     cluster: the distribute.Cluster (strategy and role) made from train_distribute; only
     its chief evaluates and writes to model_dir, other workers write to a scratch dir."""
     pipeline = loaded.pipeline
@@ -81,9 +82,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                      pipeline.data_config.num_epochs, step)
             break
         if saver.due(step) and saver.save_and_evaluate(step):
-            log.info("early stop at step %d: %s has not improved for %d steps.", step,
-                     pipeline.export_config.best_exporter_metric,
-                     pipeline.export_config.max_check_steps)
+            log.info("early stop at step %d.", step)
             break
     saver.finish(step, start)
     progress.close()

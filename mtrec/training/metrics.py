@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mtrec.models.losses import L2_LOSS, tower_loss_type
+from mtrec.models.losses import L2_LOSS, binary_output, tower_loss_type
 from mtrec.protos import eval_pb2
 
 log = logging.getLogger("mtrec")
@@ -27,15 +27,15 @@ def metric_configs(tower, eval_config) -> list:
         kind = config.WhichOneof("metric")
         if regression and kind in ("auc", "gauc", "logloss", "accuracy"):
             continue
-        if not regression and tower.num_class > 1 and kind in ("auc", "gauc", "logloss",
-                                                               "mean_squared_error"):
+        if not regression and not binary_output(tower) and kind in (
+                "auc", "gauc", "logloss", "mean_squared_error"):
             continue
         usable.append(config)
     if not usable:
         default = eval_pb2.EvalMetrics()
         if regression:
             default.mean_squared_error.SetInParent()
-        elif tower.num_class > 1:
+        elif not binary_output(tower):
             default.accuracy.SetInParent()
         else:
             default.auc.SetInParent()
@@ -50,7 +50,7 @@ class _Metric:
         self.name = name
         self.kind = config.WhichOneof("metric")
         self.config = getattr(config, self.kind)
-        self.multi_class = tower.num_class > 1 and tower_loss_type(tower) != L2_LOSS
+        self.multi_class = not binary_output(tower) and tower_loss_type(tower) != L2_LOSS
         self.keras_metric = None
         self.counts = None
         if self.kind == "auc":

@@ -13,11 +13,16 @@ from mtrec.protos import optimizer_pb2
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """The `learning_rate { ... }` oneof as a function of the step."""
+    """The `learning_rate { ... }` oneof as a function of the step (the global step before
+    the update, 0 at the first step), with EasyRec's formulas (see optimizer.proto)."""
 
     def __init__(self, config: optimizer_pb2.LearningRate):
         self.kind = config.WhichOneof("learning_rate") or "constant_learning_rate"
         self.config = getattr(config, self.kind)
+        if self.kind == "poly_decay_learning_rate":
+            c = self.config
+            self.poly = keras.optimizers.schedules.PolynomialDecay(
+                c.learning_rate_base, max(c.total_steps, 1), c.end_learning_rate, c.power)
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
@@ -25,14 +30,16 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
         if self.kind == "constant_learning_rate":
             return tf.constant(c.learning_rate, tf.float32)
         if self.kind == "exponential_decay_learning_rate":
-            exponent = step / float(c.decay_steps)
-            if c.staircase:
-                exponent = tf.floor(exponent)
-            lr = c.initial_learning_rate * tf.pow(c.decay_factor, exponent)
-            lr = tf.maximum(lr, c.min_learning_rate)
-            if c.burnin_steps:
-                lr = tf.where(step < c.burnin_steps, c.burnin_learning_rate, lr)
-            return lr
+            return self._exponential(step, c)
+        if self.kind == "manual_step_learning_rate":
+            return self._manual_step(step, c)
+        if self.kind == "poly_decay_learning_rate":
+            return tf.cast(self.poly(step), tf.float32)
+        if self.kind == "transformer_learning_rate":
+            s = step * c.step_scaling_rate
+            warmup = max(c.warmup_steps, 1) * c.step_scaling_rate
+            return (c.learning_rate_base * c.hidden_size ** -0.5
+                    * tf.minimum((s + 1) * warmup ** -1.5, tf.math.rsqrt(s + 1)))
         # cosine_decay_learning_rate: linear warm-up, hold, cosine to 0 at total_steps.
         decay_steps = max(c.total_steps - c.warmup_steps - c.hold_base_rate_steps, 1)
         progress = tf.clip_by_value(
@@ -41,6 +48,37 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
         warmup = c.warmup_learning_rate + (c.learning_rate_base - c.warmup_learning_rate) * (
             step / max(c.warmup_steps, 1))
         return tf.where(step < c.warmup_steps, warmup, cosine)
+
+    @staticmethod
+    def _exponential(step, c):
+        """Decay counted from the end of burn-in; burn-in rises linearly from
+        burnin_learning_rate (flat at initial_learning_rate when that is 0)."""
+        exponent = (step - c.burnin_steps) / float(max(c.decay_steps, 1))
+        if c.staircase:
+            exponent = tf.floor(exponent)
+        lr = c.initial_learning_rate * tf.pow(c.decay_factor, exponent)
+        if c.burnin_steps:
+            burnin = (c.burnin_learning_rate + (c.initial_learning_rate - c.burnin_learning_rate)
+                      * step / c.burnin_steps if c.burnin_learning_rate
+                      else tf.constant(c.initial_learning_rate, tf.float32))
+            lr = tf.where(step < c.burnin_steps, burnin, lr)
+        return tf.maximum(lr, c.min_learning_rate)
+
+    @staticmethod
+    def _manual_step(step, c):
+        """rates[i] from boundaries[i - 1] on; with warmup, a linear rise to rates[1] over
+        the steps before boundaries[0]."""
+        boundaries = tf.constant([float(e.step) for e in c.schedule], tf.float32)
+        rates = tf.constant([c.initial_learning_rate] + [e.learning_rate for e in c.schedule],
+                            tf.float32)
+        index = tf.reduce_sum(tf.cast(step >= boundaries, tf.int32))
+        lr = tf.gather(rates, index)
+        if c.warmup and c.schedule:
+            first = c.schedule[0]
+            rise = c.initial_learning_rate + (first.learning_rate - c.initial_learning_rate) * (
+                step / first.step)
+            lr = tf.where(step < first.step, rise, lr)
+        return lr
 
     def get_config(self):
         return {"kind": self.kind}

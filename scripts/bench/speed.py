@@ -17,10 +17,20 @@ Parts (each a subprocess, run one at a time):
   peers   scripts/bench/peers/run_all.py in the peer virtualenvs (--peers; see
           scripts/bench/peers/make_venvs.py).
   scaling step time over hash_bucket_size, wall time / RSS over rows, ex/s over batch size.
+  sequence  (issue #17; --data from speed_data.py --seq_len 50) the MMoE above with, added
+          to its 20 ids and 5 dense columns: "id" the 1-id feature `item`; "mean" `item`
+          and the 50-long SequenceFeature `hist` mean-pooled (sequence_combiner mean);
+          "din" `item` and `hist` under DIN target attention keyed by `item` (a group's
+          sequence_features; attention MLP 128, 64, 32, 1, EasyRec's default); "din_small"
+          as din with seq_dnn [32, 1]; `item` and `hist` share one table. The variants
+          interleaved within each run; steady-state ex/s and steps/s, and the ratio to "id".
 
 Usage:
   python scripts/bench/speed_data.py --out /tmp/mtrec_speed --rows 1000000 --parquet
   python scripts/bench/speed.py --data /tmp/mtrec_speed --parts mtrec,limit --runs 3
+  python scripts/bench/speed_data.py --out /tmp/mtrec_speed_seq --rows 600000 \
+      --test_rows 50000 --seq_len 50
+  python scripts/bench/speed.py --data /tmp/mtrec_speed_seq --parts sequence --runs 3
 Results go to --out (JSON, one record per run) and a markdown summary on stdout.
 """
 import argparse
@@ -42,9 +52,12 @@ NUM_SPARSE, NUM_DENSE = 20, 5
 
 def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_size: int,
                  rows_file: str = "train", steps_per_loop: int = 0, ids: str = "hash",
-                 dense_moments: bool = True) -> str:
+                 dense_moments: bool = True, sequence: str = "", seq_len: int = 50) -> str:
     """The mtrec config of the workload (one epoch, one checkpoint at the end; no
-    evaluation and no export during training: run_mtrec evaluates afterwards)."""
+    evaluation and no export during training: run_mtrec evaluates afterwards).
+    sequence: "" the workload; "id" plus the 1-id feature item; "mean" / "din" plus item
+    and the SequenceFeature hist (seq_len ids, one table with item), mean-pooled / under
+    DIN target attention keyed by item (attention MLP 128, 64, 32, 1; "din_small": 32, 1)."""
     ext = "csv" if fmt == "csv" else "parquet"
     fields = ['input_fields { input_name: "click" input_type: INT32 }',
               'input_fields { input_name: "conversion" input_type: INT32 }']
@@ -63,6 +76,26 @@ def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_s
                  for i in range(NUM_DENSE)]
     names = " ".join(f'feature_names: "c{j}"' for j in range(NUM_SPARSE))
     names += " " + " ".join(f'feature_names: "d{i}"' for i in range(NUM_DENSE))
+    if sequence:
+        if sequence not in ("id", "mean", "din", "din_small"):
+            raise ValueError(f"sequence must be id, mean, din or din_small, not {sequence!r}")
+        fields.append(f'input_fields {{ input_name: "item" input_type: {id_type} }}')
+        features.append(f'feature_configs {{ input_names: "item" feature_type: IdFeature '
+                        f'{id_space}: {hash_buckets} embedding_dim: 16 '
+                        'embedding_name: "item_table" }')
+        names += ' feature_names: "item"'
+    if sequence in ("mean", "din", "din_small"):
+        fields.append('input_fields { input_name: "hist" input_type: STRING }')
+        combiner = "sequence_combiner { mean {} } " if sequence == "mean" else ""
+        features.append(f'feature_configs {{ input_names: "hist" feature_type: SequenceFeature '
+                        f'separator: "|" max_seq_len: {seq_len} {id_space}: {hash_buckets} '
+                        f'embedding_dim: 16 embedding_name: "item_table" {combiner}}}')
+        # din: the attention MLP EasyRec uses without seq_dnn (128, 64, 32, 1); din_small
+        # a lighter one, seq_dnn [32, 1].
+        small = " seq_dnn { hidden_units: [32, 1] }" if sequence == "din_small" else ""
+        names += (' feature_names: "hist"' if sequence == "mean" else
+                  ' sequence_features { group_name: "seq" seq_att_map { key: "item" '
+                  f'hist_seq: "hist" }}{small} }}')
     tower = ('tower_name: "{name}" label_name: "{label}" dnn {{ hidden_units: {units} '
              'use_bn: false }} loss_type: CLASSIFICATION metrics_set {{ auc {{}} }}')
     if model == "mmoe":
@@ -139,19 +172,22 @@ def steady_rate(lines, batch_size: int, warmup_steps: int) -> float:
 
 
 def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows_file="train",
-              evaluate=True, steps_per_loop=0, ids=None) -> dict:
+              evaluate=True, steps_per_loop=0, ids=None, sequence="") -> dict:
     ids = ids or getattr(args, "ids", "hash")
-    config = os.path.join(work, f"{model}_{fmt}_{ids}{hash_buckets}_{batch_size}_{rows_file}.config")
+    config = os.path.join(work, f"{model}_{fmt}_{ids}{hash_buckets}_{batch_size}_{rows_file}"
+                          f"{'_seq_' + sequence if sequence else ''}.config")
     dense_moments = not getattr(args, "lazy", False)
     with open(config, "w", encoding="utf-8") as f:
         f.write(mtrec_config(model, args.data, fmt, hash_buckets, batch_size, rows_file,
-                             steps_per_loop, ids, dense_moments))
+                             steps_per_loop, ids, dense_moments, sequence,
+                             getattr(args, "seq_len", 50)))
     model_dir = tempfile.mkdtemp(prefix="run_", dir=work)
     lines, wall, rss = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
                                     "--model_dir", model_dir])
     record = {"part": "mtrec", "model": model, "format": fmt, "hash_buckets": hash_buckets,
               "ids": ids, "dense_moments": dense_moments,
               "batch_size": batch_size, "rows_file": rows_file,
+              **({"sequence": sequence} if sequence else {}),
               "steady_ex_per_s": steady_rate(lines, batch_size, args.warmup_steps),
               "end_to_end_s": wall, "peak_rss_mb": rss}
     if evaluate:
@@ -199,6 +235,12 @@ def main():
     parser.add_argument("--row_files", default="", help="for scaling: train file stems, "
                         "e.g. rows_100k,train,rows_5m (speed_data.py --rows into the same dir)")
     parser.add_argument("--batch_sizes", default="512,1024,2048,4096,8192")
+    parser.add_argument("--seq_len", type=int, default=50,
+                        help="sequence part: max_seq_len of hist (the length speed_data.py "
+                             "--seq_len wrote)")
+    parser.add_argument("--sequence_variants", default="id,mean,din",
+                        help="sequence part: which of id, mean, din, din_small to run, in "
+                             "this order")
     args = parser.parse_args()
     if args.summarize:
         with open(args.summarize, encoding="utf-8") as f:
@@ -240,6 +282,11 @@ def main():
             with open(out, encoding="utf-8") as f:
                 for record in json.load(f):
                     keep(dict(record, part="peer"))
+    if "sequence" in parts:
+        # Interleaved per run, so that load changes hit all variants alike.
+        for run in range(args.runs):
+            for variant in args.sequence_variants.split(","):
+                keep(run_mtrec("mmoe", "csv", args, args.work_dir, sequence=variant))
     if "xla" in parts:
         # XLA on CPU measured far slower here: a short run (60 steps) is enough to show it.
         for model in models:
@@ -277,24 +324,16 @@ def main():
 def summarize(records):
     groups = {}
     for r in records:
-        if "scaling" in r:
+        if "scaling" in r or "sequence" in r:
             continue
         key = (r["model"], r["part"], r.get("format", ""), str(r.get("xla", "")),
                r.get("library", ""), r.get("ids", "hash"))
         groups.setdefault(key, []).append(r)
-    print("| model | what | steady ex/s (median) | end-to-end s | peak RSS MB | AUC click | "
-          "AUC conversion | runs |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (model, part, fmt, xla, lib, _), rs in sorted(groups.items()):
-        what = {"mtrec": f"mtrec ({fmt}, ids {rs[0].get('ids', 'hash')})", "limit": f"in-memory limit (XLA {xla})",
-                "peer": lib}.get(part, part)
-        med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
-        auc_click = med("auc_click") if part != "mtrec" or model == "mmoe" else med("auc_ctr")
-        auc_conv = (med("auc_conversion") if part != "mtrec" or model == "mmoe"
-                    else med("auc_ctcvr"))
-        print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
-              f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
-              f"{auc_conv:.4f} | {len(rs)} |")
+    if groups:
+        print_main_table(groups)
+    sequence = [r for r in records if "sequence" in r]
+    if sequence:
+        summarize_sequence(sequence)
     scaling = [r for r in records if "scaling" in r]
     if scaling:
         print("\n| scaling | hash_bucket_size | rows file | batch | steady ex/s | step ms | "
@@ -311,6 +350,50 @@ def summarize(records):
             print(f"| {r['scaling']} | {r['hash_buckets']:,} | {r['rows_file']} | "
                   f"{r['batch_size']} | {r['steady_ex_per_s']:,.0f} | {step_ms:.1f} | "
                   f"{r['end_to_end_s']:.1f} | {r['peak_rss_mb']:,.0f} |")
+
+
+def print_main_table(groups):
+    print("| model | what | steady ex/s (median) | end-to-end s | peak RSS MB | AUC click | "
+          "AUC conversion | runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (model, part, fmt, xla, lib, _), rs in sorted(groups.items()):
+        what = {"mtrec": f"mtrec ({fmt}, ids {rs[0].get('ids', 'hash')})", "limit": f"in-memory limit (XLA {xla})",
+                "peer": lib}.get(part, part)
+        med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
+        auc_click = med("auc_click") if part != "mtrec" or model == "mmoe" else med("auc_ctr")
+        auc_conv = (med("auc_conversion") if part != "mtrec" or model == "mmoe"
+                    else med("auc_ctcvr"))
+        print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
+              f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
+              f"{auc_conv:.4f} | {len(rs)} |")
+
+
+def summarize_sequence(records):
+    """Sequence part: medians per variant and each run's ratio to the 1-id variant (runs are
+    matched by order: the variants of one run ran one after another)."""
+    by_variant = {}
+    for r in records:
+        by_variant.setdefault(r["sequence"], []).append(r)
+    base = by_variant.get("id", [])
+    print("\n| MMoE + | steady ex/s (median) | steps/s (median) | per run | cost vs 1 id "
+          "(step time ratio, median of the runs' ratios) | end-to-end s | peak RSS MB | "
+          "AUC click | AUC conversion | runs | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    names = {"id": "1-id feature item", "mean": "item + 50-long hist, mean",
+             "din": "item + 50-long hist, DIN keyed by item",
+             "din_small": "item + 50-long hist, DIN keyed by item, seq_dnn [32, 1]"}
+    for variant, rs in by_variant.items():
+        rates = [r["steady_ex_per_s"] for r in rs]
+        ratios = [b["steady_ex_per_s"] / r["steady_ex_per_s"] for b, r in zip(base, rs)]
+        med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
+        print(f"| {names.get(variant, variant)} | {np.median(rates):,.0f} | "
+              f"{np.median(rates) / rs[0]['batch_size']:.2f} | "
+              + "; ".join(f"{x:,.0f}" for x in rates) + " | "
+              + (f"{np.median(ratios):.2f}x (" + ", ".join(f"{x:.2f}" for x in ratios) + ")"
+                 if ratios else "n/a")
+              + f" | {med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | "
+              f"{med('auc_click'):.4f} | {med('auc_conversion'):.4f} | {len(rs)} | "
+              + ", ".join(f"{r['load']:.2f}" for r in rs) + " |")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,21 @@ logit and b_j[id] for the conversion logit; dense columns add w·d. With the def
 9.1% of rows are clicks and 2.1% conversions (23% of clicks). A logistic model
 on one-hot ids can reach a clearly-above-chance AUC, so a model that learns shows it.
 
+With --seq_len N (the sequence speed mode of speed.py, issue #17) two more columns:
+  item                   one id in [0, vocab) (the target item)
+  hist                   N ids in [0, vocab), "|"-joined (the behaviour sequence)
+Planted signal: item i belongs to cluster i % 20; each row has a taste cluster k; half
+of its history and, independently, half of its items are drawn from cluster k, the rest
+uniformly; the click logit gets +1.0 when the item's cluster is k (the conversion logit
++0.5). A pooled history tells k; an attention keyed by the item can match it. The other
+columns are drawn as without --seq_len (the rows differ: the random stream differs).
+
 Files: <out>/train.csv (--rows rows) and <out>/test.csv (--test_rows rows, same
 distribution); with --parquet also train.parquet / test.parquet (needs pyarrow).
 Usage:
   python scripts/bench/speed_data.py --out /tmp/mtrec_speed --rows 1000000
+  python scripts/bench/speed_data.py --out /tmp/mtrec_speed_seq --rows 600000 \
+      --test_rows 50000 --seq_len 50
 """
 import argparse
 import os
@@ -27,28 +38,54 @@ COLUMNS = (["click", "conversion"] + [f"d{i}" for i in range(NUM_DENSE)]
            + [f"c{j}" for j in range(NUM_SPARSE)])
 
 
-def generate(rows: int, vocab: int, rng: np.random.Generator, weights: dict) -> dict:
+NUM_CLUSTERS = 20
+
+
+def cluster_ids(clusters: np.ndarray, shape, vocab: int, rng: np.random.Generator):
+    """Ids of the given clusters (id % NUM_CLUSTERS == cluster), uniform within them."""
+    return clusters + NUM_CLUSTERS * rng.integers(0, vocab // NUM_CLUSTERS, size=shape)
+
+
+def generate(rows: int, vocab: int, rng: np.random.Generator, weights: dict,
+             seq_len: int = 0) -> dict:
     ids = rng.integers(0, vocab, size=(rows, NUM_SPARSE))
     dense = rng.standard_normal((rows, NUM_DENSE)).astype(np.float32)
     cols = np.arange(NUM_SPARSE)
     click_logit = weights["a"][cols, ids].sum(1) + dense @ weights["wa"] + weights["ca"]
     conv_logit = weights["b"][cols, ids].sum(1) + dense @ weights["wb"] + weights["cb"]
+    extra = {}
+    if seq_len:
+        taste = rng.integers(0, NUM_CLUSTERS, size=rows)
+        hist = np.where(rng.random((rows, seq_len)) < 0.5,
+                        cluster_ids(taste[:, None], (rows, seq_len), vocab, rng),
+                        rng.integers(0, vocab, size=(rows, seq_len)))
+        item = np.where(rng.random(rows) < 0.5, cluster_ids(taste, rows, vocab, rng),
+                        rng.integers(0, vocab, size=rows))
+        match = (item % NUM_CLUSTERS) == taste
+        click_logit = click_logit + 1.0 * match
+        conv_logit = conv_logit + 0.5 * match
+        extra = {"item": item, "hist": hist}
     click = rng.random(rows) < 1 / (1 + np.exp(-click_logit))
     conversion = click & (rng.random(rows) < 1 / (1 + np.exp(-conv_logit)))
     return {"click": click.astype(np.int8), "conversion": conversion.astype(np.int8),
-            "dense": dense, "ids": ids}
+            "dense": dense, "ids": ids, **extra}
 
 
 def write_csv(path: str, data: dict, chunk: int = 200_000) -> None:
     tmp = path + ".tmp"
+    sequence = "hist" in data
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(",".join(COLUMNS) + "\n")
+        f.write(",".join(COLUMNS + (["item", "hist"] if sequence else [])) + "\n")
         n = len(data["click"])
         for start in range(0, n, chunk):
             end = min(n, start + chunk)
             parts = [data["click"][start:end].astype(str), data["conversion"][start:end].astype(str)]
             parts += [np.char.mod("%.5f", data["dense"][start:end, i]) for i in range(NUM_DENSE)]
             parts += [data["ids"][start:end, j].astype(str) for j in range(NUM_SPARSE)]
+            if sequence:
+                parts.append(data["item"][start:end].astype(str))
+                parts.append(np.array(["|".join(row) for row in
+                                       data["hist"][start:end].astype(str).tolist()]))
             lines = parts[0]
             for p in parts[1:]:
                 lines = np.char.add(np.char.add(lines, ","), p)
@@ -76,7 +113,11 @@ def main():
     parser.add_argument("--vocab", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parquet", action="store_true")
+    parser.add_argument("--seq_len", type=int, default=0,
+                        help="also write the columns item and hist (this many ids); CSV only")
     args = parser.parse_args()
+    if args.seq_len < 0 or (args.seq_len and args.parquet):
+        parser.error("--seq_len must be >= 0 and writes CSV only (no --parquet)")
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     weights = {"a": rng.normal(0, 0.35, (NUM_SPARSE, args.vocab)),
@@ -84,7 +125,7 @@ def main():
                "wa": rng.normal(0, 0.3, NUM_DENSE), "wb": rng.normal(0, 0.3, NUM_DENSE),
                "ca": -3.2, "cb": -1.9}
     for name, rows in (("train", args.rows), ("test", args.test_rows)):
-        data = generate(rows, args.vocab, rng, weights)
+        data = generate(rows, args.vocab, rng, weights, args.seq_len)
         write_csv(os.path.join(args.out, f"{name}.csv"), data)
         if args.parquet:
             write_parquet(os.path.join(args.out, f"{name}.parquet"), data)

@@ -1,0 +1,246 @@
+"""scripts/easyrec_status.py: the measured table of EasyRec's sample configs (#17, #22)."""
+import os
+
+import numpy as np
+import pytest
+
+import easyrec_status as status_lib
+from mtrec.data.synthetic import token_cells
+
+SAMPLES = status_lib.DEFAULT_SAMPLES
+pytestmark = pytest.mark.skipif(not os.path.isdir(SAMPLES),
+                                reason=f"EasyRec's samples are not at {SAMPLES}")
+
+
+def sample(name):
+    return os.path.join(SAMPLES, name)
+
+
+def table_rows(markdown: str) -> dict:
+    """{config: [cells]} of the 'Every config' table."""
+    rows = {}
+    for line in markdown.split("## Every config", 1)[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) == 6 and cells[0].endswith(".config"):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_a_passing_config_row():
+    row = status_lib.status(sample("mmoe_on_taobao.config"), train=False)
+    assert (row.name, row.family, row.model_class, row.check) == \
+        ("mmoe_on_taobao.config", "multi-task", "MMoE", "pass")
+    assert (row.problems, row.first_problem, row.train) == (0, "", "not run")
+
+
+def test_a_config_failing_check_names_file_line_and_counts(tmp_path):
+    text = open(sample("mmoe_on_taobao.config"), encoding="utf-8").read()
+    # An unknown field: the parser stops at it (one problem, at its line and column).
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("model_config"))
+    lines.insert(at + 1, "  no_such_field: 3")
+    bad = tmp_path / "mmoe_unknown_field.config"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    row = status_lib.status(str(bad), train=True)
+    assert (row.check, row.problems, row.train) == ("fail", 1, "-")
+    assert row.first_problem.startswith(f"mmoe_unknown_field.config:{at + 2}:3: ")
+    assert '"no_such_field"' in row.first_problem
+    # Two validation problems: a label and the sample weight that are not columns.
+    two = tmp_path / "mmoe_two_problems.config"
+    two.write_text(text.replace("data_config {", 'data_config {\n  sample_weight: "w"\n'
+                                '  label_fields: "nope"', 1), encoding="utf-8")
+    row = status_lib.status(str(two), train=False)
+    assert (row.check, row.problems) == ("fail", 2)
+    line = text[:text.index("data_config {")].count("\n") + 3  # the label_fields line
+    assert row.first_problem == f"mmoe_two_problems.config:{line}: label_fields: 'nope' is " \
+                                "not an input field."
+
+
+def test_every_problem_goes_past_the_parser_stop(tmp_path):
+    text = open(sample("mmoe_on_taobao.config"), encoding="utf-8").read()
+    lines = text.splitlines()
+
+    def after(start):
+        return next(i for i, line in enumerate(lines) if line.startswith(start)) + 1
+    lines.insert(after("model_config"), '  no_such_block { a: 1 b { c: "x}" } }')
+    lines.insert(after("train_config"), '  no_such_field: "a" "b"')
+    enum = next(i for i, line in enumerate(lines) if "input_type: STRING" in line)
+    lines[enum] = lines[enum].replace("input_type: STRING", "input_type: NoSuchType")
+    bad = tmp_path / "three.config"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = status_lib.every_problem(str(bad))
+
+    def line_of(snippet):
+        return next(i for i, line in enumerate(lines, 1) if snippet in line)
+    assert [p.split(": ", 1)[0] for p in found] == [
+        f"three.config:{line_of('no_such_field')}:3",
+        f"three.config:{line_of('NoSuchType')}:{lines[enum].index('NoSuchType') + 1}",
+        f"three.config:{line_of('no_such_block')}:3"]
+    assert '"no_such_field"' in found[0] and "NoSuchType" in found[1]
+    assert '"no_such_block"' in found[2]
+    # A validation problem left after the unknown fields is listed too, with its line.
+    label = next(i for i, line in enumerate(lines) if line.strip() == 'label_name: "buy"')
+    lines[label] = lines[label].replace('"buy"', '"nope"')
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = status_lib.every_problem(str(bad))
+    assert len(found) == 4 and found[3].startswith(f"three.config:{label + 1}: ")
+    assert "'nope'" in found[3]
+
+
+def test_a_cloud_only_sample_fails_check_at_its_line():
+    path = sample("deepfm_combo_avazu_kafka.config")
+    row = status_lib.status(path, train=True)
+    assert (row.family, row.model_class, row.check, row.train) == \
+        ("other rank", "DeepFM", "fail", "-")
+    line = next(i for i, text in enumerate(open(path), 1) if "kafka" in text.split("#")[0])
+    assert row.first_problem.startswith(f"deepfm_combo_avazu_kafka.config:{line}")
+
+
+def test_families():
+    def fam(name):
+        return status_lib.family(name, open(sample(name), encoding="utf-8").read())
+    assert fam("ppnet_on_taobao.config") == "multi-task"        # RankModel, named ppnet
+    assert fam("mmoe_backbone_on_taobao.config") == "multi-task"
+    assert fam("din_on_taobao.config") == "DIN/BST rank"
+    assert fam("bst_backbone_on_taobao.config") == "DIN/BST rank"
+    assert fam("dssm_on_taobao.config") == "match/recall"
+    assert fam("deepfm_on_criteo_tfrecord.config") == "other rank"
+
+
+def test_generated_cells_follow_the_config():
+    text = """
+train_config { optimizer_config { adam_optimizer { learning_rate {
+  constant_learning_rate { learning_rate: 0.01 } } } } num_steps: 10 }
+data_config {
+  label_fields: "clk" label_fields: "kind"
+  input_fields { input_name: "clk" input_type: INT32 }
+  input_fields { input_name: "kind" input_type: INT32 }
+  input_fields { input_name: "score" input_type: FLOAT }
+  input_fields { input_name: "tags" input_type: STRING }
+  input_fields { input_name: "cat" input_type: INT64 }
+  input_fields { input_name: "price" input_type: FLOAT }
+  input_fields { input_name: "unused" input_type: STRING }
+  input_fields { input_name: "hist_a" input_type: STRING }
+  input_fields { input_name: "hist_b" input_type: STRING }
+}
+feature_config {
+  features { input_names: "tags" feature_type: TagFeature separator: "#" kv_separator: "="
+             hash_bucket_size: 100 embedding_dim: 4 }
+  features { input_names: "cat" num_buckets: 7 embedding_dim: 4 }
+  features { input_names: "price" feature_type: RawFeature boundaries: [10, 20, 30]
+             embedding_dim: 4 }
+  features { input_names: "hist_a" feature_type: SequenceFeature separator: ";"
+             num_buckets: 5 embedding_dim: 4 }
+  features { input_names: "hist_b" feature_type: SequenceFeature separator: ";"
+             hash_bucket_size: 50 embedding_dim: 4 }
+}
+model_config { model_class: "MMoE" feature_groups { group_name: "all"
+  feature_names: ["tags", "cat", "price"] }
+  mmoe { expert_dnn { hidden_units: [4] } num_expert: 2
+    task_towers { tower_name: "ctr" label_name: "clk" }
+    task_towers { tower_name: "kind" label_name: "kind" num_class: 3 }
+    task_towers { tower_name: "score" label_name: "score" loss_type: L2_LOSS } } }
+"""
+    from mtrec import config as config_lib
+    pipeline = config_lib.parse_text(text)
+    n = 60
+    cells = status_lib.column_cells(pipeline, n, seed=3)
+    assert list(cells) == ["clk", "kind", "score", "tags", "cat", "price", "unused", "hist_a",
+                           "hist_b"]
+    assert all(len(column) == n for column in cells.values())
+    assert sorted(set(cells["clk"])) == ["0", "1"]
+    assert sorted(set(cells["kind"])) == ["0", "1", "2"]
+    assert all(0.0 <= float(v) <= 5.0 for v in cells["score"])
+    assert {int(v) for v in cells["cat"]} <= set(range(7))
+    assert all(9.0 <= float(v) <= 31.0 for v in cells["price"])
+    items = [item for cell in cells["tags"] if cell for item in cell.split("#")]
+    assert items and all(item.count("=") == 1 and 0.1 <= float(item.split("=")[1]) < 2.0
+                         for item in items)
+    # Sequences an attention reads together have the same length in every row.
+    def lengths(column):
+        return [len(cell.split(";")) if cell else 0 for cell in cells[column]]
+    assert lengths("hist_a") == lengths("hist_b") and len(set(lengths("hist_a"))) > 3
+    assert {int(v) for cell in cells["hist_a"] if cell for v in cell.split(";")} <= set(range(5))
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"easyrec_status_{os.getpid()}.csv")
+    try:
+        status_lib.write_csv(pipeline, path, 5, seed=3)
+        lines = open(path, encoding="utf-8").read().splitlines()
+    finally:
+        os.remove(path)
+    assert len(lines) == 5 and all(len(line.split(",")) == 9 for line in lines)
+
+
+def test_token_cells_for_sequences():
+    rng = np.random.default_rng(0)
+    cells = token_cells(rng, 200, ["a", "b", "c"], separator=";", max_len=4,
+                        inner_separator="#", inner_len=2)
+    lengths = [len(cell.split(";")) if cell else 0 for cell in cells]
+    assert set(lengths) == {0, 1, 2, 3, 4}
+    assert all(len(item.split("#")) == 2 and set(item.split("#")) <= {"a", "b", "c"}
+               for cell in cells if cell for item in cell.split(";"))
+    assert cells == token_cells(np.random.default_rng(0), 200, ["a", "b", "c"], separator=";",
+                                max_len=4, inner_separator="#", inner_len=2)
+    assert token_cells(rng, 3, ["a"], lengths=[0, 2, 1]) == ["", "a|a", "a"]
+    with pytest.raises(ValueError, match="lengths"):
+        token_cells(rng, 3, ["a"], lengths=[1, 2])
+    with pytest.raises(ValueError, match="inner_separator"):
+        token_cells(rng, 2, ["a"], inner_len=2)
+
+
+def test_render_and_top_problems():
+    rows = [status_lib.Row("a.config", "multi-task", "MMoE", "pass", train="pass", seconds=3),
+            status_lib.Row("b.config", "multi-task", "DBMTL", "pass", train="fail",
+                           train_error="train: bad thing", seconds=2),
+            status_lib.Row("c.config", "other rank", "DeepFM", "fail", 3,
+                           'c.config:4:1: Message type "X" has no field named "kd".'),
+            status_lib.Row("d.config", "match/recall", "DSSM", "fail", 1,
+                           'd.config:9:3: Message type "X" has no field named "kd".')]
+    assert status_lib.top_problems(rows) == [
+        ('Message type "X" has no field named "kd".', 2), ("train: bad thing", 1)]
+    markdown = status_lib.render(rows, steps=5, trained=True, seconds=60)
+    table = table_rows(markdown)
+    assert table["a.config"] == ["a.config", "multi-task", "MMoE", "pass", "pass (3 s)", ""]
+    assert table["b.config"][4:] == ["fail (2 s)", "train: bad thing"]
+    assert table["c.config"][3:5] == ["fail (3)", "-"]
+    assert table["d.config"][5].startswith("d.config:9:3: ")
+    assert "| **total** | 4 | 2 | 1 of 2 tried |" in markdown
+    assert "| multi-task | 2 | 2 | 1 of 2 tried |" in markdown
+
+
+def test_a_hung_train_is_a_timeout_not_a_stop(tmp_path):
+    loaded, _, _ = status_lib.check(sample("mmoe_on_taobao.config"))
+    result, error, seconds = status_lib.train_export(
+        sample("mmoe_on_taobao.config"), loaded, str(tmp_path), timeout=0.5)
+    assert (result, error) == ("timeout", "no result after 0.5 s") and seconds < 30
+
+
+@pytest.mark.slow
+def test_train_and_export_on_generated_data(tmp_path):
+    row = status_lib.status(sample("mmoe_on_taobao.config"), train=True,
+                            work_root=str(tmp_path), steps=2)
+    assert (row.check, row.train, row.train_error) == ("pass", "pass", "")
+    assert os.listdir(tmp_path) == []  # the work directory is removed
+
+
+def test_one_line_keeps_what_failed():
+    message = ("cannot read training data (t.csv): Graph execution error:\n\n"
+               "Detected at node Gather defined at (most recent call last):\n"
+               '  File "x.py", line 1, in f\n\n'
+               "indices[3] = 5 is not in [0, 4)\n\t [[{{node Gather}}]] [Op:__inference_f_9]")
+    assert status_lib.one_line(message) == ("cannot read training data (t.csv): Graph "
+                                            "execution error: indices[3] = 5 is not in [0, 4)")
+    assert status_lib.one_line("a: b\nmore") == "a: b"
+    assert status_lib.one_line("") == ""
+
+
+def test_error_detail_reads_the_cause():
+    try:
+        try:
+            raise TypeError("in user code:\n\n    File \"m.py\", line 3, in call\n\n"
+                            "    TypeError: unsupported operand type(s) for +: 'int' and 'str'")
+        except TypeError as e:
+            raise RuntimeError("cannot read training data: Graph execution error:") from e
+    except RuntimeError as e:
+        assert status_lib.error_detail(e) == \
+            "TypeError: unsupported operand type(s) for +: 'int' and 'str'"
+    assert status_lib.error_detail(ValueError("one line")) == ""
