@@ -50,7 +50,7 @@ def describe(error: BaseException, step: str, verbose: bool = False) -> str:
         return f"{step}: {_os_error(error, step)}"
     tf_errors = _tf_errors()
     if tf_errors is not None and isinstance(error, tf_errors.OpError):
-        message = _first_line(re.sub(r"\{\{[^}]*\}\}\s*", "", error.message or ""))
+        message = reason_line(re.sub(r"\{\{[^}]*\}\}\s*", "", error.message or ""))
         if isinstance(error, tf_errors.ResourceExhaustedError):
             # TensorFlow reports a full disk (ENOSPC, EDQUOT) with this class too.
             for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
@@ -63,7 +63,7 @@ def describe(error: BaseException, step: str, verbose: bool = False) -> str:
         return f"{step}: TensorFlow {type(error).__name__}{_detail(message)}."
     if isinstance(error, MemoryError):
         return f"{step}: out of memory{_detail(str(error))}. " + _less_memory(step)
-    line = _first_line(str(error)).rstrip(".")
+    line = reason_line(str(error)).rstrip(".")
     return (f"{step}: unexpected {type(error).__name__}{': ' + line if line else ''}. This is "
             "a bug in mtrec; please report it" +
             ("." if verbose else " (run with --verbose for the traceback)."))
@@ -101,9 +101,18 @@ def _tf_errors():
 
 def _detail(text) -> str:
     """" (first line of text)", or nothing when there is no text."""
-    line = _first_line(text).rstrip(".")
+    line = reason_line(text).rstrip(".")
     return f" ({line})" if line else ""
 
 
-def _first_line(text) -> str:
-    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+def reason_line(text) -> str:
+    """The line of an error message that says what went wrong: its first line, unless that
+    only introduces the rest ("Graph execution error:", autograph's "in user code:"); then
+    the last line that is not TF's [[node ...]] marker."""
+    lines = [line.strip() for line in str(text).splitlines()
+             if line.strip() and not line.strip().startswith("[[")]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[-1]
+    return lines[0] if lines else ""
+
+

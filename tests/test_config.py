@@ -935,3 +935,16 @@ def test_star_checks_name_a_line(tmp_path):
     text = edit("hidden_units: [8, 4]", "hidden_units: [8, 0]", STAR)
     path, message = load_error(tmp_path, text)
     assert f"{path}:{line_of(text, '[8, 0]')}: star.hidden_units must be positive." in message
+
+
+def test_a_singular_field_set_twice_keeps_its_last_value(tmp_path, caplog):
+    """EasyRec parses with text_format.Merge; four of its sample configs set
+    log_step_count_steps twice and rely on the last value."""
+    import logging
+    from mtrec.config.loader import parse_text
+    text = "train_config {\n  num_steps: 5\n  log_step_count_steps: 100\n  log_step_count_steps: 200\n}\n"
+    with caplog.at_level(logging.WARNING, logger="mtrec"):
+        config = parse_text(text, "dup.config")
+    assert config.train_config.log_step_count_steps == 200
+    assert config.train_config.num_steps == 5
+    assert "dup.config:4: log_step_count_steps is set more than once" in caplog.text

@@ -189,3 +189,16 @@ def test_a_failed_predict_leaves_the_old_output_untouched(capsys, tmp_path, expo
     assert f"{bad}:30" in line, line
     assert out.read_text() == "old scores\n"
     assert sorted(os.listdir(tmp_path)) == ["bad.csv", "scores.csv"]
+
+
+def test_an_introductory_first_line_gives_way_to_the_reason():
+    """TF's "Graph execution error:" and autograph's "in user code:" only introduce the
+    message; the one-line error must carry what went wrong."""
+    from mtrec.errors import describe, reason_line
+    graph = ("Graph execution error:\n\nDetected at node 'x' defined at:\n  File a.py\n"
+             "sequences 'a' and 'b' differ in length\n\t [[{{node assert}}]]")
+    assert reason_line(graph) == "sequences 'a' and 'b' differ in length"
+    assert reason_line("bad value\nmore detail") == "bad value"
+    error = TypeError("in user code:\n\n  File \"m.py\", line 3, in f\n\n"
+                      "    TypeError: unsupported operand")
+    assert "unexpected TypeError: TypeError: unsupported operand" in describe(error, "train")

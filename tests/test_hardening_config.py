@@ -294,7 +294,7 @@ def test_oversized_set_value_names_the_override(tmp_path):
                          ("9" * 5000, "'" + "9" * 39 + "..." + "9" * 9 + "' (5002 characters)")):
         with pytest.raises(ConfigError) as info:
             config_lib.load(path, sets=[f"data_config.batch_size={value}"])
-        assert str(info.value) == (f"override 'data_config.batch_size': {shown} is out of "
+        assert str(info.value) == (f"--set: override 'data_config.batch_size': {shown} is out of "
                                    "range for batch_size (0 to 4294967295).")
 
 

@@ -1,6 +1,7 @@
 """Read a config: parse text format strictly, apply overrides, fill in defaults, validate."""
 import dataclasses
 import difflib
+import logging
 import os
 import re
 
@@ -11,6 +12,8 @@ from google.protobuf import text_format
 from mtrec.config.defaults import fill_defaults
 from mtrec.config.overrides import apply_overrides
 from mtrec.config.source import Source
+
+log = logging.getLogger("mtrec")
 from mtrec.config.validation import validate
 from mtrec.errors import ConfigError
 from mtrec.protos import pipeline_pb2
@@ -48,13 +51,29 @@ def _undecodable_string(text: str, line: int) -> tuple[int, int] | None:
     return None
 
 
+def _parse_last_value_wins(text: str, config, path: str) -> None:
+    """Parse strictly, except that a singular field set twice keeps its last value: EasyRec
+    parses with text_format.Merge, and some of its sample configs rely on that. A warning
+    names the first such line."""
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        repeated = re.search(r'should not have multiple "(\w+)" fields', str(e))
+        if not repeated:
+            raise
+        config.Clear()
+        text_format.Merge(text, config)
+        log.warning("%s:%s: %s is set more than once; the last value wins (as in EasyRec).",
+                    path, e.GetLine(), repeated.group(1))
+
+
 def parse_text(text: str, path: str = "<config>") -> pipeline_pb2.PipelineConfig:
     """Parse text format strictly: unknown fields are errors that name their line."""
     config = pipeline_pb2.PipelineConfig()
     # A UTF-8 byte-order mark, as editors on Windows write, is not part of the text.
     text = text[1:] if text.startswith("\ufeff") else text
     try:
-        text_format.Parse(text, config)
+        _parse_last_value_wins(text, config, path)
     except RecursionError:
         raise ConfigError(f"{path}: the config nests messages too deeply to parse (a Struct "
                           "or message inside itself thousands of times); flatten it.") from None

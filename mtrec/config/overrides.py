@@ -20,6 +20,7 @@ _CONDITION = re.compile(r"^(.+?)(!=|>=|<=|=|<|>)(.*)$")
 
 def apply_overrides(pipeline, edit_config_json=None, sets=None) -> None:
     edits: dict[str, Any] = {}
+    flags: dict[str, str] = {}  # path -> the flag that set it, named in its errors
     if edit_config_json:
         if isinstance(edit_config_json, str):
             try:
@@ -29,11 +30,16 @@ def apply_overrides(pipeline, edit_config_json=None, sets=None) -> None:
         if not isinstance(edit_config_json, dict):
             raise ConfigError("--edit_config_json must be a JSON object of {\"path\": value}.")
         edits.update(edit_config_json)
+        flags.update(dict.fromkeys(edit_config_json, "--edit_config_json"))
     for item in sets or []:
         path, value = _split_assignment(item)
         edits[path] = _parse_set_value(value)
+        flags[path] = "--set"
     for path, value in edits.items():
-        set_path(pipeline, path, value)
+        try:
+            set_path(pipeline, path, value)
+        except ConfigError as e:
+            raise ConfigError(f"{flags[path]}: {e}") from None
 
 
 def _split_assignment(item: str) -> tuple[str, str]:

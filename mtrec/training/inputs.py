@@ -8,7 +8,7 @@ import tensorflow as tf
 from mtrec import config as config_lib
 from mtrec.data.reader import expand_paths, make_reader
 from mtrec.data.schema import BAD_ROWS_KEY, column_rules
-from mtrec.errors import DataError
+from mtrec.errors import DataError, reason_line
 from mtrec.training import distribute
 from mtrec.training.job import Job
 
@@ -105,7 +105,7 @@ def data_error(error, reader, files, what, job=None) -> DataError:
     hint = " Fix the row, or set data_config.ignore_error: true to skip bad rows."
     if where:
         return DataError(f"{where}.{hint}")
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    message = reason_line(error) or type(error).__name__
     return DataError(f"cannot read {what} data ({', '.join(files[:3])}"
                      f"{'...' if len(files) > 3 else ''}): {message}")
 
