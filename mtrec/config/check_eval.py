@@ -3,14 +3,67 @@ import math
 import os
 
 from mtrec.config.source import Problems
+from mtrec.protos import loss_pb2
 
 
-def check_metric(metric, inputs: dict, p: Problems) -> None:
-    """One metrics_set entry (of eval_config or a tower): gauc groups by an input column."""
-    if metric.WhichOneof("metric") == "gauc":
-        uid = metric.gauc.uid_field
-        if not uid or uid not in inputs:
-            p.error(f"gauc.uid_field {uid!r} must name an input field.", "uid_field")
+# The towers each metric applies to, by what the tower predicts: "regression" (an L2 tower,
+# y_<tower>), "binary" (one probability per row) or "multi_class" (probabilities of
+# num_class classes). As EasyRec's rank models: AUC-like and threshold metrics need one
+# probability, top-k metrics need classes, error metrics a value per row.
+METRIC_TOWERS = {
+    "auc": {"binary"},
+    "gauc": {"binary"},
+    "session_auc": {"binary"},
+    "logloss": {"binary"},
+    "max_f1": {"binary"},
+    "precision": {"binary"},
+    "recall": {"binary"},
+    "accuracy": {"binary", "multi_class"},
+    "recall_at_topk": {"multi_class"},
+    "precision_at_topk": {"multi_class"},
+    "mean_squared_error": {"regression", "binary"},
+    "mean_absolute_error": {"regression", "binary"},
+    "root_mean_squared_error": {"regression", "binary"},
+}
+# Column a per-group AUC groups rows by, per metric.
+GROUP_FIELDS = {"gauc": "uid_field", "session_auc": "session_id_field"}
+_REDUCTIONS = ("mean", "mean_by_sample_num", "mean_by_positive_num")
+_TOWER_WORDS = {"regression": "regression (L2_LOSS)", "binary": "binary (num_class 1)",
+                "multi_class": "multi-class (num_class > 1)"}
+
+
+def tower_prediction_kind(tower) -> str:
+    """"regression", "binary" or "multi_class": what a tower config predicts."""
+    kinds = [t.loss_type for t in tower.losses] or [tower.loss_type]
+    if loss_pb2.L2_LOSS in kinds:
+        return "regression"
+    if tower.num_class == 1 or loss_pb2.JRC_LOSS in kinds:
+        return "binary"
+    return "multi_class"
+
+
+def check_metric(metric, inputs: dict, p: Problems, tower=None) -> None:
+    """One metrics_set entry (of eval_config, or of `tower`): gauc and session_auc group by
+    an input column, top-k needs k >= 1, and a tower's own metric must fit the tower."""
+    kind = metric.WhichOneof("metric")
+    if kind in GROUP_FIELDS:
+        field = GROUP_FIELDS[kind]
+        column = getattr(getattr(metric, kind), field)
+        if not column or column not in inputs:
+            p.error(f"{kind}.{field} {column!r} must name an input field.", field)
+        reduction = getattr(metric, kind).reduction
+        if reduction not in _REDUCTIONS:
+            p.error(f"{kind}.reduction {reduction!r} is not one of {', '.join(_REDUCTIONS)}.",
+                    "reduction")
+    if kind in ("recall_at_topk", "precision_at_topk") and getattr(metric, kind).topk < 1:
+        p.error(f"{kind}.topk must be at least 1.", "topk")
+    if tower is not None and kind in METRIC_TOWERS:
+        predicts = tower_prediction_kind(tower)
+        if predicts not in METRIC_TOWERS[kind]:
+            fits = " or ".join(_TOWER_WORDS[k] for k in sorted(METRIC_TOWERS[kind]))
+            usable = sorted(m for m, t in METRIC_TOWERS.items() if predicts in t)
+            p.error(f"tower {tower.tower_name!r} is {_TOWER_WORDS[predicts]}: metric {kind} "
+                    f"needs a {fits} tower; use one of {', '.join(usable)}.", kind)
 
 
 def check_eval(pipeline, inputs: dict, p: Problems) -> None:

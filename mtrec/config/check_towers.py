@@ -82,7 +82,7 @@ def check_towers(pipeline, which: str, towers: list, inputs: dict, p: Problems) 
                 p.error(f"tower {tower.tower_name!r}: {field} only applies to DBMTL and "
                         "MultiTaskModel.", field)
         for metric in tower.metrics_set:
-            check_metric(metric, inputs, p)
+            check_metric(metric, inputs, p, tower)
 
 
 def _check_model_losses(model_config, towers: list, p: Problems) -> None:

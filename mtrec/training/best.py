@@ -12,7 +12,8 @@ log = logging.getLogger("mtrec")
 # Keys of an eval_result.txt record that are not metrics.
 NOT_METRICS = ("global_step", "num_examples", "checkpoint")
 # Metric kinds (the part of a metric key before "_<tower>") where smaller is better.
-SMALLER_IS_BETTER = ("logloss", "mean_squared_error")
+SMALLER_IS_BETTER = ("logloss", "mean_squared_error", "mean_absolute_error",
+                     "root_mean_squared_error")
 
 
 def eval_history(model_dir: str) -> list[dict]:
@@ -36,7 +37,7 @@ def eval_history(model_dir: str) -> list[dict]:
 
 def metric_bigger(export_config, name: str) -> bool:
     """Whether a bigger value of metric `name` is better: metric_bigger if the config sets
-    it, else by the metric's kind (smaller for logloss and mean_squared_error)."""
+    it, else by the metric's kind (smaller for logloss and the error metrics)."""
     if export_config.HasField("metric_bigger"):
         return export_config.metric_bigger
     return not any(name == kind or name.startswith(kind + "_") for kind in SMALLER_IS_BETTER)

@@ -24,6 +24,8 @@ def side_columns(pipeline) -> list[str]:
         for metric in metrics:
             if metric.WhichOneof("metric") == "gauc":
                 names.append(metric.gauc.uid_field)
+            elif metric.WhichOneof("metric") == "session_auc":
+                names.append(metric.session_auc.session_id_field)
     names += session_columns(config_lib.task_towers(pipeline.model_config))
     return list(dict.fromkeys(names))
 

@@ -1,7 +1,9 @@
-"""Evaluation metrics per tower: <metric>_<target> (auc_ctr, gauc_cvr, ...).
+"""Evaluation metrics per tower: <metric>_<target> (auc_ctr, gauc_cvr, max_f1_ctr, ...).
 
-AUC, log loss, MSE and accuracy are Keras metrics updated batch by batch; GAUC needs
-every (group, label, prediction) of the eval set and is computed at the end.
+AUC, log loss, MSE, MAE, RMSE, accuracy, precision, recall, max F1 (Keras precision and
+recall at 200 thresholds) and top-k recall/precision (Keras top-k accuracy) are Keras
+metrics updated batch by batch; GAUC and session AUC need every (group, label,
+prediction) of the eval set and are computed at the end.
 A metric that cannot be computed (no positives or no negatives) is reported as
 None with a warning, never a crash.
 """
@@ -12,30 +14,36 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from mtrec.config.check_eval import GROUP_FIELDS, METRIC_TOWERS
 from mtrec.models.losses import L2_LOSS, binary_output, tower_loss_type
 from mtrec.protos import eval_pb2
 
 log = logging.getLogger("mtrec")
 
 
+# max_f1's thresholds of the probability: EasyRec's 200 (0, k/199 for k = 1..198, 1), with 0
+# and 1 in place of its -1e-7 and 1 + 1e-7 (Keras keeps thresholds in [0, 1]).
+MAX_F1_THRESHOLDS = [0.0] + [(i + 1) / 199 for i in range(198)] + [1.0]
+
+
+def tower_kind(tower) -> str:
+    """"regression", "binary" or "multi_class": the head the model built for the tower."""
+    if tower_loss_type(tower) == L2_LOSS:
+        return "regression"
+    return "binary" if binary_output(tower) else "multi_class"
+
+
 def metric_configs(tower, eval_config) -> list:
-    """The tower's metrics_set, else eval_config's, else auc / accuracy / mse by task type."""
+    """The tower's metrics_set, else eval_config's (those that fit the tower, see
+    METRIC_TOWERS), else auc / accuracy / mse by task type."""
     configs = list(tower.metrics_set) or list(eval_config.metrics_set)
-    regression = tower_loss_type(tower) == L2_LOSS
-    usable = []
-    for config in configs:
-        kind = config.WhichOneof("metric")
-        if regression and kind in ("auc", "gauc", "logloss", "accuracy"):
-            continue
-        if not regression and not binary_output(tower) and kind in (
-                "auc", "gauc", "logloss", "mean_squared_error"):
-            continue
-        usable.append(config)
+    kind = tower_kind(tower)
+    usable = [c for c in configs if kind in METRIC_TOWERS[c.WhichOneof("metric")]]
     if not usable:
         default = eval_pb2.EvalMetrics()
-        if regression:
+        if kind == "regression":
             default.mean_squared_error.SetInParent()
-        elif not binary_output(tower):
+        elif kind == "multi_class":
             default.accuracy.SetInParent()
         else:
             default.auc.SetInParent()
@@ -50,8 +58,9 @@ class _Metric:
         self.name = name
         self.kind = config.WhichOneof("metric")
         self.config = getattr(config, self.kind)
-        self.multi_class = not binary_output(tower) and tower_loss_type(tower) != L2_LOSS
+        self.multi_class = tower_kind(tower) == "multi_class"
         self.keras_metric = None
+        self.recall_metric = None  # max_f1's recall beside keras_metric's precision
         self.counts = None
         if self.kind == "auc":
             self.keras_metric = keras.metrics.AUC(num_thresholds=self.config.num_thresholds)
@@ -61,21 +70,37 @@ class _Metric:
             self.keras_metric = keras.metrics.BinaryCrossentropy()
         elif self.kind == "mean_squared_error":
             self.keras_metric = keras.metrics.MeanSquaredError()
+        elif self.kind == "mean_absolute_error":
+            self.keras_metric = keras.metrics.MeanAbsoluteError()
+        elif self.kind == "root_mean_squared_error":
+            self.keras_metric = keras.metrics.RootMeanSquaredError()
+        elif self.kind == "precision":
+            self.keras_metric = keras.metrics.Precision(thresholds=0.5)
+        elif self.kind == "recall":
+            self.keras_metric = keras.metrics.Recall(thresholds=0.5)
+        elif self.kind == "max_f1":
+            self.keras_metric = keras.metrics.Precision(thresholds=MAX_F1_THRESHOLDS)
+            self.recall_metric = keras.metrics.Recall(thresholds=MAX_F1_THRESHOLDS)
+        elif self.kind in ("recall_at_topk", "precision_at_topk"):
+            self.keras_metric = keras.metrics.SparseTopKCategoricalAccuracy(k=self.config.topk)
         elif self.kind == "accuracy":
             self.keras_metric = (keras.metrics.SparseCategoricalAccuracy() if self.multi_class
                                  else keras.metrics.BinaryAccuracy())
         self.groups, self.labels, self.predictions = [], [], []
 
     def update(self, prediction, label, mask, groups):
-        if self.kind == "gauc":
-            return {"group": groups[self.config.uid_field], "label": label, "pred": prediction,
+        if self.kind in GROUP_FIELDS:
+            column = getattr(self.config, GROUP_FIELDS[self.kind])
+            return {"group": groups[column], "label": label, "pred": prediction,
                     "mask": mask if mask is not None else tf.ones_like(prediction, tf.bool)}
         weight = None if mask is None else tf.cast(mask, tf.float32)
         label_f = tf.cast(label, tf.float32)
         if self.multi_class:
             self.keras_metric.update_state(tf.cast(label, tf.int64), prediction, weight)
-        elif self.kind == "auc":
+        elif self.kind in ("auc", "precision", "recall", "max_f1"):
             self.keras_metric.update_state(label_f, prediction, weight)
+            if self.recall_metric is not None:
+                self.recall_metric.update_state(label_f, prediction, weight)
         else:
             # Keras mean-reduces MSE/accuracy over the last axis: (batch, 1) keeps one
             # value per row, so a per-row weight (a domain or ESMM mask) applies.
@@ -93,14 +118,15 @@ class _Metric:
         self.predictions.append(values["pred"].numpy()[mask])
 
     def reset(self):
-        if self.keras_metric is not None:
-            self.keras_metric.reset_state()
+        for metric in (self.keras_metric, self.recall_metric):
+            if metric is not None:
+                metric.reset_state()
         if self.counts is not None:
             self.counts.assign([0.0, 0.0])
         self.groups, self.labels, self.predictions = [], [], []
 
     def result(self):
-        if self.kind == "gauc":
+        if self.kind in GROUP_FIELDS:
             return gauc(np.concatenate(self.groups) if self.groups else np.array([]),
                         np.concatenate(self.labels) if self.labels else np.array([]),
                         np.concatenate(self.predictions) if self.predictions else np.array([]),
@@ -109,7 +135,16 @@ class _Metric:
             positives, negatives = self.counts.numpy()
             if positives == 0 or negatives == 0:
                 return None
-        return float(self.keras_metric.result().numpy())
+        if self.kind == "max_f1":
+            precision = self.keras_metric.result()  # (thresholds,)
+            recall = self.recall_metric.result()  # (thresholds,)
+            f1 = tf.math.divide_no_nan(2 * precision * recall, precision + recall)
+            return float(tf.reduce_max(f1).numpy())
+        value = float(self.keras_metric.result().numpy())
+        if self.kind == "precision_at_topk":
+            # One relevant class per row: precision@k = (hits among the k classes) / k.
+            value /= self.config.topk
+        return value
 
 
 def gauc(groups, labels, predictions, reduction="mean"):
