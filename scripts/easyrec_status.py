@@ -567,6 +567,8 @@ def check_row(path: str):
 def train_row(row: Row, path: str, loaded, work_root: str | None = None, steps: int = 5,
               timeout: float = 600, separate_export: bool = False) -> Row:
     """Fill in train+export of a pending row, in a temporary directory under work_root."""
+    if work_root:
+        os.makedirs(work_root, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="easyrec_status_", dir=work_root) as work:
         row.train, row.train_error, row.seconds = train_export(
             path, loaded, work, steps=steps, timeout=timeout, separate_export=separate_export)
