@@ -33,10 +33,10 @@ Steps (every derived file goes to --work_dir, never into the repository):
      mean ± sample std over seeds; write them and results.json to --work_dir.
 
 Usage:
-  python scripts/bench/sequence_kuairand.py \\
+  python scripts/bench/sequence_history.py \\
       --data /work/shared/data/kuairand/kuairand27k_likehate_kcore15.tsv
   # the data statistics only
-  python scripts/bench/sequence_kuairand.py --stats_only --data ...
+  python scripts/bench/sequence_history.py --stats_only --data ...
 """
 import argparse
 import json
@@ -195,7 +195,7 @@ def write_config(path, variant, s, paths, train, num_steps, seed, max_len):
     vocab = os.path.join(os.path.dirname(path), "vocab_video_id.txt")
     text = sequence_variant(text, variant, max_len, vocab, s["embedding_dim"])
     text = text.replace("# mmoe on KuaiRand", f"# mmoe ({variant} history) on KuaiRand", 1)
-    text = text.replace("scripts/bench/mmoe_video_logs.py", "scripts/bench/sequence_kuairand.py",
+    text = text.replace("scripts/bench/mmoe_video_logs.py", "scripts/bench/sequence_history.py",
                         1)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
@@ -265,7 +265,7 @@ def table(results):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="kuairand27k_likehate_kcore15.tsv")
-    p.add_argument("--work_dir", default="/tmp/mtrec_bench_seq_kuairand")
+    p.add_argument("--work_dir", default="/tmp/mtrec_bench_seq_history")
     p.add_argument("--variants", default="none,mean,din",
                    help=f"comma-separated, from {VARIANTS}")
     p.add_argument("--seeds", default="1,2,3")
