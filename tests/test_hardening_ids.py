@@ -17,8 +17,9 @@ from google.protobuf import text_format
 
 from conftest import ROOT
 from mtrec.data.reader import make_reader
-from mtrec.data.schema import BAD_ROWS_KEY, ColumnRule, column_rules, row_rules, text_problem
+from mtrec.data.schema import ColumnRule, column_rules, row_rules, text_problem
 from mtrec.protos import pipeline_pb2
+from test_hardening_cells import read
 
 # A label, an INT64 identity id (age, num_buckets 100), a weighted tag bag (tags,
 # num_buckets 10), a history sequence (hist, num_buckets 20, "|" between positions and
@@ -73,18 +74,6 @@ def write_parquet(path, rows):
         "tags": pa.array(columns[2]), "hist": pa.array(columns[3]),
         "user": pa.array(columns[4])}), str(path))
     return str(path)
-
-
-def read(reader, batch_size=4):
-    """(rows, bad rows) of one epoch, or the located error."""
-    rows = bad = 0
-    try:
-        for batch in reader.dataset(batch_size, 1, False):
-            bad += int(batch.pop(BAD_ROWS_KEY, 0))
-            rows += int(tf.shape(batch["clk"])[0])
-    except tf.errors.InvalidArgumentError:
-        return reader.locate_error()
-    return rows, bad
 
 
 def reader(path, parquet=False, ignore_error=False):

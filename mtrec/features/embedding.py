@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from mtrec.features.feature import FeatureSet, TableSpec
 from mtrec.features.width import attention_widths, feature_width, is_wide
+from mtrec.layers.dnn import dnn_args
 from mtrec.layers.sequence import SequencePooling, TargetAttention
 from mtrec.protos import layers_pb2
 
@@ -52,13 +53,15 @@ def sequence_combiner(config) -> str:
 
 
 def seq_dnn_args(att) -> dict:
-    """A SeqAttGroupConfig's seq_dnn -> TargetAttention keyword arguments."""
+    """A SeqAttGroupConfig's seq_dnn -> TargetAttention keyword arguments (through the one
+    DNN adapter; one dropout rate may stand for every layer)."""
     dnn = att.seq_dnn if att.HasField("seq_dnn") else layers_pb2.DNN(
         hidden_units=DEFAULT_SEQ_DNN)
-    rates = list(dnn.dropout_ratio)
-    return {"hidden_units": list(dnn.hidden_units) or list(DEFAULT_SEQ_DNN),
-            "activation": dnn.activation, "use_bn": dnn.use_bn,
-            "dropout_rate": rates if len(rates) > 1 else (rates[0] if rates else 0.0)}
+    args = dnn_args(dnn)
+    args["hidden_units"] = args["hidden_units"] or list(DEFAULT_SEQ_DNN)
+    rates = args.pop("dropout_ratio")
+    args["dropout_rate"] = rates if len(rates) > 1 else (rates[0] if rates else 0.0)
+    return args
 
 
 class FeatureGroups(keras.layers.Layer):

@@ -16,7 +16,7 @@ import time
 import tensorflow as tf
 
 from mtrec import config as config_lib
-from mtrec.data.schema import field_dtype
+from mtrec.data.schema import field_dtype, to_typed
 from mtrec.errors import MtrecError
 from mtrec.training import storage
 
@@ -59,8 +59,8 @@ class ServingModule(tf.Module):
             return
         by_input = (not export.HasField("placeholder_named_by_input")
                     or export.placeholder_named_by_input)
-        all_fields = list(pipeline.data_config.input_fields)
-        self._names = {(f.input_name if by_input else f"input_{all_fields.index(f)}"):
+        index = {f.input_name: i for i, f in enumerate(pipeline.data_config.input_fields)}
+        self._names = {(f.input_name if by_input else f"input_{index[f.input_name]}"):
                        f.input_name for f in self._signature_fields}
         by_name = {f.input_name: f for f in self._signature_fields}
         self.serve = tf.function(self._serve_named, input_signature=[
@@ -82,20 +82,10 @@ class ServingModule(tf.Module):
         count = len(self._signature_fields)
         # (batch, count); a short row's missing cells are empty (the column's default).
         cells = tf.strings.split(rows, self._separator).to_tensor("", shape=[None, count])
-        columns = {f.input_name: _typed_cells(cells[:, i], f)
+        # Each cell read as the CSV reader reads it (NULL and empty take default_val).
+        columns = {f.input_name: to_typed(cells[:, i], f)[0]
                    for i, f in enumerate(self._signature_fields) if f.input_name in self._needed}
         return self._serve_columns(columns)
-
-
-def _typed_cells(cells, field):
-    """(batch,) string cells -> the field's dtype; an empty cell takes default_val (or 0)."""
-    dtype = field_dtype(field)
-    if dtype == tf.string:
-        return cells
-    filled = tf.where(cells == "", field.default_val or "0", cells)
-    if dtype == tf.bool:
-        return (tf.strings.lower(filled) == "true") | (filled == "1")
-    return tf.strings.to_number(filled, dtype)
 
 
 def serving_fields(pipeline, feature_set) -> list:

@@ -3,10 +3,22 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import sys
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def outside_repo_work_dir(path: str) -> str:
+    """The absolute work directory, created; a benchmark that writes derived data there
+    refuses a path inside the repository (the data's licences forbid committing it)."""
+    work_dir = os.path.abspath(path)
+    if os.path.commonpath([work_dir, REPO]) == REPO:
+        sys.exit(f"--work_dir {work_dir} is inside the repository {REPO}; the data must "
+                 "stay outside it.")
+    os.makedirs(work_dir, exist_ok=True)
+    return work_dir
 
 
 def auc(labels, scores) -> float:

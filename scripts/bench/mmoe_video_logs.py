@@ -68,7 +68,7 @@ import numpy as np
 import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF is imported lazily (exact AUC, hashing)
-from common import REPO, auc, machine_info, mean_std_text  # noqa: E402
+from common import outside_repo_work_dir, REPO, auc, machine_info, mean_std_text  # noqa: E402
 TASKS = ["is_click", "long_view", "label"]
 MODELS = ["mmoe", "mmoe_deepfm", "ple", "dbmtl", "dbmtl_mmoe", "aitm", "shared_bottom",
           "simple_multi_task", "esmm"]
@@ -752,11 +752,7 @@ def main(argv=None):
     seeds = [int(x) for x in args.seeds.split(",")]
     if not seeds or min(seeds) < 1:
         p.error("--seeds must be positive integers (0 would mean unseeded)")
-    work_dir = os.path.abspath(args.work_dir)
-    if os.path.commonpath([work_dir, REPO]) == REPO:
-        sys.exit(f"--work_dir {work_dir} is inside the repository {REPO}; "
-                 "the data must stay outside it.")
-    os.makedirs(work_dir, exist_ok=True)
+    work_dir = outside_repo_work_dir(args.work_dir)
     load_start = os.getloadavg()[0]
     source_start = machine_info()["mtrec_source_sha256"]
 

@@ -51,7 +51,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import mmoe_video_logs as mvl  # noqa: E402
-from common import REPO, auc, machine_info, mean_std_text  # noqa: E402
+from common import outside_repo_work_dir, REPO, auc, machine_info, mean_std_text  # noqa: E402
 
 HIST = "hist_video_ids"
 VARIANTS = ["none", "mean", "din", "sum", "max"]
@@ -295,11 +295,7 @@ def main(argv=None):
         p.error("--seeds must be positive integers")
     if args.max_len < 1:
         p.error("--max_len must be at least 1")
-    work_dir = os.path.abspath(args.work_dir)
-    if os.path.commonpath([work_dir, REPO]) == REPO:
-        sys.exit(f"--work_dir {work_dir} is inside the repository {REPO}; "
-                 "the data must stay outside it.")
-    os.makedirs(work_dir, exist_ok=True)
+    work_dir = outside_repo_work_dir(args.work_dir)
     load_start = os.getloadavg()[0]
     source_start = machine_info()["mtrec_source_sha256"]
 

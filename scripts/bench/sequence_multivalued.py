@@ -45,7 +45,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from common import REPO, auc, machine_info, mean_std_text  # noqa: E402
+from common import REPO, auc, outside_repo_work_dir, machine_info, mean_std_text  # noqa: E402
 
 VARIANTS = ["none", "tag", "seq"]
 # Column names: "f" + the field id (f109_14, ...).
@@ -256,11 +256,8 @@ def main(argv=None):
     if any(v not in VARIANTS for v in variants):
         p.error(f"--variants: choose from {VARIANTS}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    work_dir = os.path.abspath(os.path.join(
+    work_dir = outside_repo_work_dir(os.path.join(
         args.work_dir, args.dataset + ("_no_item_id" if args.drop_item_id else "")))
-    if os.path.commonpath([work_dir, REPO]) == REPO:
-        sys.exit(f"--work_dir {work_dir} is inside the repository {REPO}")
-    os.makedirs(work_dir, exist_ok=True)
     load_start = os.getloadavg()[0]
     prepare = prepare_ml100k if args.dataset == "ml100k" else prepare_ali_ccp
     paths, train, test, spec = prepare(args, work_dir)

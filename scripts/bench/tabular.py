@@ -61,7 +61,7 @@ import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import REPO, auc, machine_info, mean_std, mean_std_text  # noqa: E402
+from common import outside_repo_work_dir, REPO, auc, machine_info, mean_std, mean_std_text  # noqa: E402
 
 MODELS = {"mmoe": "MMoE", "ple": "PLE", "shared_bottom": "SharedBottom", "dbmtl": "DBMTL"}
 
@@ -580,10 +580,7 @@ def main(argv=None):
     p.add_argument("--work_dir", default="/tmp/mtrec_bench_tabular")
     args = p.parse_args(argv)
 
-    work_dir = os.path.abspath(args.work_dir)
-    if os.path.commonpath([work_dir, REPO]) == REPO:
-        sys.exit(f"--work_dir {work_dir} is inside the repository; the data must stay out.")
-    os.makedirs(work_dir, exist_ok=True)
+    work_dir = outside_repo_work_dir(args.work_dir)
     models = [m for m in args.models.split(",") if m]
     bad = [m for m in models if m not in MODELS]
     if bad:
