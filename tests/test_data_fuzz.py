@@ -39,7 +39,7 @@ def read(path, ignore_error):
                                data_pb2.DatasetConfig())
     reader = CsvReader(config, [path])
     rows, bad = 0, 0
-    for batch in reader.dataset(7, 1, False):
+    for batch in reader.dataset(7, 1, False, trailing_count=True):
         bad += int(batch.pop(BAD_ROWS_KEY, tf.constant(0)))
         rows += int(tf.shape(batch["clk"])[0])
     return config, rows, bad
@@ -84,3 +84,15 @@ def test_reader_and_locator_agree_on_damaged_rows(tmp_path, damage, raw_bytes):
         assert dropped == 0
     else:
         assert 1 <= dropped <= len(damaged_lines)
+
+
+def test_bad_rows_of_the_last_batch_are_counted(tmp_path):
+    """Found by the fuzz test above: rows 29 and 30 both bad with batch 7 leave the last
+    batch empty; its 2 bad rows must still be counted."""
+    rows = list(ROWS)
+    rows[28] += ",extra"
+    rows[29] += ",extra"
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(rows) + "\n")
+    _, kept, dropped = read(str(path), ignore_error=True)
+    assert (kept, dropped) == (28, 2)

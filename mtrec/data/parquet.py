@@ -233,7 +233,8 @@ class ParquetReader:
         return columns, ok
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
-                shuffle_buffer_size: int = 0, seed: int | None = None) -> tf.data.Dataset:
+                shuffle_buffer_size: int = 0, seed: int | None = None,
+                trailing_count: bool = False) -> tf.data.Dataset:
         # Record batches of at least 16384 rows: Python's cost per block, not per row.
         block = max(batch_size, shuffle_buffer_size if shuffle else 0, 16384)
         signature = {f.input_name: self._spec(f) for f in self.fields}
@@ -248,6 +249,6 @@ class ParquetReader:
         ds = ds.rebatch(batch_size).map(typed, num_parallel_calls=(
             self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
         if drop:
-            ds = skip_empty_batches(ds)
+            ds = skip_empty_batches(ds, trailing_count)
         # Epochs repeat after batching, as in CSV: each epoch's last batch may be short.
         return ds.repeat(num_epochs) if num_epochs != 1 else ds

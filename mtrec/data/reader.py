@@ -170,7 +170,8 @@ class CsvReader:
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
                 shuffle_buffer_size: int = 0, seed: int | None = None,
-                shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+                shard: tuple[int, int] | None = None,
+                trailing_count: bool = False) -> tf.data.Dataset:
         """Batches of {input_name: tensor}; `num_epochs` None repeats forever; shard (n, i)
         reads only the i-th of n row shards (distributed training with fewer files than
         workers)."""
@@ -191,7 +192,8 @@ class CsvReader:
                 good, bad = self._drop_bad_lines(batch)
                 columns, ok = self.decode(good)
                 return keep_good_rows(columns, ok, True, bad)
-            ds = skip_empty_batches(lines.map(decode_good, num_parallel_calls=parallel))
+            ds = skip_empty_batches(lines.map(decode_good, num_parallel_calls=parallel),
+                                    trailing_count)
         else:
             def decode_checked(batch):
                 utf8 = tf.debugging.assert_equal(tf.reduce_all(_is_utf8(batch)), True,

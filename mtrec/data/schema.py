@@ -260,21 +260,33 @@ def keep_good_rows(columns: dict, ok, drop: bool, dropped_before=None, what="a r
         return {k: tf.identity(v) for k, v in columns.items()}
 
 
-def skip_empty_batches(ds: tf.data.Dataset) -> tf.data.Dataset:
+def skip_empty_batches(ds: tf.data.Dataset, trailing_count: bool = False) -> tf.data.Dataset:
     """With ignore_error a batch whose rows were all bad is empty; a model step would
     average its loss over no rows (NaN). Drop such batches; their bad-row count moves on
-    to the next batch of the epoch that has rows (after the epoch's last one, it is lost).
+    to the next batch of the epoch that has rows. The count of the epoch's last bad
+    batches has no such batch: with trailing_count it comes in one last batch without
+    rows (for a consumer that only counts, e.g. a data check); without, it is lost.
     Readers call it before repeating epochs: an epoch of bad rows then ends the data
     instead of repeating forever."""
-    def carry(pending, columns):
-        rows = tf.shape(next(v for k, v in columns.items() if k != BAD_ROWS_KEY))[0]
-        bad = pending + columns[BAD_ROWS_KEY]
-        columns = dict(columns, **{BAD_ROWS_KEY: bad})
-        return tf.where(rows > 0, tf.constant(0, tf.int64), bad), (columns, rows > 0)
+    def first_column(columns):
+        return next(v for k, v in columns.items() if k != BAD_ROWS_KEY)
 
+    def carry(pending, columns):
+        rows = tf.shape(first_column(columns))[0]
+        end = columns[BAD_ROWS_KEY] < 0  # the marker batch appended below
+        bad = pending + tf.maximum(columns[BAD_ROWS_KEY], 0)
+        keep = (rows > 0) | (end & (bad > 0))
+        columns = dict(columns, **{BAD_ROWS_KEY: bad})
+        return tf.where(keep, tf.constant(0, tf.int64), bad), (columns, keep)
+
+    if trailing_count:
+        marker = {k: (tf.constant(-1, tf.int64) if k == BAD_ROWS_KEY else
+                      tf.reshape(tf.constant([], spec.dtype), [0] + spec.shape[1:].as_list()))
+                  for k, spec in ds.element_spec.items()}
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(marker))
     return (ds.scan(tf.constant(0, tf.int64), carry)
-            .filter(lambda columns, has_rows: has_rows)
-            .map(lambda columns, has_rows: columns))
+            .filter(lambda columns, keep: keep)
+            .map(lambda columns, keep: columns))
 
 
 def to_typed(cell: tf.Tensor, field, rules: dict | None = None):
