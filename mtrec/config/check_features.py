@@ -44,6 +44,10 @@ def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
             p.error(f"feature {name!r}: min_val / max_val are only used by a SequenceFeature "
                     "with sub_feature_type: RawFeature and num_buckets (its numbers' range); "
                     "remove them, or bucketize with boundaries.", field)
+        if feature.HasField("ev_params") or pipeline.model_config.HasField("ev_params"):
+            # Parsed so that EasyRec configs load; the dynamic tables are not built yet.
+            p.error(f"feature {name!r}: ev_params (dynamic embedding tables) is not supported "
+                    "yet; give the feature a hash_bucket_size instead.", "ev_params")
         if feature.feature_type == FC.SequenceFeature:
             _check_sequence(feature, name, sources, p)
         else:
