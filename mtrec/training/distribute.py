@@ -2,8 +2,10 @@
 
 mtrec never runs its own cluster runtime: MirroredStrategy replicates over local
 devices, MultiWorkerMirroredStrategy over the workers TF_CONFIG lists (collective
-all-reduce), exactly as Kubeflow's TFJob and other schedulers set it. NoStrategy
-builds no strategy object at all, so the one-device loop stays as it was.
+all-reduce), ParameterServerStrategy over its chief, worker and ps tasks (the chief drives
+the job through TF's ClusterCoordinator; workers and ps tasks only serve), exactly as
+Kubeflow's TFJob and other schedulers set TF_CONFIG. NoStrategy builds no strategy object
+at all, so the one-device loop stays as it was.
 """
 import contextlib
 import dataclasses
@@ -15,7 +17,8 @@ import tempfile
 import tensorflow as tf
 
 from mtrec.config import unsupported_strategy
-from mtrec.errors import ConfigError, TrainingError
+from mtrec.errors import ConfigError, TrainingError, reason_line
+from mtrec.features.embedding import is_creating_tables
 from mtrec.protos import train_pb2
 
 log = logging.getLogger("mtrec")
@@ -36,6 +39,15 @@ class Cluster:
     num_workers: int = 1
     # An evaluator task in TF_CONFIG evaluates the checkpoints; the chief does not.
     external_evaluator: bool = False
+    # PSStrategy: the chief's tf.distribute.coordinator.ClusterCoordinator.
+    coordinator: object = None
+    num_ps: int = 0
+
+    @property
+    def collective(self) -> bool:
+        """Whether the workers run in lockstep (MultiWorkerMirroredStrategy): then they
+        must agree, by a collective, on when to save and stop."""
+        return self.num_workers > 1 and self.coordinator is None
 
     @property
     def num_replicas(self) -> int:
@@ -99,6 +111,8 @@ def make_cluster(train_config) -> Cluster:
     name = train_pb2.DistributionStrategy.Name(kind)
     if kind == train_pb2.NoStrategy:
         return Cluster(None, external_evaluator=True) if has_evaluator() else NO_STRATEGY
+    if kind == train_pb2.PSStrategy:
+        return _parameter_server_cluster(name)
     if kind == train_pb2.MirroredStrategy:
         devices = _local_devices(train_config.num_gpus_per_worker)
         strategy = tf.distribute.MirroredStrategy(devices=devices)
@@ -165,10 +179,154 @@ def any_worker(strategy, flag: bool, step: int, model_dir: str) -> bool:
         raise peer_error(e, step, model_dir) from None
 
 
-def peer_error(error, step: int, model_dir: str) -> TrainingError:
+def peer_error(error, step: int, model_dir: str, parameter_servers: bool = False
+               ) -> TrainingError:
     """A lost or failed worker -> one clear error saying how to resume."""
-    first = (str(error).splitlines() or [type(error).__name__])[0][:300]
+    first = _first_line(error)
+    if parameter_servers:
+        # The coordinator retries a lost worker's steps on the others itself; what reaches
+        # here is a lost ps task (its variables are gone) or a cluster nothing can reach.
+        return TrainingError(
+            f"parameter-server training stopped near step {step}: a ps task (or every "
+            f"worker) is unreachable or failed ({first}). Restart the failed tasks, then the "
+            f"chief: training resumes from the latest checkpoint in {model_dir}.")
     return TrainingError(f"distributed training stopped near step {step}: another worker "
                          f"is unreachable or failed ({first}). Restart every worker with the "
                          f"same TF_CONFIG: training resumes from the chief's latest checkpoint "
                          f"in {model_dir}.")
+
+
+# Tables smaller than this stay whole on one ps (placed round-robin like dense weights).
+SPLIT_TABLES_FROM_BYTES = 64 * 1024
+
+
+class TablePartitioner:
+    """ParameterServerStrategy's variable_partitioner: every embedding table of at least
+    SPLIT_TABLES_FROM_BYTES is split row-wise ("div": contiguous blocks of rows) into one
+    shard per ps task; every other variable (dense weights, optimizer state) stays whole.
+    Tables are told apart by features.embedding.creating_tables()."""
+
+    def __init__(self, num_ps: int, min_bytes: int = SPLIT_TABLES_FROM_BYTES):
+        self.num_ps = num_ps
+        self.min_bytes = min_bytes
+
+    def __call__(self, shape, dtype, axis=0):
+        shape = tf.TensorShape(shape)
+        whole = [1] * shape.rank
+        if not is_creating_tables() or not shape.rank or shape.num_elements() is None:
+            return whole
+        if shape.num_elements() * tf.as_dtype(dtype).size < self.min_bytes:
+            return whole
+        return [min(self.num_ps, shape[0])] + whole[1:]
+
+
+def ps_memory_lines(tables: dict, table_slots: int, dense_floats: int, dense_slots: int,
+                    num_ps: int | None = None) -> list[str]:
+    """`mtrec check`'s lines on PSStrategy: how the tables split over the ps tasks (as
+    TablePartitioner splits them) and the memory per task, optimizer slots included.
+    tables: {name: (rows, dim)}; num_ps: TF_CONFIG's ps count, else 2, 4 and 8 are shown."""
+    counts = [num_ps] if num_ps else [2, 4, 8]
+    lines = ["  parameter servers (PSStrategy): tables of "
+             f"{SPLIT_TABLES_FROM_BYTES // 1024} KiB or more split row-wise, one part per ps; "
+             "smaller tables and dense weights placed whole, round-robin"
+             + ("" if num_ps else " (TF_CONFIG lists no ps tasks: 2, 4 and 8 shown)")]
+    for n in counts:
+        split = whole = 0
+        for rows, dim in tables.values():
+            if rows * dim * 4 >= SPLIT_TABLES_FROM_BYTES:
+                split += -(-rows // n) * dim * (1 + table_slots)  # the largest part
+            else:
+                whole += rows * dim * (1 + table_slots)
+        whole += dense_floats * (1 + dense_slots)
+        per_task = 4 * (split + whole / n)
+        lines.append(f"    {n} ps tasks: about {per_task / 2 ** 20:,.1f} MiB per task "
+                     f"({4 * split / 2 ** 20:,.1f} MiB of split table parts, "
+                     f"{4 * whole / 2 ** 20:,.1f} MiB of whole variables spread over them)")
+    return lines
+
+
+def num_ps_tasks() -> int:
+    """The ps tasks TF_CONFIG lists (0 when none)."""
+    return len(read_tf_config().get("cluster", {}).get("ps", []))
+
+
+def ps_task_help() -> str:
+    return ('PSStrategy needs TF_CONFIG with "chief", "worker" and "ps" tasks, e.g. '
+            '{"cluster": {"chief": ["host0:2222"], "worker": ["host1:2222", "host2:2222"], '
+            '"ps": ["host3:2222", "host4:2222"]}, "task": {"type": "chief", "index": 0}} '
+            "(docs/distributed.md)")
+
+
+def _parameter_server_cluster(name: str) -> Cluster:
+    """The chief's ParameterServerStrategy and coordinator; a worker or ps task serves
+    until it is stopped and never returns."""
+    spec = read_tf_config()
+    cluster = spec.get("cluster", {})
+    task = spec.get("task", {})
+    task_type, task_id = str(task.get("type", "")), int(task.get("index", 0))
+    missing = [job for job in ("chief", "worker", "ps") if not cluster.get(job)]
+    unknown = sorted(set(cluster) - {"chief", "worker", "ps", "evaluator"})
+    if missing or unknown or task_type not in ("chief", "worker", "ps"):
+        problem = (f"has no {', '.join(missing)} task" if missing else
+                   f"lists {', '.join(unknown)} tasks" if unknown else
+                   f"gives this process the task type {task_type!r}")
+        raise ConfigError(f"{name}: TF_CONFIG {problem}. {ps_task_help()}.")
+    evaluator = "evaluator" in cluster
+    if evaluator:
+        # The evaluator is no part of the training cluster: the strategy must not wait for it.
+        cluster = {k: v for k, v in cluster.items() if k != "evaluator"}
+        os.environ["TF_CONFIG"] = json.dumps({**spec, "cluster": cluster})
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    # The coordinator logs every closure it waits for and every reduction at INFO.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    if task_type in ("worker", "ps"):
+        serve(resolver, task_type, task_id)
+    num_ps, num_workers = len(cluster["ps"]), len(cluster["worker"])
+    try:
+        strategy = tf.distribute.ParameterServerStrategy(
+            resolver, variable_partitioner=TablePartitioner(num_ps))
+        coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    except PEER_ERRORS as e:
+        raise TrainingError(f"{name}: the chief cannot reach the cluster in TF_CONFIG "
+                            f"({_first_line(e)}); start every worker and ps task first.") from None
+    log.info("%s: chief of %d workers and %d ps tasks; embedding tables of %d KiB or more "
+             "are split row-wise over the ps tasks; training is asynchronous", name,
+             num_workers, num_ps, SPLIT_TABLES_FROM_BYTES // 1024)
+    return Cluster(strategy, True, "chief", 0, num_workers, external_evaluator=evaluator,
+                   coordinator=coordinator, num_ps=num_ps)
+
+
+def log_table_placement(tables) -> None:
+    """One line per embedding table: which rows live on which ps task."""
+    from mtrec.training.optimizers import table_shards
+    for table in tables:
+        parts = table_shards(table)
+        name = parts[0].name.split(":")[0].rsplit("/part_", 1)[0]
+        start, where = 0, []
+        for part in parts:
+            rows = int(part.shape[0])
+            task = tf.DeviceSpec.from_string(part.device)
+            where.append(f"rows {start}-{start + rows - 1} on {task.job}:{task.task}")
+            start += rows
+        log.info("table %s (%d x %d): %s", name, start, int(parts[0].shape[1]),
+                 ", ".join(where))
+
+
+def serve(resolver, task_type: str, task_id: int) -> None:
+    """Run this worker or ps task's TensorFlow server until the process is stopped: the
+    chief places variables on the ps tasks and runs steps on the workers through it."""
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
+                                  task_index=task_id, protocol=resolver.rpc_layer or "grpc",
+                                  start=True)
+    log.info("%s %d serves at %s for the chief; it runs until it is stopped (a scheduler "
+             "stops it when the chief ends).", task_type, task_id, server.target)
+    server.join()
+
+
+def _first_line(error) -> str:
+    """The line of a TF error that says which peer failed, else its reason line."""
+    lines = [line.strip().lstrip("(0123456789) ") for line in str(error).splitlines()]
+    for line in lines:
+        if "UNAVAILABLE" in line or "Connection refused" in line:
+            return line[:300]
+    return (reason_line(error) or type(error).__name__)[:300]
