@@ -6,7 +6,14 @@ The API mirrors the CLI verbs. TensorFlow is imported only when a verb runs, so
 __version__ = "0.1.0"
 
 
-def train(config, **kwargs):
+def check(config=None, **kwargs):
+    """Validate a config and describe its model (the lines `mtrec check` prints); see
+    mtrec.api.check."""
+    from mtrec import api
+    return api.check(config, **kwargs)
+
+
+def train(config=None, **kwargs):
     """Train from a config path or PipelineConfig; see mtrec.api.train."""
     from mtrec import api
     return api.train(config, **kwargs)
@@ -24,7 +31,7 @@ def export(config=None, **kwargs):
     return api.export(config, **kwargs)
 
 
-def predict(saved_model, input_path, output_path, **kwargs):
+def predict(saved_model, *args, **kwargs):
     """Score a file with an exported SavedModel; see mtrec.api.predict."""
     from mtrec import api
-    return api.predict(saved_model, input_path, output_path, **kwargs)
+    return api.predict(saved_model, *args, **kwargs)

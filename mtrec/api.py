@@ -1,38 +1,146 @@
-"""The Python API; the CLI only wraps these functions."""
+"""The Python API; the CLI only wraps these functions. Argument names are the CLI's flags
+(`--model_dir DIR` is `model_dir=DIR`; the repeatable `--set` is `sets=[...]`); the names
+they had before (checkpoint_path, input_path, output_path) still work. Progress lines go
+to stderr as the CLI prints them unless the caller configured logging (docs/python_api.md).
+"""
 import contextlib
+import functools
 import logging
 import os
+import sys
 
 from mtrec import config as config_lib
 from mtrec.errors import MtrecError, TrainingError
 
 log = logging.getLogger("mtrec")
+LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"
 
 
-def _load(config, model_dir=None, edit_config_json=None, sets=None):
+def _logs_progress(function):
+    """Run function with mtrec's INFO lines (progress, evaluations, exports) on stderr, as
+    the CLI shows them, when the caller has configured no logging: no handler on the root
+    or "mtrec" logger and no level set on "mtrec". Calling
+    logging.getLogger("mtrec").setLevel(logging.WARNING) (or configuring logging) turns
+    that off."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        logger = logging.getLogger("mtrec")
+        if logging.getLogger().handlers or logger.handlers or logger.level != logging.NOTSET:
+            return function(*args, **kwargs)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(logging.NOTSET)
+    return wrapper
+
+
+def _renamed(function: str, given: dict, **renames) -> dict:
+    """{current name: value} of the keyword arguments given under another name (renames:
+    {other: current}: a name from before they matched the CLI flags, or `set`, the
+    CLI's flag, for sets); any other unknown keyword is Python's TypeError."""
+    values = {}
+    for old, value in given.items():
+        if old not in renames:
+            raise TypeError(f"{function}() got an unexpected keyword argument {old!r}")
+        values[renames[old]] = value
+    return values
+
+
+def _load(config, model_dir=None, edit_config_json=None, sets=None, skip_memory_check=False):
     if isinstance(config, config_lib.LoadedConfig):
         return config
     if isinstance(config, str):
-        return config_lib.load(config, edit_config_json, sets, model_dir)
+        return config_lib.load(config, edit_config_json, sets, model_dir, skip_memory_check)
     if config is None and model_dir:
         path = os.path.join(model_dir, "pipeline.config")
         if not os.path.isfile(path):
             raise MtrecError(f"{model_dir} has no pipeline.config; pass --config.")
-        return config_lib.load(path, edit_config_json, sets, model_dir)
+        return config_lib.load(path, edit_config_json, sets, model_dir, skip_memory_check)
     if config is None:
         raise MtrecError("pass a config path (--config) or a model_dir (--model_dir).")
     # A PipelineConfig message built in Python.
     config_lib.apply_overrides(config, edit_config_json, sets)
     if model_dir:
         config.model_dir = model_dir
-    return config_lib.from_pipeline(config)
+    return config_lib.from_pipeline(config, skip_memory_check=skip_memory_check)
 
 
-def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
-    """Train from a config path or PipelineConfig; returns the last eval metrics and, when
-    training evaluated, "best": the best evaluation's metrics with "metric" (the key that
-    picked it) and "checkpoint" (model_dir/best/ckpt-<step>)."""
-    loaded = _load(config, model_dir, edit_config_json, sets)
+def check(config=None, model_dir=None, edit_config_json=None, sets=None,
+          skip_memory_check=False, skip_data_check=False, **old_names) -> list[str]:
+    """Parse, override, fill in defaults and validate a config, then build its model once
+    (no data is read); return the lines `mtrec check` prints: features, groups (with their
+    sequence attention), towers, parameters per part, embedding memory, FLOPs per example
+    and the config's warnings. A problem raises ConfigError naming file:line. Unless
+    skip_data_check, the local input files must exist, and CSV headers (with_header) name
+    every input field (config.check_data.check_input_files)."""
+    sets = _renamed("check", old_names, set="sets").get("sets", sets)
+    loaded = _load(config, model_dir, edit_config_json, sets, skip_memory_check)
+    if not skip_data_check:
+        from mtrec.config.check_data import check_input_files
+        problems = config_lib.Problems(loaded.source)
+        check_input_files(loaded.pipeline, problems)
+        problems.raise_errors()
+        loaded.warnings.extend(problems.warnings)
+    from mtrec.protos import feature_pb2
+    from mtrec.config.dynamic_params import describe, is_dynamic
+    from mtrec.training.report import model_report
+    pipeline = loaded.pipeline
+    features = config_lib.all_features(pipeline)
+    name = config if isinstance(config, str) else (
+        os.path.join(model_dir, "pipeline.config") if config is None else "config")
+    lines = [f"{name}: OK", f"  model: {pipeline.model_config.model_class}",
+             f"  inputs: {len(pipeline.data_config.input_fields)}, features: {len(features)}"]
+    for f in features:
+        kind = feature_pb2.FeatureConfig.FeatureType.Name(f.feature_type)
+        space = next((f"{key} {value}" for key, value in (
+            ("hash_bucket_size", f.hash_bucket_size), ("num_buckets", f.num_buckets),
+            ("vocab_list", len(f.vocab_list)), ("boundaries", len(f.boundaries))) if value),
+            "vocab_file" if f.vocab_file else "raw values")
+        if is_dynamic(f):  # ev_params: its hash_bucket_size / num_buckets are not used
+            space = describe(f.ev_params)
+        lines.append(f"    {config_lib.feature_name(f)}: {kind} ({space}), "
+                     f"embedding_dim {f.embedding_dim}")
+    for g in pipeline.model_config.feature_groups:
+        lines.append(f"  group {g.group_name} ({feature_pb2.WideOrDeep.Name(g.wide_deep)}): "
+                     f"{', '.join(g.feature_names)}")
+        lines += ["    " + line for line in _attention_lines(g.sequence_features,
+                                                             "sequence_features")]
+    lines += ["  " + line for line in _attention_lines(pipeline.model_config.seq_att_groups,
+                                                       "seq_att_groups")]
+    lines.append("  towers: " + ", ".join(
+        f"{t.tower_name}({t.label_name})" for t in config_lib.task_towers(pipeline.model_config)))
+    lines += model_report(pipeline)
+    lines += [f"  warning: {warning}" for warning in loaded.warnings]
+    return lines
+
+
+def _attention_lines(att_groups, field: str) -> list[str]:
+    """One line per seq_att_map of each SeqAttGroupConfig: the target attention its keys
+    run over its histories ("key a, b -> hist_seq c, d")."""
+    lines = []
+    for i, att in enumerate(att_groups):
+        name = att.group_name or f"#{i + 1}"
+        for m in att.seq_att_map:
+            aux = f"; aux_hist_seq {', '.join(m.aux_hist_seq)}" if m.aux_hist_seq else ""
+            lines.append(f"{field} {name}: key {', '.join(m.key)} -> hist_seq "
+                         f"{', '.join(m.hist_seq)}{aux}")
+    return lines
+
+
+@_logs_progress
+def train(config=None, model_dir=None, edit_config_json=None, sets=None,
+          skip_memory_check=False, **old_names) -> dict:
+    """Train from a config path or PipelineConfig (or the pipeline.config of model_dir);
+    resumes from the latest checkpoint in model_dir. Returns the last eval metrics and,
+    when training evaluated, "best": the best evaluation's metrics with "metric" (the key
+    that picked it) and "checkpoint" (model_dir/best/ckpt-<step>)."""
+    sets = _renamed("train", old_names, set="sets").get("sets", sets)
+    loaded = _load(config, model_dir, edit_config_json, sets, skip_memory_check)
     from mtrec.training import distribute
     if distribute.task_type() == "evaluator":
         # TF_CONFIG's evaluator task: evaluate the chief's checkpoints as they appear.
@@ -73,7 +181,12 @@ def train(config, model_dir=None, edit_config_json=None, sets=None) -> dict:
                 log.info("best %s so far: %.6g at step %d (kept in %s)", watch.name, watch.best,
                          watch.best_step, checkpoints.best_dir(pipeline.model_dir))
             if exporter == "latest" or (exporter == "best" and improved):
-                export_saved_model(job, export_root)
+                if cluster.coordinator is not None:
+                    # The job's variables live on the ps tasks: export what the checkpoint
+                    # just written holds, gathered into one process with no cluster.
+                    _export_checkpoint(loaded, export_root, "latest")
+                else:
+                    export_saved_model(job, export_root)
             if watch.should_stop(result["global_step"]):
                 log.info("early stopping: %s has not improved by more than %g since step %d "
                          "(max_check_steps %d).", watch.name, watch.min_delta,
@@ -214,16 +327,20 @@ def _restored(loaded, checkpoint=None):
                      "be read; try again.")
 
 
-def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=None,
-             edit_config_json=None, sets=None, continuous=False, timeout=None) -> dict:
+@_logs_progress
+def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint=None,
+             edit_config_json=None, sets=None, continuous=False, timeout=None,
+             skip_memory_check=False, **old_names) -> dict:
     """Evaluate a checkpoint; prints nothing, returns {metric: value, global_step: n,
     checkpoint: path}.
 
-    checkpoint_path: "best", "latest", a checkpoint or a directory of them; None:
-    export_config.default_checkpoint (the best one training kept, else the latest).
-    continuous: evaluate every new checkpoint in model_dir as training writes it, until
-    one at train_config.num_steps is evaluated or none appears for `timeout` seconds."""
-    loaded = _load(config, model_dir, edit_config_json, sets)
+    checkpoint (formerly checkpoint_path): "best", "latest", a checkpoint or a directory of
+    them; None: export_config.default_checkpoint (the best one training kept, else the
+    latest). continuous: evaluate every new checkpoint in model_dir as training writes it,
+    until one at train_config.num_steps is evaluated or none appears for `timeout` seconds."""
+    old = _renamed("evaluate", old_names, checkpoint_path="checkpoint", set="sets")
+    checkpoint, sets = old.get("checkpoint", checkpoint), old.get("sets", sets)
+    loaded = _load(config, model_dir, edit_config_json, sets, skip_memory_check)
     pipeline = loaded.pipeline
     if eval_input_path:
         pipeline.eval_input_path = eval_input_path
@@ -236,7 +353,7 @@ def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint_path=
         if not pipeline.model_dir:
             raise MtrecError("evaluate --continuous needs a model_dir to watch.")
         return evaluation.evaluate_continuously(loaded, files, timeout)
-    job, path, why = _restored(loaded, checkpoint_path)
+    job, path, why = _restored(loaded, checkpoint)
     log.info("evaluating %s (%s)", path, why)
     return evaluation.evaluate_job(job, files, pipeline.model_dir, checkpoint=path)
 
@@ -248,19 +365,30 @@ def _export_checkpoint(loaded, export_dir: str, checkpoint, why=None) -> str:
     return export_saved_model(job, export_dir)
 
 
-def export(config=None, export_dir=None, model_dir=None, checkpoint_path=None,
-           edit_config_json=None, sets=None) -> str:
-    """Export a SavedModel to export_dir/<unix_ts>/; returns that path. checkpoint_path as
-    evaluate's (default: export_config.default_checkpoint)."""
+@_logs_progress
+def export(config=None, export_dir=None, model_dir=None, checkpoint=None,
+           edit_config_json=None, sets=None, skip_memory_check=False, **old_names) -> str:
+    """Export a SavedModel to export_dir/<unix_ts>/; returns that path. checkpoint
+    (formerly checkpoint_path) as evaluate's (default: export_config.default_checkpoint)."""
+    old = _renamed("export", old_names, checkpoint_path="checkpoint", set="sets")
+    checkpoint, sets = old.get("checkpoint", checkpoint), old.get("sets", sets)
     if not export_dir:
         raise MtrecError("pass --export_dir.")
-    loaded = _load(config, model_dir, edit_config_json, sets)
-    return _export_checkpoint(loaded, export_dir, checkpoint_path)
+    loaded = _load(config, model_dir, edit_config_json, sets, skip_memory_check)
+    return _export_checkpoint(loaded, export_dir, checkpoint)
 
 
-def predict(saved_model, input_path, output_path, reserved_cols=None, output_cols=None,
-            batch_size=1024) -> int:
-    """Score input_path with a SavedModel into output_path (CSV with a header)."""
+@_logs_progress
+def predict(saved_model, input=None, output=None, reserved_cols=None, output_cols=None,
+            batch_size=1024, **old_names) -> int:
+    """Score the rows of `input` (files in the training data's format) with an exported
+    SavedModel into `output` (CSV with a header); returns the number of rows written.
+    reserved_cols / output_cols: lists of names (the CLI's comma-separated flags).
+    input_path / output_path: the former names of input / output."""
+    old = _renamed("predict", old_names, input_path="input", output_path="output")
+    input, output = old.get("input", input), old.get("output", output)  # noqa: A001
+    if not input or not output:
+        raise MtrecError("pass --input and --output.")
     from mtrec.serving import batch_predict
-    return batch_predict.predict(saved_model, input_path, output_path, reserved_cols,
-                                 output_cols, batch_size)
+    return batch_predict.predict(saved_model, input, output, reserved_cols, output_cols,
+                                 batch_size)

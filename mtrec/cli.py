@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+import tempfile
 import traceback
 
 from mtrec.errors import describe
@@ -30,19 +32,8 @@ def _add_config_args(parser, required=True):
     return source
 
 
-def _config(args):
-    """The config the API gets: the --config path, or with --skip_memory_check the config
-    loaded here without the memory check (the API's loading has it)."""
-    if not args.skip_memory_check or not (args.config or args.model_dir):
-        return args.config
-    from mtrec import config as config_lib
-    path = args.config or os.path.join(args.model_dir, "pipeline.config")
-    return config_lib.load(path, args.edit_config_json, args.sets, args.model_dir,
-                           skip_memory_check=True)
-
-
 def _add_checkpoint_arg(parser) -> None:
-    parser.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint_path",
+    parser.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint",
                         metavar="best|latest|PATH",
                         help="\"best\" (the best evaluated checkpoint, model_dir/best/), "
                         "\"latest\", or a checkpoint path or directory (default: "
@@ -106,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[common],
                        help="parse and validate a config without training")
     _add_config_args(p)
+    p.add_argument("--skip_data_check", action="store_true",
+                   help="do not look at the input files (their paths and CSV headers)")
     return parser
 
 
@@ -122,38 +115,78 @@ def _setup_logging(verbose: bool) -> None:
             pass
 
 
+# An absl log line of TensorFlow's C++ code:
+#   I0000 00:00:1796547887.524069   25129 port.cc:153] oneDNN custom operations are on. ...
+_ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ (\S+:\d+\] .*)$")
+_ABSL_LEVELS = "IWEF"  # TF_CPP_MIN_LOG_LEVEL 0..3 hides the levels below it
+_PY_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+def startup_lines(text: str, min_level: int) -> list[str]:
+    """TensorFlow's start-up output (stderr of `import tensorflow`) as it should be shown:
+    each message once, and none below TF_CPP_MIN_LOG_LEVEL.
+
+    TensorFlow's C++ code logs through absl before absl::InitializeLog() is called, when
+    absl ignores TF_CPP_MIN_LOG_LEVEL and writes every message to stderr; and two of its
+    libraries (_pywrap_tensorflow_internal and the profiler plugin `import tensorflow`
+    also loads) each hold their own copy of that code, so every start-up message (oneDNN,
+    CUDA drivers) comes twice. A line that is no absl message (a Python warning) is kept
+    unless the same line came before; lines that continue a message share its fate."""
+    shown, seen, keep = [], set(), True
+    for line in text.splitlines():
+        match = _ABSL_LINE.match(line)
+        if match:  # its key leaves out the time and thread id, which differ
+            key = match.group(1) + match.group(2)
+            keep = _ABSL_LEVELS.index(match.group(1)) >= min_level and key not in seen
+        elif line.startswith(_ABSL_PREAMBLE):
+            key, keep = line, min_level <= 1 and line not in seen
+        elif line.startswith(" ") or (not keep and not _PY_WARNING.match(line)):
+            # a continuation of the message above
+            key = None
+        else:
+            key, keep = line, line not in seen
+        if key is not None:
+            seen.add(key)
+        if keep and line.strip():
+            shown.append(line)
+    return shown
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow with its start-up output filtered by startup_lines: the C++ code
+    writes to file descriptor 2 directly, so that is what is captured."""
+    try:
+        level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        level = 0
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            for line in startup_lines(text, level):
+                print(line, file=sys.stderr)
+
+
 def _split(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def _check(args) -> int:
-    from mtrec import config as config_lib
-    loaded = config_lib.load(args.config, args.edit_config_json, args.sets, args.model_dir,
-                             skip_memory_check=args.skip_memory_check)
-    pipeline = loaded.pipeline
-    from mtrec.protos import feature_pb2
-    from mtrec.training.report import model_report
-    features = config_lib.all_features(pipeline)
-    print(f"{args.config}: OK")
-    print(f"  model: {pipeline.model_config.model_class}")
-    print(f"  inputs: {len(pipeline.data_config.input_fields)}, features: {len(features)}")
-    for f in features:
-        kind = feature_pb2.FeatureConfig.FeatureType.Name(f.feature_type)
-        space = next((f"{name} {value}" for name, value in (
-            ("hash_bucket_size", f.hash_bucket_size), ("num_buckets", f.num_buckets),
-            ("vocab_list", len(f.vocab_list)), ("boundaries", len(f.boundaries))) if value),
-            "vocab_file" if f.vocab_file else "raw values")
-        print(f"    {config_lib.feature_name(f)}: {kind} ({space}), "
-              f"embedding_dim {f.embedding_dim}")
-    for g in pipeline.model_config.feature_groups:
-        print(f"  group {g.group_name} ({feature_pb2.WideOrDeep.Name(g.wide_deep)}): "
-              f"{', '.join(g.feature_names)}")
-    print("  towers: " + ", ".join(
-        f"{t.tower_name}({t.label_name})" for t in config_lib.task_towers(pipeline.model_config)))
-    for line in model_report(pipeline):
+    import mtrec
+    for line in mtrec.check(args.config, model_dir=args.model_dir,
+                            edit_config_json=args.edit_config_json, sets=args.sets,
+                            skip_memory_check=args.skip_memory_check,
+                            skip_data_check=args.skip_data_check):
         print(line)
-    for warning in loaded.warnings:
-        print(f"  warning: {warning}")
     return 0
 
 
@@ -163,26 +196,30 @@ def run(argv=None) -> int:
 
 def _dispatch(args) -> int:
     _setup_logging(getattr(args, "verbose", False))
+    if "tensorflow" not in sys.modules:  # every verb needs it (run() may come twice)
+        _import_tensorflow()
     import mtrec
     if args.command == "check":
         return _check(args)
     if args.command == "train":
-        result = mtrec.train(_config(args), model_dir=args.model_dir,
-                             edit_config_json=args.edit_config_json, sets=args.sets)
+        result = mtrec.train(args.config, model_dir=args.model_dir,
+                             edit_config_json=args.edit_config_json, sets=args.sets,
+                             skip_memory_check=args.skip_memory_check)
         if result:
             print(json.dumps(result))
     elif args.command == "evaluate":
-        print(json.dumps(mtrec.evaluate(_config(args), model_dir=args.model_dir,
+        print(json.dumps(mtrec.evaluate(args.config, model_dir=args.model_dir,
                                         eval_input_path=args.eval_input_path,
-                                        checkpoint_path=args.checkpoint_path,
+                                        checkpoint=args.checkpoint,
                                         edit_config_json=args.edit_config_json, sets=args.sets,
-                                        continuous=args.continuous, timeout=args.timeout)))
+                                        continuous=args.continuous, timeout=args.timeout,
+                                        skip_memory_check=args.skip_memory_check)))
     elif args.command == "export":
-        print(mtrec.export(_config(args), export_dir=args.export_dir, model_dir=args.model_dir,
-                           checkpoint_path=args.checkpoint_path,
-                           edit_config_json=args.edit_config_json, sets=args.sets))
+        print(mtrec.export(args.config, export_dir=args.export_dir, model_dir=args.model_dir,
+                           checkpoint=args.checkpoint, edit_config_json=args.edit_config_json,
+                           sets=args.sets, skip_memory_check=args.skip_memory_check))
     elif args.command == "predict":
-        mtrec.predict(args.saved_model, args.input, args.output,
+        mtrec.predict(args.saved_model, input=args.input, output=args.output,
                       reserved_cols=_split(args.reserved_cols),
                       output_cols=_split(args.output_cols), batch_size=args.batch_size)
     return 0

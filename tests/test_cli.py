@@ -23,6 +23,8 @@ def test_check_prints_summary():
     result = run_cli("check", "--config", sample_config("mmoe_on_taobao.config"))
     assert result.returncode == 0, result.stderr
     assert "model: MMoE" in result.stdout and "ctr(clk)" in result.stdout
+    # Without --verbose none of TensorFlow's start-up lines (oneDNN, CUDA) show.
+    assert "absl" not in result.stderr and "port.cc" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -122,3 +124,126 @@ def test_resume_with_a_changed_model_is_one_message(tmp_path, small_taobao):
                      "model_config.simple_multi_task.task_towers[0].dnn.hidden_units=[16]")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "does not fit this config's model" in result.stderr, result.stderr[-1500:]
+
+
+def test_version_is_the_package_version():
+    from importlib import metadata
+    import mtrec
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mtrec {metadata.version('mtrec')}"
+    assert metadata.version("mtrec") == mtrec.__version__  # pyproject.toml and __init__ agree
+
+
+STARTUP = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796547897.640110   25533 port.cc:153] oneDNN custom operations are on.
+I0000 00:00:1796547897.640496   25533 cudart_stub.cc:31] Could not find cuda drivers.
+W0000 00:00:1796547897.714787   25533 cpu_feature_guard.cc:227] This binary is optimized.
+To enable the following instructions: AVX2 FMA, rebuild TensorFlow.
+/x/y.py:3: UserWarning: a Python warning
+  warnings.warn(
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796547900.558692   25533 port.cc:153] oneDNN custom operations are on.
+I0000 00:00:1796547900.559449   25533 cudart_stub.cc:31] Could not find cuda drivers.
+E0000 00:00:1796547902.303565   25533 cuda_platform.cc:52] failed call to cuInit
+"""
+
+
+@pytest.mark.parametrize("level, shown", [
+    (0, [0, 1, 2, 3, 4, 5, 6, 10]),   # everything, each message once
+    (1, [0, 3, 4, 5, 6, 10]),         # no INFO
+    (3, [5, 6]),                      # the default without --verbose: only Python's own
+])
+def test_tensorflow_startup_lines_once_and_by_level(level, shown):
+    from mtrec.cli import startup_lines
+    lines = STARTUP.splitlines()
+    assert startup_lines(STARTUP, level) == [lines[i] for i in shown]
+
+
+@pytest.mark.slow
+def test_check_lists_sequence_attention_without_warnings(tmp_path):
+    """A group's target attention is listed; building the model (a dummy row whose
+    histories have one position) raises no Keras softmax warning; under --verbose each
+    TensorFlow start-up message shows once."""
+    text = open(sample_config("mmoe_on_taobao.config")).read().replace(
+        '"samples/data/', f'"{ROOT}/samples/data/')
+    text = text.replace('group_name: "all"', 'group_name: "all" sequence_features { '
+                        'group_name: "din" seq_att_map { key: "brand" key: "cate_id" '
+                        'hist_seq: "brand_seq" hist_seq: "cate_seq" aux_hist_seq: "aux" } }')
+    for name, column in (("brand_seq", "tag_brand_list"), ("cate_seq", "tag_category_list"),
+                         ("aux", "tag_category_list")):
+        text += (f'feature_configs {{ input_names: "{column}" feature_name: "{name}" '
+                 'feature_type: SequenceFeature hash_bucket_size: 1000 embedding_dim: 16 }\n')
+    path = tmp_path / "din.config"
+    path.write_text(text)
+    result = run_cli("-v", "check", "--config", str(path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("\n    sequence_features din: key brand, cate_id -> hist_seq brand_seq, cate_seq; "
+            "aux_hist_seq aux\n") in result.stdout
+    assert "Warning" not in result.stderr.replace("WARNING: All log messages", ""), \
+        result.stderr
+    for message in ("All log messages before absl::InitializeLog()",
+                    "oneDNN custom operations are on", "Could not find cuda drivers"):
+        assert result.stderr.count(message) <= 1, result.stderr
+
+
+def test_python_api_takes_the_cli_flag_names():
+    """check(set=...) is check(sets=...) (the CLI's --set); an unknown keyword is Python's
+    TypeError; the verbs log progress by default (see the next test)."""
+    import mtrec
+    from mtrec.errors import ConfigError
+    config = sample_config("mmoe_on_taobao.config")
+    for kwargs in ({"sets": ["data_config.batch_size=abc"]},
+                   {"set": ["data_config.batch_size=abc"]}):
+        with pytest.raises(ConfigError, match="'abc' is not a valid non-negative integer"):
+            mtrec.check(config, **kwargs)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'checkpoint_dir'"):
+        mtrec.evaluate(config, checkpoint_dir="x")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'input_file'"):
+        mtrec.predict("x", input_file="y")
+
+
+@pytest.mark.parametrize("setup, shown", [
+    ("", True),                                              # nothing configured: shown
+    ("logging.basicConfig(level=logging.WARNING)", False),   # the caller's config wins
+    ("logging.getLogger('mtrec').setLevel(logging.WARNING)", False),
+])
+def test_python_api_logs_progress_by_default(setup, shown):
+    code = ("import logging, mtrec.api as api\n" + setup + "\n"
+            "api._logs_progress(lambda: logging.getLogger('mtrec').info('step 1/2'))()\n"
+            "logging.getLogger('mtrec').info('after the call')\n"
+            "assert all(hasattr(getattr(api, v), '__wrapped__') "
+            "for v in ('train', 'evaluate', 'export', 'predict'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert (" INFO step 1/2" in result.stderr) == shown, result.stderr
+    assert "after the call" not in result.stderr  # the handler is gone after the call
+
+
+@pytest.mark.slow  # imports TensorFlow
+def test_first_progress_line_excludes_tracing(tmp_path, monkeypatch):
+    """The first call of the train loop (one step, where tracing happens) is not timed:
+    steps 2..10 in 9 s at batch 4 are 4 examples/s, so 90 steps left take 90 s."""
+    import types
+    from mtrec.protos import train_pb2
+    from mtrec.training import loop
+    clock = [1000.0]
+    monkeypatch.setattr(loop.time, "time", lambda: clock[0])
+    config = types.SimpleNamespace(train_config=train_pb2.TrainConfig(
+        num_steps=100, log_step_count_steps=10))
+    job = types.SimpleNamespace(pipeline=config, loss_names=["ctr"],
+                                sparse_optimizer=types.SimpleNamespace(
+                                    learning_rate=lambda step: 0.1),
+                                model=types.SimpleNamespace(  # no dynamic tables
+                                    feature_groups=types.SimpleNamespace(dynamic=None)))
+    progress = loop._Progress(job, str(tmp_path), batch_size=4, start_step=0)
+    lines = []
+    monkeypatch.setattr(loop.log, "info", lambda message, *a: lines.append(message % a))
+    import tensorflow as tf
+    clock[0] += 60.0  # tracing and the first step
+    progress.add(1, 1, tf.constant([0.5]), 0.5, 0, last_chunk=False)
+    clock[0] += 9.0
+    progress.add(10, 9, tf.constant([4.5]), 4.5, 0, last_chunk=False)
+    assert lines == ["step 10/100 | loss ctr=0.50000 total=0.50000 | 4 examples/s | ETA 1m30s"]

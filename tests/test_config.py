@@ -293,11 +293,11 @@ def test_dense_moments_on_lazy_adam_is_an_error(tmp_path):
             "dense_moments: true") in message
 
 
-def test_ps_strategy_is_an_error(tmp_path):
-    text = edit("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: PSStrategy\n")
+def test_exascale_strategy_is_an_error(tmp_path):
+    text = edit("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: ExascaleStrategy\n")
     path, message = load_error(tmp_path, text)
-    assert (f"{path}:{line_of(text, 'PSStrategy')}: train_distribute: PSStrategy is not "
-            "supported (") in message
+    assert (f"{path}:{line_of(text, 'ExascaleStrategy')}: train_distribute: ExascaleStrategy "
+            "is not supported (") in message
     assert "use one of NoStrategy, MirroredStrategy" in message
 
 
@@ -316,10 +316,11 @@ def test_num_epochs_alone_is_enough(tmp_path):
 
 def test_several_problems_are_all_listed(tmp_path):
     text = edit('label_name: "buy"', 'label_name: "pay"')
-    text = edit("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: PSStrategy\n", text)
+    text = edit("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: HorovodStrategy\n",
+                text)
     path, message = load_error(tmp_path, text)
     assert message.startswith(f"{path}: 2 problems:\n")
-    assert "label 'pay'" in message and "PSStrategy" in message
+    assert "label 'pay'" in message and "HorovodStrategy" in message
 
 
 def test_sync_replicas_is_a_warning_not_an_error(tmp_path):
@@ -688,8 +689,8 @@ def test_load_with_edit_config_json_and_sets(tmp_path):
 
 def test_load_validates_after_overrides(tmp_path):
     path = write(tmp_path, BASE)
-    with pytest.raises(ConfigError, match="train_distribute: PSStrategy is not supported"):
-        config_lib.load(path, sets=["train_config.train_distribute=PSStrategy"])
+    with pytest.raises(ConfigError, match="train_distribute: HorovodStrategy is not supported"):
+        config_lib.load(path, sets=["train_config.train_distribute=HorovodStrategy"])
     with pytest.raises(ConfigError, match=r"override 'train_config.num_step'"):
         config_lib.load(path, sets=["train_config.num_step=5"])
 

@@ -244,3 +244,60 @@ def test_ps_strategy_needs_num_steps_and_a_full_tf_config(tmp_path, monkeypatch)
                                                 "task": {"type": "chief", "index": 0}}))
     with pytest.raises(ConfigError, match='TF_CONFIG has no ps task.*"ps": \\['):
         distribute.make_cluster(config)
+
+
+@pytest.mark.parametrize("kind", ["adam_optimizer", "dense_moments", "lazy_adam_optimizer",
+                                  "adagrad_optimizer"])
+def test_a_split_table_trains_as_the_whole_table(kind):
+    """The sparse optimizer on a table split in two parts (as a ps strategy splits it, and
+    trained part by part as the train step does) gives the whole table's values and slots."""
+    import tensorflow as tf
+    from tensorflow.python.distribute.sharded_variable import ShardedVariable
+    from mtrec.protos import optimizer_pb2
+    from mtrec.training.optimizers import SparseOptimizer, table_shards
+    config = optimizer_pb2.Optimizer()
+    which = "adam_optimizer" if kind == "dense_moments" else kind
+    getattr(config, which).learning_rate.constant_learning_rate.learning_rate = 0.1
+    if kind == "dense_moments":
+        config.adam_optimizer.dense_moments = True
+    start = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    whole = tf.Variable(start)
+    split = ShardedVariable([tf.Variable(start[:4], name="t/part_0"),
+                             tf.Variable(start[4:], name="t/part_1")])
+    whole_opt, split_opt = SparseOptimizer(config), SparseOptimizer(config)
+    whole_opt.build([whole])
+    split_opt.build([split])
+    # Rows of both parts, a repeated id, and idle rows (dense moments move them at flush).
+    for ids in ([0, 5, 5, 2], [6, 1], [3, 4, 0], [2]):
+        ids = tf.constant(ids, tf.int64)
+        for opt, table in ((whole_opt, whole), (split_opt, split)):
+            parts = table_shards(table)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(tf.nn.embedding_lookup(table, ids) - 1.0))
+            grads = tape.gradient(loss, parts)
+            assert all(isinstance(g, tf.IndexedSlices) for g in grads if g is not None)
+            opt.apply(zip(grads, parts))
+    whole_opt.flush([whole])
+    split_opt.flush([split])
+    joined = tf.concat(split.variables, axis=0).numpy()
+    np.testing.assert_allclose(joined, whole.numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(joined, start)
+    for name, slot in whole_opt.slot_variables[0].items():
+        parts = split_opt.slot_variables[0][name]
+        np.testing.assert_allclose(tf.concat(parts.variables, axis=0).numpy(), slot.numpy(),
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_mtrec_check_prints_the_split_per_ps_task(monkeypatch):
+    import mtrec
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {
+        "chief": ["h0:1"], "worker": ["h1:1"], "ps": ["h2:1", "h3:1", "h4:1"]},
+        "task": {"type": "chief", "index": 0}}))
+    lines = mtrec.check(CONFIG, sets=["train_config.train_distribute=PSStrategy",
+                                      "train_config.num_steps=10"], skip_data_check=True)
+    text = "\n".join(lines)
+    assert "parameter servers (PSStrategy): tables of 64 KiB or more split" in text
+    # TF_CONFIG's 3 ps tasks: item_id and user_id (2000 and 4000 x 16, Adam: 3 floats a
+    # parameter) split in 3: parts of 667 and 1334 rows, 0.37 MiB.
+    assert re.search(r"\n\s+3 ps tasks: about [\d.]+ MiB per task \(0\.4 MiB of split table "
+                     r"parts", text), text

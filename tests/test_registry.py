@@ -23,6 +23,23 @@ def test_every_model_class_maps_to_its_oneof_member():
     assert len(names) == len(set(names))
 
 
+def test_rank_rows_are_single_output_blocks():
+    """A `rank` row's block has the task_towers field config defaults fill with its one
+    tower; EasyRec's MultiTower, MultiTowerDIN and MultiTowerBST share one block."""
+    from mtrec.config.defaults import is_rank_model
+    classes = registry.model_classes()
+    assert classes["MultiTower"] == classes["MultiTowerDIN"] == classes["MultiTowerBST"] \
+        == "multi_tower"
+    rank = {which for which, entry in registry.MODELS.items() if entry.rank}
+    assert rank == {"multi_tower", "deepfm", "wide_and_deep", "dcn", "dlrm"}
+    for which in MEMBERS:
+        fields = getattr(model_pb2.ModelConfig(), which).DESCRIPTOR.fields_by_name
+        assert which not in rank or {"task_towers", "l2_regularization"} <= set(fields), which
+        config = model_pb2.ModelConfig(model_class=registry.MODELS[which].model_classes[0])
+        getattr(config, which).SetInParent()
+        assert is_rank_model(config) == (which in rank or config.model_class == "RankModel")
+
+
 def test_every_row_has_a_check():
     for which, entry in registry.MODELS.items():
         assert callable(entry.check), which
@@ -30,7 +47,7 @@ def test_every_row_has_a_check():
 
 def test_unknown_model_lists_the_registered_ones():
     with pytest.raises(ConfigError, match=r"unknown model 'nope'; registered models: apg, "
-                                          r"dbmtl, esmm, hmoe, m2m, mmoe,"):
+                                          r"dbmtl, dcn, deepfm, dlrm, esmm, hmoe, m2m, mmoe,"):
         registry.model_class("nope")
 
 

@@ -16,7 +16,8 @@ from mtrec.backbone.specs import Tensor
 from mtrec.errors import ConfigError
 from mtrec.features.feature import FeatureSet
 from mtrec.layers.bst import BST
-from mtrec.layers.sequence import DIN, SequencePooling, TargetAttention
+from mtrec.layers.dnn import DebiasedBatchNormalization
+from mtrec.layers.sequence import DIN, SequencePooling, TargetAttention, _rest_of_mlp
 from mtrec.models.registry import build_model
 from mtrec.protos import backbone_pb2
 
@@ -130,6 +131,72 @@ def test_target_attention_is_padding_invariant():
                                atol=1e-6)
     weights = layer.attention_weights(query, longer, longer_mask).numpy()
     np.testing.assert_allclose(weights.sum(1), [1, 0, 1, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("use_bn,use_bias", [(False, True), (True, True), (False, False)])
+def test_split_first_layer_equals_the_concatenated_input(use_bn, use_bias):
+    """The per-row / per-position split of the first Dense gives what the score MLP gives on
+    [q, k, q - k, q * k]: scores, batch-norm moving statistics and every gradient."""
+    query, keys = tf.constant(rand(4, 3)), tf.constant(rand(4, 5, 3))
+    fast = TargetAttention((8, 4), use_bn=use_bn, use_bias=use_bias)
+    naive = TargetAttention((8, 4), use_bn=use_bn, use_bias=use_bias)
+    fast.build((4, 3), (4, 5, 3))
+    naive.build((4, 3), (4, 5, 3))
+    for a, b in zip(naive.weights, fast.weights):  # the same names and shapes
+        assert a.path.split("/", 1)[1] == b.path.split("/", 1)[1] and a.shape == b.shape
+        a.assign(b)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([query, keys])
+        fast_scores = tf.squeeze(_rest_of_mlp(fast.score_mlp, fast._first_layer(query, keys),
+                                              True), -1)  # (batch, len)
+        q = tf.repeat(query[:, None], 5, axis=1)
+        naive_scores = tf.squeeze(naive.score_mlp(
+            tf.concat([q, keys, q - keys, q * keys], -1), training=True), -1)
+        weight = tf.constant(rand(4, 5))
+        fast_loss = tf.reduce_sum(fast_scores * weight)
+        naive_loss = tf.reduce_sum(naive_scores * weight)
+    np.testing.assert_allclose(fast_scores.numpy(), naive_scores.numpy(), rtol=1e-5,
+                               atol=1e-5)
+    for a, b in zip(tape.gradient(fast_loss, [query, keys] + fast.trainable_weights),
+                    tape.gradient(naive_loss, [query, keys] + naive.trainable_weights)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    for a, b in zip(fast.non_trainable_weights, naive.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    # The kernel is read only through its blocks: its L2 penalty still counts.
+    reg = TargetAttention((8, 4), l2_regularization=0.5)
+    reg(query, keys)
+    kernels = [d.kernel.numpy() for d in reg.score_mlp.dense_layers]
+    np.testing.assert_allclose(float(sum(reg.losses)),
+                               0.5 * sum(float((k ** 2).sum()) for k in kernels), rtol=1e-5)
+
+
+def test_batch_norm_training_matches_keras():
+    """DebiasedBatchNormalization trains with TF's fused kernel: the outputs, input
+    gradients and moving statistics of Keras' own BatchNormalization (same start)."""
+    x = tf.constant(rand(7, 5, 4) * 3.0 + 2.0)
+    ours = DebiasedBatchNormalization()
+    keras_bn = keras.layers.BatchNormalization(moving_mean_initializer="zeros",
+                                               moving_variance_initializer="zeros")
+    for layer in (ours, keras_bn):
+        layer.build(x.shape)
+        layer.gamma.assign([1.0, 2.0, 3.0, 0.5])
+        layer.beta.assign([0.1, 0.2, -0.3, 0.0])
+    weight = tf.constant(rand(7, 5, 4))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours, y_keras = ours(x, training=True), keras_bn(x, training=True)
+        losses = [tf.reduce_sum(y * weight) for y in (y_ours, y_keras)]
+    np.testing.assert_allclose(y_ours.numpy(), y_keras.numpy(), rtol=1e-5, atol=1e-5)
+    grads = [tape.gradient(loss, [x, layer.gamma, layer.beta])
+             for loss, layer in zip(losses, (ours, keras_bn))]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    x2 = x.numpy().reshape(-1, 4)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), 0.01 * x2.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(ours.moving_variance.numpy(), 0.01 * x2.var(0), rtol=1e-5)
+    np.testing.assert_allclose(ours.moving_variance.numpy(), keras_bn.moving_variance.numpy(),
+                               rtol=1e-5)
+    assert float(ours.num_updates.numpy()) == 1.0
 
 
 def test_din_pads_a_narrower_target_and_appends_it():

@@ -1,4 +1,11 @@
-"""Validation of data_config: the input columns, labels, sample weight and separator."""
+"""Validation of data_config: the input columns, labels, sample weight, separator, input
+format and compression; and, for `mtrec check`, the input files themselves."""
+import csv
+import io
+import zlib
+
+from mtrec.config.paths import (COMPRESSION_TYPES, compression, expand, is_remote,
+                                open_binary, split_paths)
 from mtrec.config.source import Problems
 
 
@@ -29,4 +36,73 @@ def check_data(pipeline, p: Problems) -> dict:
     if len(data.separator) != 1 and data.input_type == data.CSVInput:
         p.error(f"data_config.separator must be one character, got {data.separator!r}.",
                 "separator")
+    check_format(data, p)
     return inputs
+
+
+def check_format(data, p: Problems) -> None:
+    """input_type, data_compression_type and the fields only some formats have."""
+    if data.input_type == data.BatchTFRecordInput:
+        p.error("input_type: BatchTFRecordInput (several rows per record) is not supported; "
+                "write one row per tf.train.Example and use input_type: TFRecordInput.",
+                "input_type", "BatchTFRecordInput")
+    elif data.HasField("n_data_batch_tfrecord"):
+        p.error("n_data_batch_tfrecord is BatchTFRecordInput's, which mtrec does not support; "
+                "remove it.", "n_data_batch_tfrecord")
+    kind = data.data_compression_type
+    if kind not in COMPRESSION_TYPES:
+        upper = f" (did you mean {kind.upper()!r}?)" if kind.upper() in COMPRESSION_TYPES else ""
+        p.error(f"data_compression_type {kind!r} is not one of \"GZIP\", \"ZLIB\" or \"\" "
+                f"(none){upper}.", "data_compression_type")
+    elif kind and data.input_type == data.ParquetInput:
+        p.error("data_compression_type is for CSV and TFRecord files; Parquet files carry "
+                "their own compression: remove it.", "data_compression_type")
+    elif kind == "ZLIB" and data.input_type == data.CSVInput:
+        p.error("data_compression_type \"ZLIB\" is for TFRecord files; CSV files may be "
+                "GZIP-compressed (\"GZIP\", or a name ending in .gz).", "data_compression_type")
+
+
+def check_input_files(pipeline, p: Problems) -> None:
+    """`mtrec check`: every local train_input_path / eval_input_path entry is an existing
+    file, a directory holding one, or a glob matching one; with a CSV header
+    (with_header), each file's header names every input field. Remote paths (hdfs://,
+    oss://, ...) are not looked at (a warning): mtrec's readers read local or mounted
+    files, which is checked where the job runs."""
+    data = pipeline.data_config
+    for what in ("train_input_path", "eval_input_path"):
+        files = []
+        for pattern in split_paths(getattr(pipeline, what)):
+            if is_remote(pattern):
+                p.warn(f"{what} {pattern!r} is on a remote file system and was not checked; "
+                       "mtrec reads local or mounted files.", what)
+                continue
+            matched, why = expand(pattern, what)
+            if why:
+                p.error(f"{why[:-1]}; relative paths are from the current directory "
+                        "(mtrec check --skip_data_check checks the config without its data).",
+                        what)
+            files.extend(matched)
+        for path in files:
+            if path.endswith((".tar.gz", ".tgz")) and data.input_type != data.ParquetInput:
+                p.error(f"{what} {path!r} is a tar archive; extract its files and name them.",
+                        what)
+            elif data.input_type == data.CSVInput and data.with_header:
+                problem = header_problem(data, path)
+                if problem:
+                    p.error(problem, what)
+
+
+def header_problem(data, path: str) -> str | None:
+    """Why a CSV file's header (line 1) does not name every input field, or None."""
+    try:
+        with io.TextIOWrapper(open_binary(path, compression(data, path)),
+                              encoding="utf-8-sig", errors="replace", newline="") as f:
+            line = f.readline().rstrip("\r\n")
+    except (OSError, EOFError, zlib.error) as e:
+        return f"{path}: cannot be read ({e})."
+    names = next(csv.reader([line], delimiter=data.separator), []) if line else []
+    missing = [f.input_name for f in data.input_fields if f.input_name not in names]
+    if not missing:
+        return None
+    return (f"{path}:1: the header has no column {', '.join(map(repr, missing))}"
+            f"{'; it has: ' + ', '.join(names) if names else ' (line 1 is empty)'}.")

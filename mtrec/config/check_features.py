@@ -5,9 +5,11 @@ import codecs
 import os
 from typing import Any
 
-from mtrec.config.accessors import all_features, feature_name
+from mtrec.config.accessors import all_features, feature_name, model_message
+from mtrec.config.dynamic_params import capacities, eligible, is_dynamic
+from mtrec.config.expression import NORMALIZERS, parse_expression
 from mtrec.config.source import Problems
-from mtrec.protos import feature_pb2
+from mtrec.protos import feature_pb2, train_pb2
 
 FC = feature_pb2.FeatureConfig
 
@@ -39,15 +41,15 @@ def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
         _check_inputs_and_ids(feature, name, sources, p)
         if (feature.HasField("min_val") or feature.HasField("max_val")) and not (
                 feature.feature_type == FC.SequenceFeature and feature.num_buckets
-                and feature.sub_feature_type == FC.RawFeature):
+                and feature.sub_feature_type == FC.RawFeature) and not (
+                feature.feature_type == FC.RawFeature):
             field = "min_val" if feature.HasField("min_val") else "max_val"
-            p.error(f"feature {name!r}: min_val / max_val are only used by a SequenceFeature "
-                    "with sub_feature_type: RawFeature and num_buckets (its numbers' range); "
-                    "remove them, or bucketize with boundaries.", field)
-        if feature.HasField("ev_params") or pipeline.model_config.HasField("ev_params"):
-            # Parsed so that EasyRec configs load; the dynamic tables are not built yet.
-            p.error(f"feature {name!r}: ev_params (dynamic embedding tables) is not supported "
-                    "yet; give the feature a hash_bucket_size instead.", "ev_params")
+            p.error(f"feature {name!r}: min_val / max_val are only used by a RawFeature, or a "
+                    "SequenceFeature with sub_feature_type: RawFeature and num_buckets (its "
+                    "numbers' range); remove them, or bucketize with boundaries.", field)
+        _check_easyrec_options(feature, name, p)
+        if feature.HasField("ev_params"):
+            _check_ev_params(pipeline, feature, name, p)
         if feature.feature_type == FC.SequenceFeature:
             _check_sequence(feature, name, sources, p)
         else:
@@ -60,6 +62,18 @@ def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
         # A feature's table is its embedding_name's, or its own name's (which another
         # feature's embedding_name may name, e.g. a sequence sharing its item's table).
         _check_shared_table(feature, name, sources, tables, p)
+    vd = pipeline.model_config.variational_dropout
+    if pipeline.model_config.HasField("variational_dropout") and vd.regularization_lambda < 0:
+        p.error("model_config.variational_dropout: regularization_lambda must be >= 0, got "
+                f"{vd.regularization_lambda:g}.", "regularization_lambda")
+    dynamic = [n for n, f in features.items() if is_dynamic(f)]
+    strategy = pipeline.train_config.train_distribute
+    if dynamic and strategy != train_pb2.NoStrategy:
+        p.error(f"dynamic tables (ev_params of {', '.join(map(repr, dynamic[:3]))}"
+                f"{' ...' if len(dynamic) > 3 else ''}) train in one process for now, not under "
+                f"train_distribute {train_pb2.DistributionStrategy.Name(strategy)}; remove "
+                "train_distribute, or use hash_bucket_size instead of ev_params.",
+                "train_distribute")
     return features, _embedding_tables(features, vocab_rows)
 
 
@@ -77,30 +91,61 @@ def _check_inputs_and_ids(feature, name: str, sources: list, p: Problems) -> Non
     if feature.feature_type == FC.ComboFeature and len(feature.input_names) < 2:
         p.error(f"ComboFeature {name!r} needs at least two input_names.", "input_names",
                 feature.input_names[0])
-    if feature.feature_type != FC.ComboFeature and len(feature.input_names) > 1:
+    if feature.feature_type == FC.LookupFeature and len(feature.input_names) != 2:
+        p.error(f"LookupFeature {name!r} reads two input_names: the key, then the map "
+                f"(`k1:v1|k2:v2`); it has {len(feature.input_names)}.", "input_names",
+                feature.input_names[0])
+    if feature.feature_type not in (FC.ComboFeature, FC.LookupFeature, FC.ExprFeature) and len(
+            feature.input_names) > 1:
         p.error(f"{kind} {name!r} reads one input; use a ComboFeature to cross several.",
                 "input_names", feature.input_names[1])
-    ids = feature.feature_type in (FC.IdFeature, FC.TagFeature) or (
+    ids = feature.feature_type in (FC.IdFeature, FC.TagFeature, FC.LookupFeature) or (
         feature.feature_type == FC.SequenceFeature and feature.sub_feature_type == FC.IdFeature)
-    if ids and len(sources) != 1:
+    if ids and len(sources) != 1 and not is_dynamic(feature):
         p.error(f"{kind} {name!r} needs exactly one of hash_bucket_size, num_buckets, "
                 f"vocab_list, vocab_file (has {', '.join(sources) or 'none'}).",
                 "input_names", feature.input_names[0])
-    if feature.feature_type == FC.ComboFeature and feature.hash_bucket_size == 0:
+    if (feature.feature_type == FC.ComboFeature and feature.hash_bucket_size == 0
+            and not is_dynamic(feature)):
         p.error(f"ComboFeature {name!r} needs hash_bucket_size.", "input_names",
                 feature.input_names[0])
 
 
 def _check_widths(feature, name: str, sources: list, p: Problems) -> None:
     """A RawFeature's boundaries and raw_input_dim; every other type's embedding_dim."""
+    if feature.feature_type == FC.ExprFeature:
+        if sources or feature.boundaries or feature.embedding_dim:
+            field = (sources + (["boundaries"] if feature.boundaries else [])
+                     + ["embedding_dim"])[0]
+            p.error(f"ExprFeature {name!r} is one number, used as it is (as in EasyRec); "
+                    f"remove {field}, or bucketize the number with a RawFeature.", field)
+        return
     if feature.feature_type != FC.RawFeature:
         if feature.embedding_dim == 0:
             kind = FC.FeatureType.Name(feature.feature_type)
             p.error(f"{kind} {name!r} needs embedding_dim > 0.", "input_names",
                     feature.input_names[0])
         return
-    if sources:
-        p.error(f"RawFeature {name!r} takes boundaries, not {sources[0]}.", sources[0])
+    ranged = feature.max_val > feature.min_val
+    if "hash_bucket_size" in sources:
+        p.warn(f"RawFeature {name!r}: hash_bucket_size has no effect on a RawFeature (EasyRec "
+               "ignores it too); remove it.", "hash_bucket_size")
+    others = [s for s in sources if s not in ("hash_bucket_size", "num_buckets")
+              or (s == "num_buckets" and not ranged)]
+    if others:
+        hint = (" (num_buckets needs min_val < max_val: equal buckets of the scaled value)"
+                if others[0] == "num_buckets" else "")
+        p.error(f"RawFeature {name!r} takes boundaries, not {others[0]}{hint}.", others[0])
+    if (feature.HasField("min_val") or feature.HasField("max_val")) and not ranged:
+        p.error(f"RawFeature {name!r}: min_val ({feature.min_val:g}) must be below max_val "
+                f"({feature.max_val:g}) to scale the values.",
+                "max_val" if feature.HasField("max_val") else "min_val")
+    if "num_buckets" in sources and ranged and feature.boundaries:
+        p.error(f"RawFeature {name!r}: set boundaries or num_buckets, not both.", "num_buckets")
+    if "num_buckets" in sources and ranged and feature.embedding_dim == 0:
+        p.error(f"RawFeature {name!r} has num_buckets but no embedding_dim.", "num_buckets")
+    if "num_buckets" in sources and ranged and feature.raw_input_dim > 1:
+        p.error(f"RawFeature {name!r}: num_buckets needs raw_input_dim 1.", "num_buckets")
     if list(feature.boundaries) != sorted(set(feature.boundaries)):
         p.error(f"RawFeature {name!r}: boundaries must be strictly increasing.", "boundaries")
     if feature.boundaries and feature.raw_input_dim > 1:
@@ -109,6 +154,52 @@ def _check_widths(feature, name: str, sources: list, p: Problems) -> None:
         p.error(f"RawFeature {name!r} has boundaries but no embedding_dim.", "boundaries")
     if feature.raw_input_dim == 0:
         p.error(f"RawFeature {name!r}: raw_input_dim must be at least 1.", "raw_input_dim")
+
+
+def _check_easyrec_options(feature, name: str, p: Problems) -> None:
+    """The options of one feature type: normalizer_fn (RawFeature), expression
+    (ExprFeature), the map of a LookupFeature, combo_join_sep / combo_input_seps
+    (ComboFeature)."""
+    kind = feature.feature_type
+    if feature.HasField("normalizer_fn"):
+        if kind != FC.RawFeature:
+            p.error(f"feature {name!r}: normalizer_fn applies to a RawFeature's values only.",
+                    "normalizer_fn")
+        elif feature.normalizer_fn not in NORMALIZERS:
+            p.error(f"feature {name!r}: normalizer_fn {feature.normalizer_fn!r} is not one of "
+                    f"the functions mtrec knows by name ({', '.join(_NORMALIZER_NAMES)}, also "
+                    "spelt tf.<name>); mtrec runs no code from a config: scale with min_val / "
+                    "max_val, or bucketize with boundaries.", "normalizer_fn")
+    if kind == FC.ExprFeature:
+        try:
+            parse_expression(feature.expression, feature.input_names)
+        except ValueError as e:
+            p.error(f"ExprFeature {name!r}: {e}.",
+                    "expression" if feature.expression else "input_names",
+                    None if feature.expression else feature.input_names[0])
+    elif feature.HasField("expression"):
+        p.error(f"feature {name!r}: expression is read by an ExprFeature only.", "expression")
+    if kind == FC.LookupFeature:
+        if not feature.kv_separator:
+            p.error(f"LookupFeature {name!r} needs kv_separator, the separator of each key "
+                    "from its value in the map (e.g. \":\").", "input_names",
+                    feature.input_names[0])
+        if feature.lookup_max_sel_elem_num < 1:
+            p.error(f"LookupFeature {name!r}: lookup_max_sel_elem_num must be at least 1.",
+                    "lookup_max_sel_elem_num")
+    if kind != FC.ComboFeature:
+        for field in ("combo_join_sep", "combo_input_seps"):
+            if getattr(feature, field):
+                p.error(f"feature {name!r}: {field} is read by a ComboFeature only.", field)
+    elif feature.combo_input_seps and len(feature.combo_input_seps) != len(
+            feature.input_names):
+        p.error(f"ComboFeature {name!r}: combo_input_seps needs one separator per input "
+                f"({len(feature.input_names)}, \"\" for an input not to split), has "
+                f"{len(feature.combo_input_seps)}.", "combo_input_seps")
+
+
+# The tf.math spelling of each normalizer_fn, for messages.
+_NORMALIZER_NAMES = [n for n in NORMALIZERS if n.startswith("tf.math.")]
 
 
 def _check_sequence(feature, name: str, sources: list, p: Problems) -> None:
@@ -172,12 +263,38 @@ def _check_shared_table(feature, name: str, sources: list, tables: dict, p: Prob
     `tables` maps each embedding_name to (first feature, its table shape)."""
     shape = (tuple(sources), feature.hash_bucket_size, feature.num_buckets,
              tuple(feature.vocab_list), feature.vocab_file, tuple(feature.boundaries),
-             feature.embedding_dim)
+             feature.embedding_dim,
+             feature.raw_input_dim if feature.feature_type == FC.RawFeature else None,
+             feature.ev_params.SerializeToString(deterministic=True) if is_dynamic(feature)
+             else None)
     table = feature.embedding_name or name
     first = tables.setdefault(table, (name, shape))
     if first[1] != shape:
         p.error(f"features {first[0]!r} and {name!r} share embedding_name {table!r} but "
                 "differ in id space or embedding_dim.", "embedding_name", table)
+
+
+def _check_ev_params(pipeline, feature, name: str, p: Problems) -> None:
+    """A feature's ev_params (its own, or model_config's copied by fill_defaults): a type
+    with ids, no vocabulary, sane capacities (see dynamic_params)."""
+    ev = feature.ev_params
+    if not eligible(feature):
+        kind = FC.FeatureType.Name(feature.feature_type)
+        p.error(f"feature {name!r}: ev_params (a dynamic table of ids) needs an IdFeature, "
+                f"TagFeature, ComboFeature or a SequenceFeature of ids, not a {kind}"
+                + (" of raw values" if feature.feature_type == FC.SequenceFeature else "")
+                + "; remove ev_params.", "ev_params")
+        return
+    if feature.vocab_list or feature.vocab_file:
+        p.error(f"feature {name!r}: ev_params and a vocabulary (vocab_list / vocab_file) both "
+                "set its id space; remove one.", "ev_params")
+    model = model_message(pipeline.model_config)
+    if model is not None and name == getattr(model, "domain_feature", None):
+        p.error(f"feature {name!r} is the domain_feature, whose ids must be a fixed range "
+                "(num_buckets or vocab_list); remove its ev_params.", "ev_params")
+    if ev.max_capacity and ev.init_capacity > ev.max_capacity:
+        p.error(f"feature {name!r}: ev_params init_capacity {ev.init_capacity:,} is above "
+                f"max_capacity {ev.max_capacity:,}.", "init_capacity", str(ev.init_capacity))
 
 
 def _check_vocab_file(path: str, name: str, p: Problems) -> int:
@@ -219,14 +336,24 @@ def _embedding_tables(features: dict, vocab_rows: dict) -> dict:
     features' embedding tables (float32; one table per embedding_name)."""
     tables = {}
     for name, f in features.items():
-        sizes = (("hash_bucket_size", f.hash_bucket_size), ("num_buckets", f.num_buckets),
+        if is_dynamic(f):
+            # Weighed at max_capacity, the most rows it grows to.
+            most = capacities(f.ev_params)[1]
+            tables[f.embedding_name or name] = (most * f.embedding_dim, name,
+                                                ("max_capacity", str(f.ev_params.max_capacity)
+                                                 if f.ev_params.max_capacity else None))
+            continue
+        raw = f.feature_type == FC.RawFeature  # (which ignores hash_bucket_size)
+        sizes = (("hash_bucket_size", 0 if raw else f.hash_bucket_size),
+                 ("num_buckets", f.num_buckets),
                  ("vocab_list", len(f.vocab_list) + 1 if f.vocab_list else 0),
                  ("vocab_file", vocab_rows.get(name, 0) + 1 if f.vocab_file else 0),
-                 ("boundaries", len(f.boundaries) + 1 if f.boundaries else 0))
+                 ("boundaries", len(f.boundaries) + 1 if f.boundaries else 0),
+                 ("raw_input_dim", f.raw_input_dim if raw else 0))
         field, rows = next(((s, n) for s, n in sizes if n), (None, 0))
         if rows and f.embedding_dim:
             value = f.vocab_file if field == "vocab_file" else (
-                str(getattr(f, field)) if field in ("hash_bucket_size", "num_buckets")
-                else None)
+                str(getattr(f, field)) if field in ("hash_bucket_size", "num_buckets",
+                                                    "raw_input_dim") else None)
             tables[f.embedding_name or name] = (rows * f.embedding_dim, name, (field, value))
     return tables

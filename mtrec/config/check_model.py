@@ -29,6 +29,10 @@ def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> DenseSiz
     check_towers(pipeline, which, towers, inputs, p)
     _check_dnns(model, towers, p)
     _check_deepfm_logits(which, model, features, groups, p)
+    if model_config.seq_att_groups and which != "multi_tower":
+        p.error("model_config.seq_att_groups are read by the din_towers / bst_towers of "
+                "model_class MultiTowerDIN / MultiTowerBST; under other models put target "
+                "attention in a feature group's `sequence_features`.", "seq_att_groups")
     context = checks.ModelContext(model_config, which, model, features, groups, towers)
     registry.MODELS[which].check(context, p)
     plan = None
@@ -37,7 +41,10 @@ def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> DenseSiz
     elif which == "model_params":
         p.error(f"model_class {model_config.model_class!r} builds its towers on a backbone; "
                 "add `backbone { blocks { ... } }` (see docs/backbone.md).", "model_class")
-    width, widest = _deep_width(groups, features)
+    # MultiTowerDIN / MultiTowerBST look up hidden groups (their seq_att_groups) too.
+    from mtrec.models.sequence_towers import tower_groups
+    hidden = {g.group_name: g for g in tower_groups(model_config)}
+    width, widest = _deep_width({**groups, **hidden}, features)
     return DenseSizes(checks.dense_parts(context, width, plan), width, widest)
 
 
@@ -115,8 +122,7 @@ def _check_groups(model_config, features: dict, p: Problems) -> dict:
 def _check_sequence_groups(group, features: dict, p: Problems) -> None:
     """SequenceFeatures in a group, and its sequence_features (target attentions): the
     features they name exist and have the right type, key and history widths agree."""
-    from mtrec.config.activations import keras_activation, unknown_activation
-    from mtrec.features.width import feature_width, is_wide
+    from mtrec.features.width import is_wide
     FC = feature_pb2.FeatureConfig
     g = group.group_name
 
@@ -133,64 +139,80 @@ def _check_sequence_groups(group, features: dict, p: Problems) -> None:
                     "sequence_features")
         return
     for k, att in enumerate(group.sequence_features):
-        label = f"feature group {g!r}, sequence_features {att.group_name or k!r}"
-        if att.tf_summary:
-            p.error(f"{label}: tf_summary (TensorBoard histograms of the sequence "
-                    "embeddings) is not supported by mtrec; remove it or set it to false.",
-                    "tf_summary", "true")
-        if not att.seq_att_map:
-            p.error(f"{label} has no seq_att_map; add `seq_att_map {{ key: ... hist_seq: ... }}`.",
-                    "sequence_features")
-            continue
-        names = {field: [n for m in att.seq_att_map for n in getattr(m, field)]
-                 for field in ("key", "hist_seq", "aux_hist_seq")}
-        for field in ("key", "hist_seq"):
-            if not names[field]:
-                p.error(f"{label}: seq_att_map needs at least one {field}.", "seq_att_map")
-        ok = bool(names["key"] and names["hist_seq"])
-        for field, listed in names.items():
-            for name in listed:
-                if name not in features:
-                    p.error(f"{label}: {field} {name!r} is not defined in feature_configs.",
-                            field, name)
-                    ok = False
-                elif field == "key" and is_sequence(name):
-                    p.error(f"{label}: key {name!r} is a SequenceFeature; the key is the "
-                            "target item's feature (e.g. an IdFeature).", field, name)
-                    ok = False
-                elif field != "key" and not is_sequence(name):
-                    p.error(f"{label}: {field} {name!r} is a "
-                            f"{FC.FeatureType.Name(features[name].feature_type)}; it must be "
-                            "a SequenceFeature.", field, name)
-                    ok = False
-        if ok:
-            key = sum(feature_width(features[n], False) for n in names["key"])
-            hist = sum(feature_width(features[n], False) for n in names["hist_seq"])
-            if key != hist and not att.allow_key_transform:
-                p.error(f"{label}: the key is {key} wide ({' + '.join(names['key'])}) but the "
-                        f"history {hist} ({' + '.join(names['hist_seq'])}); the widths must "
-                        "agree, or set allow_key_transform: true to pad or project the key.",
-                        "key", names["key"][0])
-        dnn = att.seq_dnn
-        if any(u == 0 for u in dnn.hidden_units):
-            p.error(f"{label}: seq_dnn hidden_units must be positive.", "hidden_units")
-        if len(dnn.dropout_ratio) not in (0, 1, len(dnn.hidden_units),
-                                          len(dnn.hidden_units) - 1):
-            p.error(f"{label}: seq_dnn dropout_ratio needs 1 or {len(dnn.hidden_units)} "
-                    "values.", "dropout_ratio")
-        if any(not 0 <= r < 1 for r in dnn.dropout_ratio):
-            p.error(f"{label}: seq_dnn dropout_ratio values must be in [0, 1).",
-                    "dropout_ratio")
-        if keras_activation(dnn.activation) is None:
-            p.error(f"{label}: seq_dnn {unknown_activation(dnn.activation)}", "activation",
-                    dnn.activation)
+        check_attention(att, f"feature group {g!r}, sequence_features {att.group_name or k!r}",
+                        features, p)
+
+
+def check_attention(att, label: str, features: dict, p: Problems,
+                    block: str = "sequence_features") -> bool:
+    """One SeqAttGroupConfig (a group's sequence_features entry, or a model-level
+    seq_att_groups entry; `label` names it in messages, `block` is the field it is written
+    in): its features exist and have the right types, key and history widths agree, its
+    seq_dnn is valid. Returns whether its features are all known and of the right kind."""
+    from mtrec.config.activations import keras_activation, unknown_activation
+    from mtrec.features.width import feature_width
+    FC = feature_pb2.FeatureConfig
+
+    def is_sequence(name):
+        return name in features and features[name].feature_type == FC.SequenceFeature
+
+    if att.tf_summary:
+        p.error(f"{label}: tf_summary (TensorBoard histograms of the sequence "
+                "embeddings) is not supported by mtrec; remove it or set it to false.",
+                "tf_summary", "true")
+    if not att.seq_att_map:
+        p.error(f"{label} has no seq_att_map; add `seq_att_map {{ key: ... hist_seq: ... }}`.",
+                block)
+        return False
+    names = {field: [n for m in att.seq_att_map for n in getattr(m, field)]
+             for field in ("key", "hist_seq", "aux_hist_seq")}
+    for field in ("key", "hist_seq"):
+        if not names[field]:
+            p.error(f"{label}: seq_att_map needs at least one {field}.", "seq_att_map")
+    ok = bool(names["key"] and names["hist_seq"])
+    for field, listed in names.items():
+        for name in listed:
+            if name not in features:
+                p.error(f"{label}: {field} {name!r} is not defined in feature_configs.",
+                        field, name)
+                ok = False
+            elif field == "key" and is_sequence(name):
+                p.error(f"{label}: key {name!r} is a SequenceFeature; the key is the "
+                        "target item's feature (e.g. an IdFeature).", field, name)
+                ok = False
+            elif field != "key" and not is_sequence(name):
+                p.error(f"{label}: {field} {name!r} is a "
+                        f"{FC.FeatureType.Name(features[name].feature_type)}; it must be "
+                        "a SequenceFeature.", field, name)
+                ok = False
+    if ok:
+        key = sum(feature_width(features[n], False) for n in names["key"])
+        hist = sum(feature_width(features[n], False) for n in names["hist_seq"])
+        if key != hist and not att.allow_key_transform:
+            p.error(f"{label}: the key is {key} wide ({' + '.join(names['key'])}) but the "
+                    f"history {hist} ({' + '.join(names['hist_seq'])}); the widths must "
+                    "agree, or set allow_key_transform: true to pad or project the key.",
+                    "key", names["key"][0])
+    dnn = att.seq_dnn
+    if any(u == 0 for u in dnn.hidden_units):
+        p.error(f"{label}: seq_dnn hidden_units must be positive.", "hidden_units")
+    if len(dnn.dropout_ratio) not in (0, 1, len(dnn.hidden_units),
+                                      len(dnn.hidden_units) - 1):
+        p.error(f"{label}: seq_dnn dropout_ratio needs 1 or {len(dnn.hidden_units)} "
+                "values.", "dropout_ratio")
+    if any(not 0 <= r < 1 for r in dnn.dropout_ratio):
+        p.error(f"{label}: seq_dnn dropout_ratio values must be in [0, 1).",
+                "dropout_ratio")
+    if keras_activation(dnn.activation) is None:
+        p.error(f"{label}: seq_dnn {unknown_activation(dnn.activation)}", "activation",
+                dnn.activation)
+    return ok
 
 
 def _check_dnns(model, towers: list, p: Problems) -> None:
-    """Every DNN of the model block and of its towers."""
-    dnn_fields = [(f.name, getattr(model, f.name)) for f in model.DESCRIPTOR.fields
-                  if f.message_type is not None and f.message_type.name == "DNN"
-                  and model.HasField(f.name)]
+    """Every DNN of the model block (and of its sub-messages, e.g. multi_tower's towers) and
+    of its task towers."""
+    dnn_fields = _nested_dnns(model, "")
     dnn_fields += [(f"{t.tower_name}.dnn", t.dnn) for t in towers]
     dnn_fields += [(f"{t.tower_name}.relation_dnn", t.relation_dnn) for t in towers
                    if t.HasField("relation_dnn")]
@@ -204,6 +226,25 @@ def _check_dnns(model, towers: list, p: Problems) -> None:
             p.error(f"{name}: dropout_ratio values must be in [0, 1).", "dropout_ratio")
 
 
+def _nested_dnns(message, prefix: str) -> list:
+    """[(name, DNN)] of the DNN fields set in a message and, recursively, in its
+    sub-messages but task towers (checked with the towers)."""
+    found = []
+    for field, value in message.ListFields():
+        kind = field.message_type
+        if kind is None or kind.name == "TaskTower":
+            continue
+        repeated = (field.is_repeated if hasattr(field, "is_repeated")
+                    else field.label == field.LABEL_REPEATED)
+        for i, item in enumerate(value if repeated else [value]):
+            name = f"{prefix}{field.name}" + (f"[{i}]" if repeated else "")
+            if kind.name == "DNN":
+                found.append((name, item))
+            elif kind.full_name.startswith("mtrec."):
+                found += _nested_dnns(item, name + ".")
+    return found
+
+
 def _check_deepfm_logits(which: str, model, features: dict, groups: dict,
                          p: Problems) -> None:
     """use_linear_logits reads the WIDE groups; use_fm_logits pairs the DEEP groups'
@@ -214,14 +255,14 @@ def _check_deepfm_logits(which: str, model, features: dict, groups: dict,
                 "(its features get the linear weights).", "use_linear_logits")
     if not getattr(model, "use_fm_logits", False):
         return
+    from mtrec.features.width import is_raw_values
     widths = {}
     for group in groups.values():
         if group.wide_deep == feature_pb2.WIDE:
             continue
         for name in group.feature_names:
             f = features.get(name)
-            if f is not None and not (f.feature_type == feature_pb2.FeatureConfig.RawFeature
-                                      and not f.boundaries):
+            if f is not None and not is_raw_values(f):
                 widths.setdefault(f.embedding_dim, name)
     if not widths:
         p.error(f"{which}.use_fm_logits needs embedded features in a DEEP group.",

@@ -1,6 +1,6 @@
 """Validation of the task towers every model has: names, labels, losses, metrics."""
 from mtrec.config.check_eval import check_metric
-from mtrec.config.defaults import RANK_MODEL, given_towers
+from mtrec.config.defaults import given_towers, is_rank_model
 from mtrec.config.source import Problems
 from mtrec.protos import data_pb2, loss_pb2, model_pb2
 
@@ -89,13 +89,14 @@ def _check_model_losses(model_config, towers: list, p: Problems) -> None:
     """model_config.losses: the terms of a RankModel's single output, set in one place."""
     if not model_config.losses:
         return
-    if model_config.model_class != RANK_MODEL:
+    if not is_rank_model(model_config):
         p.error(f"model_config.losses are the loss terms of a rank model's single output; "
                 f"{model_config.model_class or 'this model'} has task towers: list the terms "
                 "as `losses` inside each task_towers block.", "losses")
     elif towers and list(towers[0].losses) != list(model_config.losses):
-        p.error("RankModel: model_config.losses differ from the losses of its model_params "
-                "tower; set them in one place.", "losses")
+        p.error(f"{model_config.model_class}: model_config.losses differ from the losses of "
+                f"its {model_config.WhichOneof('model')} tower; set them in one place.",
+                "losses")
 
 
 def _check_labels(tower, inputs: dict, p: Problems) -> None:

@@ -10,19 +10,18 @@ _STRATEGY = train_pb2.DistributionStrategy
 # MultiWorkerMirroredStrategy under its older name).
 SUPPORTED_STRATEGIES = (_STRATEGY.NoStrategy, _STRATEGY.MirroredStrategy,
                         _STRATEGY.CollectiveAllReduceStrategy,
-                        _STRATEGY.MultiWorkerMirroredStrategy)
+                        _STRATEGY.MultiWorkerMirroredStrategy, _STRATEGY.PSStrategy)
 
 
 def unsupported_strategy(name: str) -> str:
     """The error of a train_distribute mtrec does not run, listing those it does."""
-    why = {"PSStrategy": " (Keras 3 has no parameter-server training and a custom loop was "
-                         "seen to lose step-counter updates)",
-           "ExascaleStrategy": " (a PAI-only strategy)",
+    why = {"ExascaleStrategy": " (a PAI-only strategy)",
            "HorovodStrategy": " (MultiWorkerMirroredStrategy gives the same collective "
                               "all-reduce without Horovod)"}.get(name, "")
     return (f"train_distribute: {name} is not supported{why}; use one of NoStrategy, "
             "MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (workers from "
-            "TF_CONFIG; EasyRec's CollectiveAllReduceStrategy is the same).")
+            "TF_CONFIG; EasyRec's CollectiveAllReduceStrategy is the same), PSStrategy "
+            "(parameter servers from TF_CONFIG).")
 
 
 def check_learning_rate(kind: str, rate, p: Problems) -> None:
@@ -80,19 +79,77 @@ def check_learning_rate(kind: str, rate, p: Problems) -> None:
                     "step_scaling_rate must be positive.", "transformer_learning_rate")
 
 
+def check_optimizer_params(optimizer, p: Problems) -> None:
+    """rms_prop_optimizer and ftrl_optimizer settings Keras' optimizers accept (momentum
+    and initial_accumulator_value are check_values' rules)."""
+    kind = optimizer.WhichOneof("optimizer")
+    if kind == "rms_prop_optimizer":
+        c = optimizer.rms_prop_optimizer
+        if not 0 <= c.decay < 1:
+            p.error(f"rms_prop_optimizer: decay must be in [0, 1), got {c.decay:.7g}.", "decay",
+                    float(c.decay))
+        if not (c.epsilon > 0 and math.isfinite(c.epsilon)):
+            p.error(f"rms_prop_optimizer: epsilon must be above 0, got {c.epsilon:.7g} (a row "
+                    "with a zero gradient would divide 0 by 0).", "epsilon", float(c.epsilon))
+    elif kind == "ftrl_optimizer":
+        c = optimizer.ftrl_optimizer
+        if not c.learning_rate_power <= 0:
+            p.error("ftrl_optimizer: learning_rate_power must be at most 0, got "
+                    f"{c.learning_rate_power:.7g}.", "learning_rate_power",
+                    float(c.learning_rate_power))
+        # (initial_accumulator_value: check_values)
+        for name in ("l1_reg", "l2_reg", "l2_shrinkage_reg"):
+            value = getattr(c, name)
+            if not (value >= 0 and math.isfinite(value)):
+                p.error(f"ftrl_optimizer: {name} must be at least 0, got {value:.7g}.", name,
+                        float(value))
+
+
+def check_embedding_multiplier(train, p: Problems) -> None:
+    """embedding_learning_rate_multiplier: on the one optimizer_config (EasyRec reads it
+    from the first); with a second entry, that entry's learning rate is the embeddings'."""
+    field = "embedding_learning_rate_multiplier"
+    nth = 0
+    for optimizer in train.optimizer_config:
+        if not optimizer.HasField(field):
+            continue
+        nth += 1
+        value = optimizer.embedding_learning_rate_multiplier
+        if len(train.optimizer_config) > 1:
+            p.error(f"{field} with two optimizer_config entries: the second entry already "
+                    "sets the embedding tables' learning rate; remove the multiplier and set "
+                    "that entry's learning_rate instead.", field, nth=nth)
+        elif not (value > 0 and math.isfinite(value)):
+            p.error(f"{field} must be above 0, got {value:.7g}.", field, float(value))
+
+
+def check_mixed_precision(train, p: Problems) -> None:
+    """mixed_precision: "", "bf16" or "fp16"; fp16's loss scaling runs on one device."""
+    value = train.mixed_precision
+    if value not in ("", "bf16", "fp16"):
+        p.error(f"mixed_precision must be \"bf16\", \"fp16\" or empty (float32), got "
+                f"{value!r}.", "mixed_precision")
+    elif value == "fp16" and train.train_distribute != _STRATEGY.Value("NoStrategy"):
+        p.error("mixed_precision: \"fp16\" (with loss scaling) runs without a "
+                "train_distribute strategy only; use \"bf16\", which needs no loss scaling, "
+                f"with {_STRATEGY.Name(train.train_distribute)}.", "mixed_precision")
+
+
 def check_train(pipeline, p: Problems) -> None:
     """Optimizers, train_distribute, and steps that let training end and checkpoint."""
     train = pipeline.train_config
     for optimizer in train.optimizer_config:
         if optimizer.WhichOneof("optimizer") is None:
-            p.error("optimizer_config has no optimizer (adam_optimizer, adagrad_optimizer, "
-                    "adamw_optimizer or momentum_optimizer).", "optimizer_config")
+            p.error("optimizer_config has no optimizer (adam_optimizer, lazy_adam_optimizer, "
+                    "adagrad_optimizer, adamw_optimizer, momentum_optimizer, "
+                    "rms_prop_optimizer or ftrl_optimizer).", "optimizer_config")
         if optimizer.use_moving_average:
             p.error("use_moving_average: true is not supported by mtrec yet; set it to false.",
                     "use_moving_average")
         kind = optimizer.WhichOneof("optimizer")
         if kind:
             check_learning_rate(kind, getattr(optimizer, kind).learning_rate, p)
+        check_optimizer_params(optimizer, p)
         lazy = optimizer.lazy_adam_optimizer
         if lazy.HasField("dense_moments") and lazy.dense_moments:
             p.error("lazy_adam_optimizer cannot have dense_moments: true (lazy is the "
@@ -100,12 +157,28 @@ def check_train(pipeline, p: Problems) -> None:
     if len(train.optimizer_config) > 2:
         p.error("train_config takes at most two optimizer_config entries (dense, embedding).",
                 "optimizer_config")
-    if train.HasField("sync_replicas"):
+    check_embedding_multiplier(train, p)
+    if train.HasField("incr_save_config"):
+        p.error("incr_save_config (EasyRec's incremental saving of updated weights for online "
+                "serving) is not supported; remove it: mtrec writes checkpoints "
+                "(save_checkpoints_steps / save_checkpoints_secs) and SavedModels "
+                "(export_config.exporter_type latest exports after every evaluation).",
+                "incr_save_config")
+    parameter_servers = train.train_distribute == _STRATEGY.Value("PSStrategy")
+    if train.HasField("sync_replicas") and train.sync_replicas and parameter_servers:
+        p.warn("PSStrategy trains asynchronously (TensorFlow's ParameterServerStrategy has "
+               "no synchronous mode); sync_replicas: true is ignored.", "sync_replicas")
+    elif train.HasField("sync_replicas") and not parameter_servers:
         p.warn("sync_replicas only matters for EasyRec's parameter-server jobs; ignored.",
                "sync_replicas")
+    if parameter_servers and train.num_steps == 0:
+        p.error("PSStrategy needs train_config.num_steps: workers take steps as they come "
+                "free, each reading all of train_input_path in its own shuffled order, so "
+                "there is no epoch to end on.", "train_distribute")
     if train.train_distribute not in SUPPORTED_STRATEGIES:
         name = _STRATEGY.Name(train.train_distribute)
         p.error(unsupported_strategy(name), "train_distribute")
+    check_mixed_precision(train, p)
     if train.save_checkpoints_steps == 0:
         p.error("save_checkpoints_steps must be at least 1.", "save_checkpoints_steps")
     if train.log_step_count_steps == 0:

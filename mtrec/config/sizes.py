@@ -30,7 +30,8 @@ RUNTIME_BYTES = 512 * 2 ** 20
 MEMORY_MARGIN = 0.10
 # Slot variables each optimizer keeps per parameter (as mtrec.training.optimizers builds).
 OPTIMIZER_SLOTS = {"adam_optimizer": 2, "adamw_optimizer": 2, "lazy_adam_optimizer": 2,
-                   "adagrad_optimizer": 1, "momentum_optimizer": 1}
+                   "adagrad_optimizer": 1, "momentum_optimizer": 1, "rms_prop_optimizer": 2,
+                   "ftrl_optimizer": 2}
 # The optimizer train_config uses when it names none (adam).
 DEFAULT_SLOTS = 2
 

@@ -234,7 +234,7 @@ class ParquetReader:
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
                 shuffle_buffer_size: int = 0, seed: int | None = None,
-                trailing_count: bool = False) -> tf.data.Dataset:
+                trailing_count: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
         # Record batches of at least 16384 rows: Python's cost per block, not per row.
         block = max(batch_size, shuffle_buffer_size if shuffle else 0, 16384)
         signature = {f.input_name: self._spec(f) for f in self.fields}
@@ -246,7 +246,7 @@ class ParquetReader:
             columns, ok = self._typed(raw, self.rules)
             return keep_good_rows(columns, ok, drop, what="a Parquet row")
 
-        ds = ds.rebatch(batch_size).map(typed, num_parallel_calls=(
+        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).map(typed, num_parallel_calls=(
             self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
         if drop:
             ds = skip_empty_batches(ds, trailing_count)

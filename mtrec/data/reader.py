@@ -6,39 +6,33 @@ string, so that empty and NULL cells get the column's default before numbers are
 parsed; the rules of schema.py then say which rows are acceptable. A bad row fails its
 batch (or, with ignore_error, is dropped and counted); after a failure `find_bad_row`
 rescans the files in Python to name the file, line and column.
-A UTF-8 byte-order mark at the start of a file is ignored.
+A UTF-8 byte-order mark at the start of a file is ignored. Files whose name ends in .gz
+(or all, with data_compression_type: "GZIP") are read through gzip; line numbers are those
+of the uncompressed text.
 """
 import csv
-import glob
-import os
+import io
+import zlib
 
 import tensorflow as tf
 
+from mtrec.config.paths import compression, expand, open_binary, split_paths
+from mtrec.data import records
 from mtrec.data.parquet import ParquetReader
 from mtrec.data.schema import (as_rules, cell_problem, check_defaults, keep_good_rows,
                                skip_empty_batches, to_typed)
+from mtrec.data.tfrecord import TFRecordReader
 from mtrec.errors import DataError
 from mtrec.protos import data_pb2
 
 def expand_paths(paths: str, what: str = "input") -> list[str]:
     """Comma-separated paths and globs -> sorted list of files; errors name what is missing."""
     files = []
-    for pattern in [p.strip() for p in paths.split(",") if p.strip()]:
-        if any(ch in pattern for ch in "*?["):
-            matched = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
-            if not matched:
-                raise DataError(f"{what} path {pattern!r} matches no file.")
-            files.extend(matched)
-        elif os.path.isdir(pattern):
-            matched = sorted(os.path.join(pattern, f) for f in os.listdir(pattern)
-                             if os.path.isfile(os.path.join(pattern, f)) and not f.startswith("."))
-            if not matched:
-                raise DataError(f"{what} directory {pattern!r} holds no file.")
-            files.extend(matched)
-        elif os.path.isfile(pattern):
-            files.append(pattern)
-        else:
-            raise DataError(f"{what} file {pattern!r} not found.")
+    for pattern in split_paths(paths):
+        matched, why = expand(pattern, what)
+        if why:
+            raise DataError(why)
+        files.extend(matched)
     if not files:
         raise DataError(f"no {what} path given.")
     return files
@@ -48,13 +42,16 @@ _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write f
 
 
 def make_reader(data_config, files: list[str], rules: dict | None = None):
-    """The reader for data_config.input_type (CSV, or Parquet with the `parquet` extra).
+    """The reader for data_config.input_type (CSV, TFRecord, or Parquet with the `parquet`
+    extra).
     rules: {column: schema.ColumnRule} (schema.column_rules of the pipeline config: labels,
     identity ids, sequence separators), or the older {label column: number of classes,
     0 for a regression label}; the cells of those columns must meet them
     (schema.row_rules)."""
     if data_config.input_type == data_pb2.DatasetConfig.ParquetInput:
         return ParquetReader(data_config, files, rules)
+    if data_config.input_type == data_pb2.DatasetConfig.TFRecordInput:
+        return TFRecordReader(data_config, files, rules)
     return CsvReader(data_config, files, rules)
 
 
@@ -79,8 +76,11 @@ class CsvReader:
         """The column names of the files (all files must agree)."""
         header = None
         for path in self.files:
-            with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-                line = f.readline().rstrip("\r\n")
+            try:
+                with _open_text(self.data_config, path, errors="replace") as f:
+                    line = f.readline().rstrip("\r\n")
+            except _UNREADABLE as e:
+                raise DataError(f"{path}: {_unreadable(self.data_config, path, e)}") from None
             if not line:
                 raise DataError(f"{path}:1: no header line (the file starts empty); "
                                 "with_header: true expects the column names on line 1.")
@@ -113,33 +113,24 @@ class CsvReader:
         skip = 1 if self.data_config.with_header else 0
         total = 0
         for path in self.files:
-            with open(path, "rb") as f:
-                total += max(sum(1 for _ in f) - skip, 0)
+            try:
+                with open_binary(path, compression(self.data_config, path)) as f:
+                    total += max(sum(1 for _ in f) - skip, 0)
+            except _UNREADABLE as e:
+                raise DataError(f"{path}: {_unreadable(self.data_config, path, e)}") from None
         return total
 
     @property
     def num_file_columns(self) -> int:
         return len(self.header) if self.header is not None else len(self.fields)
 
-    def _lines(self, files: tf.data.Dataset, interleave: bool, shard=None) -> tf.data.Dataset:
-        """Lines of all files: read several files at once when shuffling, else in order.
-        shard (n, i): keep every n-th line of each file from the i-th, so that n readers
-        split the rows whatever order each one shuffled the files into."""
-        skip = 1 if self.data_config.with_header else 0
-
-        def read(f):
-            lines = tf.data.TextLineDataset(f)
-            if skip:
-                lines = lines.skip(skip)
-            else:  # the first line may start with a byte-order mark
-                lines = lines.take(1).map(_strip_bom).concatenate(lines.skip(1))
-            return lines.shard(*shard) if shard else lines
-
-        cycle = min(len(self.files), 4) if interleave else 1
-        if cycle == 1:
-            return files.flat_map(read)
-        return files.interleave(read, cycle_length=cycle, block_length=256,
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    def _read(self, path, compression_type) -> tf.data.Dataset:
+        """The rows (lines) of one file, without its header."""
+        lines = tf.data.TextLineDataset(path, compression_type=compression_type)
+        if self.data_config.with_header:
+            return lines.skip(1)
+        # The first line may start with a byte-order mark.
+        return lines.take(1).map(_strip_bom).concatenate(lines.skip(1))
 
     def decode(self, lines: tf.Tensor):
         """A vector of CSV lines -> ({input_name: typed 1-D tensor}, per line whether its
@@ -171,21 +162,14 @@ class CsvReader:
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
                 shuffle_buffer_size: int = 0, seed: int | None = None,
                 shard: tuple[int, int] | None = None,
-                trailing_count: bool = False) -> tf.data.Dataset:
+                trailing_count: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
         """Batches of {input_name: tensor}; `num_epochs` None repeats forever; shard (n, i)
         reads only the i-th of n row shards (distributed training with fewer files than
-        workers)."""
-        files = tf.data.Dataset.from_tensor_slices(self.files)
-        if shuffle and len(self.files) > 1:
-            files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
-        lines = self._lines(files, interleave=shuffle, shard=shard)
-        if shuffle and shuffle_buffer_size > batch_size:
-            # Shuffle whole blocks of lines at once (vectorised), then re-cut into
-            # batches: per-row shuffling cost ~25% of training throughput.
-            lines = lines.batch(shuffle_buffer_size).map(
-                lambda block: tf.random.shuffle(block, seed=seed)).rebatch(batch_size)
-        else:
-            lines = lines.batch(batch_size)
+        workers); drop_remainder drops each epoch's last batch if it is short."""
+        lines = records.read_files(self.data_config, self.files, self._read, shuffle, seed,
+                                   shard)
+        lines = records.batch(lines, batch_size, shuffle, shuffle_buffer_size, seed,
+                              drop_remainder)
         parallel = self.data_config.num_parallel_calls or tf.data.AUTOTUNE
         if self.data_config.ignore_error:
             def decode_good(batch):
@@ -228,35 +212,62 @@ def find_bad_row(data_config, files: list[str], columns: list[int] | None = None
     fields = list(data_config.input_fields)
     columns = columns or list(range(len(fields)))
     expected = len(fields)
-    names = [f.input_name for f in fields]
     for path in files:
-        with open(path, "rb") as raw:
-            for number, data in enumerate(raw, start=1):
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    return (f"{path}:{number}: bytes that are not UTF-8 at byte {e.start + 1} "
-                            "of the line; re-encode the file as UTF-8")
-        # utf-8-sig: a byte-order mark before line 1 is not part of its first cell.
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            for number, line in enumerate(f, start=1):
-                if number == 1 and data_config.with_header:
-                    expected = len(next(csv.reader([line.rstrip("\r\n")],
-                                                   delimiter=data_config.separator)))
-                    continue
-                line = line.rstrip("\r\n")
-                try:
-                    cells = next(csv.reader([line], delimiter=data_config.separator))
-                except (csv.Error, StopIteration):
-                    cells = line.split(data_config.separator)
-                if len(cells) != expected:
-                    return (f"{path}:{number}: expected {expected} fields separated by "
-                            f"{data_config.separator!r}, found {len(cells)}")
-                for field, column in zip(fields, columns):
-                    problem = cell_problem(cells[column], field, rules)
-                    if problem:
-                        if number == 1 and [c.strip() for c in cells] == names:
-                            problem += ("; line 1 looks like a header: set "
-                                        "data_config.with_header: true")
-                        return f"{path}:{number}: column {field.input_name!r}: {problem}"
+        try:
+            problem = _bad_row(data_config, path, fields, columns, rules, expected)
+        except _UNREADABLE as e:
+            return f"{path}: {_unreadable(data_config, path, e)}"
+        if problem:
+            return problem
     return None
+
+
+def _bad_row(data_config, path, fields, columns, rules, expected) -> str | None:
+    """find_bad_row in one file."""
+    names = [f.input_name for f in fields]
+    with open_binary(path, compression(data_config, path)) as raw:
+        for number, data in enumerate(raw, start=1):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"{path}:{number}: bytes that are not UTF-8 at byte {e.start + 1} "
+                        "of the line; re-encode the file as UTF-8")
+    with _open_text(data_config, path) as f:
+        for number, line in enumerate(f, start=1):
+            if number == 1 and data_config.with_header:
+                expected = len(next(csv.reader([line.rstrip("\r\n")],
+                                               delimiter=data_config.separator)))
+                continue
+            line = line.rstrip("\r\n")
+            try:
+                cells = next(csv.reader([line], delimiter=data_config.separator))
+            except (csv.Error, StopIteration):
+                cells = line.split(data_config.separator)
+            if len(cells) != expected:
+                return (f"{path}:{number}: expected {expected} fields separated by "
+                        f"{data_config.separator!r}, found {len(cells)}")
+            for field, column in zip(fields, columns):
+                problem = cell_problem(cells[column], field, rules)
+                if problem:
+                    if number == 1 and [c.strip() for c in cells] == names:
+                        problem += ("; line 1 looks like a header: set "
+                                    "data_config.with_header: true")
+                    return f"{path}:{number}: column {field.input_name!r}: {problem}"
+    return None
+
+
+# What reading a damaged compressed file raises in Python.
+_UNREADABLE = (OSError, EOFError, zlib.error)
+
+
+def _unreadable(data_config, path: str, error) -> str:
+    """Why a file cannot be read, for a message that starts with its path."""
+    kind = compression(data_config, path)
+    return f"not a readable {kind} file ({error})" if kind else f"cannot be read ({error})"
+
+
+def _open_text(data_config, path: str, errors: str = "strict"):
+    """A CSV file as text, decompressed; utf-8-sig: a byte-order mark before line 1 is not
+    part of its first cell."""
+    return io.TextIOWrapper(open_binary(path, compression(data_config, path)),
+                            encoding="utf-8-sig", errors=errors, newline="")

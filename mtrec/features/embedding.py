@@ -6,34 +6,60 @@ sparse optimizer updates only the rows a batch touched. Sequences are looked up 
 flat values of their ragged ids (one gather per batch, no padding), and padded to the
 batch's longest row only where a pooling or an attention needs (batch, len, dim).
 """
+import contextlib
 import dataclasses
+import threading
 
 import keras
 import tensorflow as tf
 
+from mtrec.features.dynamic import DynamicTables
 from mtrec.features.feature import FeatureSet, TableSpec
 from mtrec.features.width import attention_widths, feature_width, is_wide
 from mtrec.layers.dnn import dnn_args
 from mtrec.layers.sequence import SequencePooling, TargetAttention
+from mtrec.layers.variational_dropout import VariationalDropout
 from mtrec.protos import layers_pb2
 
 # EasyRec's attention MLP when a SeqAttGroupConfig has no seq_dnn.
 DEFAULT_SEQ_DNN = (128, 64, 32, 1)
 
 
-def _initial_table(spec: TableSpec) -> tf.Tensor:
+_CREATING = threading.local()
+
+
+@contextlib.contextmanager
+def creating_tables():
+    """Marks the variables created inside as embedding tables: a parameter-server strategy
+    splits these (and only these) row-wise over its ps tasks (training/distribute.py)."""
+    before = getattr(_CREATING, "on", False)
+    _CREATING.on = True
+    try:
+        yield
+    finally:
+        _CREATING.on = before
+
+
+def is_creating_tables() -> bool:
+    return getattr(_CREATING, "on", False)
+
+
+def _initial_table(spec: TableSpec, partition_shape=None, partition_offset=None) -> tf.Tensor:
     """(num_rows, dim) initial values. A linear model's weights start at zero. Embeddings
     start small and uniform: on KuaiRand MMoE, TF's embedding-column default (truncated
     normal, stddev 1/sqrt(dim)) measured 0.02-0.07 AUC lower after 3 epochs. The
     out-of-vocabulary row starts at zero, so an id never seen in training adds nothing
     until training sees one; random, it gave every such row an arbitrary item's vector
     (KuaiRand MMoE, where half the test rows have a new video, mean of 3 seeds: long_view
-    AUC 0.7457 -> 0.7568, label 0.9174 -> 0.9203, is_click 0.7632 -> 0.7622)."""
-    shape = (spec.num_rows, spec.dim)
+    AUC 0.7457 -> 0.7568, label 0.9174 -> 0.9203, is_click 0.7632 -> 0.7622).
+    partition_shape/offset: the rows of one shard, when a parameter-server strategy creates
+    the table in parts (each part is then initialised on its own ps, never whole)."""
+    shape = tuple(partition_shape) if partition_shape else (spec.num_rows, spec.dim)
+    first_row = partition_offset[0] if partition_offset else 0
     if spec.wide:
         return tf.zeros(shape)
     values = keras.initializers.RandomUniform(-0.05, 0.05)(shape)
-    if spec.oov_row:
+    if spec.oov_row and first_row == 0:
         values = tf.concat([tf.zeros((1, spec.dim)), values[1:]], axis=0)
     return values
 
@@ -42,6 +68,15 @@ def _lookup(table, ids: tf.Tensor) -> tf.Tensor:
     """ids of any shape -> (*ids.shape, dim) rows of table; -1 gives zeros."""
     emb = tf.nn.embedding_lookup(table, tf.maximum(ids, 0))
     return emb * tf.cast(ids >= 0, emb.dtype)[..., None]
+
+
+def _project(values: tf.Tensor, table, combiner: str) -> tf.Tensor:
+    """(n, d) raw values -> (n, dim): EasyRec's projection of raw values, value i weighting
+    row i of the (d, dim) table, pooled with `combiner` ("sum": values @ table; "mean": the
+    weighted mean of the rows with a positive value, zeros if none)."""
+    weights = tf.sparse.from_dense(values)  # zeros add nothing to a sum, "mean" drops them
+    ids = tf.SparseTensor(weights.indices, weights.indices[:, 1], weights.dense_shape)
+    return tf.nn.safe_embedding_lookup_sparse(table, ids, weights, combiner=combiner)
 
 
 def sequence_combiner(config) -> str:
@@ -69,17 +104,22 @@ class FeatureGroups(keras.layers.Layer):
     wide_output_dim weights per id (a separate table), for linear logits.
 
     call(features) -> {group_name: [per-feature tensor, ...]} with
-      DEEP: (batch, embedding_dim) per feature, or (batch, raw_input_dim) for raw values;
+      DEEP: (batch, embedding_dim) per feature, or (batch, raw_input_dim) for raw values
+            without embedding_dim;
             a SequenceFeature pooled over its positions (sequence_combiner);
             then per SeqAttGroupConfig of the group's sequence_features: the target-
             attention-pooled history (batch, d_hist), each pooled aux_hist_seq
             (batch, d_aux), and the key (batch, d_key) if need_key_feature;
-      WIDE: (batch, wide_output_dim) per feature (raw values are summed).
-    Widths follow mtrec.features.width (group_widths()).
+      WIDE: (batch, wide_output_dim) per feature (raw values weight a raw_input_dim x
+            wide_output_dim table, summed).
+    Widths follow mtrec.features.width (group_widths()). With `variational_dropout` (a
+    VariationalDropoutLayer message) each group's feature_names outputs go through a
+    VariationalDropout layer (not its sequence_features outputs, nor a model's hidden
+    groups, named "__...").
     """
 
     def __init__(self, feature_set: FeatureSet, group_configs, embedding_regularization=0.0,
-                 wide_output_dim=1, **kwargs):
+                 wide_output_dim=1, variational_dropout=None, **kwargs):
         super().__init__(**kwargs)
         self.feature_set = feature_set
         self.embedding_regularization = embedding_regularization
@@ -120,6 +160,17 @@ class FeatureGroups(keras.layers.Layer):
         self.poolers = poolers
         self.attentions = attentions
         self.transforms = transforms
+        # The key -> row maps of the dynamic tables (ev_params), if any.
+        self.dynamic = DynamicTables(feature_set, self.table_specs)
+        self.dropouts = {}
+        if variational_dropout is not None:
+            widths = self.group_widths()
+            self.dropouts = {name: VariationalDropout(
+                widths[name][:len(names)], variational_dropout.regularization_lambda,
+                variational_dropout.embedding_wise_variational_dropout,
+                name=f"variational_dropout_{name}")
+                for name, (names, _) in self.groups.items()
+                if names and not name.startswith("__")}
 
     def _feature_config(self, name):
         return self.feature_set[name].config
@@ -143,7 +194,8 @@ class FeatureGroups(keras.layers.Layer):
 
     def _table_spec(self, name: str, wide: bool) -> TableSpec | None:
         feature = self.feature_set[name]
-        if feature.kind == "values" or (feature.kind == "sequence" and not feature.has_table):
+        if not wide and (feature.kind == "values" or (
+                feature.kind == "sequence" and not feature.has_table)):
             return None
         spec = feature.table()
         return (dataclasses.replace(spec, name=spec.name + "/wide", dim=self.wide_output_dim,
@@ -151,9 +203,15 @@ class FeatureGroups(keras.layers.Layer):
 
     def build(self, input_shape=None):
         self.tables = {}
-        for name, spec in sorted(self.table_specs.items()):
-            self.tables[name] = tf.Variable(lambda spec=spec: _initial_table(spec),
-                                            name=name.replace("/", "_"), trainable=True)
+        with creating_tables():
+            for name, spec in sorted(self.table_specs.items()):
+                self.tables[name] = tf.Variable(
+                    lambda partition_shape=None, partition_offset=None, spec=spec:
+                        _initial_table(spec, partition_shape, partition_offset),
+                    # A dynamic table's rows change (features/dynamic.py).
+                    shape=(None if spec.dynamic else spec.num_rows, spec.dim),
+                    dtype=tf.float32,
+                    name=name.replace("/", "_"), trainable=True)
         self.built = True
 
     @property
@@ -180,11 +238,11 @@ class FeatureGroups(keras.layers.Layer):
         feature = self.feature_set[name]
         spec = self._table_spec(name, wide)
         if spec is None:
-            if wide:
-                summed = tf.reduce_sum(value["values"], axis=1, keepdims=True)
-                return tf.tile(summed, [1, self.wide_output_dim])
             return value["values"]
         table = self.tables[spec.name]
+        if "values" in value:
+            # (batch, dim); a WIDE group's weights are summed (EasyRec's wide columns).
+            return _project(value["values"], table, "sum" if wide else feature.combiner)
         if feature.kind == "bag":
             ids = value["ids"].to_sparse()
             weights = value["weights"].to_sparse() if "weights" in value else None
@@ -202,9 +260,9 @@ class FeatureGroups(keras.layers.Layer):
             values = value["values"]  # (batch, None, raw_input_dim)
             if spec is None:
                 return values
-            # EasyRec's projection of raw values: (positions, raw_input_dim) @ table.
-            return values.with_flat_values(tf.matmul(values.flat_values,
-                                                     self.tables[spec.name]))
+            # EasyRec's projection of raw values: (positions, raw_input_dim) -> (positions, dim).
+            return values.with_flat_values(_project(values.flat_values,
+                                                    self.tables[spec.name], feature.combiner))
         ids, table = value["ids"], self.tables[spec.name]
         if ids.ragged_rank == 1:
             return ids.with_flat_values(_lookup(table, ids.flat_values))  # (batch, None, dim)
@@ -289,6 +347,8 @@ class FeatureGroups(keras.layers.Layer):
                 tensors.append(emb)
                 if not wide and self._table_spec(name, wide) is not None:
                     squares.append(tf.reduce_sum(tf.square(emb), axis=1))
+            if group_name in self.dropouts:
+                tensors = self.dropouts[group_name](tensors, training=training)
             for k, att in enumerate(self.attention_groups.get(group_name, [])):
                 inputs = self._attention_inputs(features, group_name, k, att)
                 for seq in [inputs["hist"]] + inputs["aux"]:

@@ -4,17 +4,23 @@ The same `preprocess` runs inside tf.data during training and inside the exporte
 serving graph, so both compute identical ids. A feature produces one of:
   - ids:        int64 (batch,), -1 where the value is missing (zero embedding);
   - bag of ids: int64 RaggedTensor (batch, None), optional float weights alike;
-  - values:     float32 (batch, raw_input_dim) for a RawFeature without boundaries;
+  - values:     float32 (batch, raw_input_dim) for a RawFeature without boundaries
+                (float32 (batch, 1) for an ExprFeature);
+                kind "projected" when it has an embedding_dim: the feature groups project
+                the values by a raw_input_dim x embedding_dim table;
   - sequence:   a SequenceFeature, ragged over its positions (never padded here):
                 ids int64 (batch, None), or (batch, None, None) with seq_multi_sep;
                 or values float32 (batch, None, raw_input_dim) for raw numbers.
 """
+import ast
 import dataclasses
 
 import keras
 import tensorflow as tf
 
 from mtrec import config as config_lib
+from mtrec.config.expression import BINARY, COMPARE, NORMALIZERS, parse_expression
+from mtrec.features import dynamic
 from mtrec.protos import feature_pb2
 
 FC = feature_pb2.FeatureConfig
@@ -30,6 +36,8 @@ class TableSpec:
     oov_row: bool = False
     # Weights of a linear model (a WIDE group), not embeddings.
     wide: bool = False
+    # A dynamic table (ev_params): num_rows is where it starts; it grows (features.dynamic).
+    dynamic: bool = False
 
 
 def _vocabulary(config) -> list[str]:
@@ -42,7 +50,7 @@ def _vocabulary(config) -> list[str]:
 
 class Feature:
     """One feature of the config; subclasses know how to turn inputs into ids."""
-    # "ids", "bag", "values" or "sequence"
+    # "ids", "bag", "values", "projected" or "sequence"
     kind = "ids"
     # The _IdSpace of an IdFeature / TagFeature, else None.
     id_space = None
@@ -64,7 +72,8 @@ class Feature:
 
     def table(self) -> TableSpec:
         return TableSpec(self.config.embedding_name or self.name, self.num_ids, self.embedding_dim,
-                         oov_row=self.id_space is not None and self.id_space.lookup is not None)
+                         oov_row=self.id_space is not None and self.id_space.lookup is not None,
+                         dynamic=dynamic.is_dynamic(self.config))
 
     def preprocess(self, inputs: dict) -> dict:
         """{input_name: typed tensor} -> {key: tensor} for this feature."""
@@ -103,6 +112,11 @@ class _IdSpace:
         return tf.where((ids >= 0) & (ids < self.size), ids, tf.constant(-1, tf.int64))
 
 
+def _id_space(config):
+    """The id space of a feature: its raw ids as keys with ev_params, else _IdSpace."""
+    return dynamic.DynamicIdSpace(config) if dynamic.is_dynamic(config) else _IdSpace(config)
+
+
 def _as_string(values):
     return values if values.dtype == tf.string else tf.strings.as_string(values)
 
@@ -116,7 +130,7 @@ class IdFeature(Feature):
 
     def __init__(self, config):
         super().__init__(config)
-        self.id_space = _IdSpace(config)
+        self.id_space = _id_space(config)
 
     @property
     def num_ids(self):
@@ -134,7 +148,7 @@ class TagFeature(Feature):
 
     def __init__(self, config):
         super().__init__(config)
-        self.id_space = _IdSpace(config)
+        self.id_space = _id_space(config)
 
     @property
     def num_ids(self):
@@ -160,39 +174,96 @@ def _escape(text: str) -> str:
 
 class ComboFeature(Feature):
     """The cross of several inputs, hashed (`tf.sparse.cross_hashed`); multi-valued inputs
-    split by `separator` cross every combination."""
+    (split by `separator`, or each by its combo_input_seps) cross every combination. With
+    combo_join_sep each combination is the string of its values joined by it, hashed like
+    an IdFeature's value (EasyRec's string cross)."""
     kind = "bag"
 
     @property
     def num_ids(self):
+        if dynamic.is_dynamic(self.config):
+            return dynamic.capacities(self.config.ev_params)[0]
         return self.config.hash_bucket_size
 
     def preprocess(self, inputs):
+        seps = list(self.config.combo_input_seps) or [self.config.separator] * len(
+            self.input_names)
         parts = []
-        for name in self.input_names:
-            tokens = tf.strings.split(_as_string(inputs[name]), self.config.separator)
+        for name, sep in zip(self.input_names, seps):
+            cells = _as_string(inputs[name])
+            tokens = tf.strings.split(cells, sep) if sep else tf.RaggedTensor.from_tensor(
+                cells[:, None])  # (batch, None)
             tokens = tf.ragged.boolean_mask(tokens, tf.strings.length(tokens) > 0)
             parts.append(tokens.to_sparse())
-        crossed = tf.sparse.cross_hashed(parts, num_buckets=self.config.hash_bucket_size)
+        if self.config.combo_join_sep:
+            joined = tf.sparse.cross(parts, separator=self.config.combo_join_sep)
+            buckets = 2**63 - 1 if dynamic.is_dynamic(self.config) else \
+                self.config.hash_bucket_size
+            return {"ids": tf.RaggedTensor.from_sparse(joined.with_values(
+                tf.strings.to_hash_bucket_fast(joined.values, buckets)))}
+        # A dynamic table keeps the whole 64-bit hash of the cross (num_buckets 0).
+        crossed = tf.sparse.cross_hashed(parts, num_buckets=0 if dynamic.is_dynamic(
+            self.config) else self.config.hash_bucket_size)
         return {"ids": tf.RaggedTensor.from_sparse(crossed)}
+
+
+class LookupFeature(Feature):
+    """EasyRec's LookupFeature: input_names[1] is a map `k1:v1|k2:v2`; the values whose key
+    is the row's input_names[0] (at most lookup_max_sel_elem_num, the first ones) are a bag
+    of ids, pooled with `combiner`."""
+    kind = "bag"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.id_space = _id_space(config)
+
+    @property
+    def num_ids(self):
+        return self.id_space.size
+
+    def preprocess(self, inputs):
+        keys = _as_string(inputs[self.input_names[0]])  # (batch,)
+        pairs = tf.strings.split(_as_string(inputs[self.input_names[1]]), self.config.separator)
+        pairs = tf.ragged.boolean_mask(pairs, tf.strings.length(pairs) > 0)  # (batch, None)
+        kv = _escape(self.config.kv_separator)
+        pair_keys = tf.strings.regex_replace(pairs.flat_values, f"{kv}.*$", "")
+        values = tf.strings.regex_replace(pairs.flat_values, f"^.*?{kv}", "")
+        has_value = tf.strings.regex_full_match(pairs.flat_values, f".*?{kv}.*")
+        wanted = tf.gather(keys, pairs.value_rowids())  # (n,) the row's key of each pair
+        selected = tf.ragged.boolean_mask(
+            pairs.with_flat_values(values),
+            pairs.with_flat_values(tf.equal(pair_keys, wanted) & has_value))  # (batch, None)
+        selected = selected[:, :self.config.lookup_max_sel_elem_num]
+        return {"ids": self.id_space.ids(selected)}
 
 
 class RawFeature(Feature):
     """A number (or raw_input_dim numbers split by `separator`); with `boundaries` it is
-    bucketized and embedded, otherwise the values themselves are the feature."""
+    bucketized and embedded; with embedding_dim (and no boundaries) the values are projected
+    by a raw_input_dim x embedding_dim table (EasyRec: value i weights row i, pooled with
+    `combiner`); otherwise the values themselves are the feature."""
 
     def __init__(self, config):
         super().__init__(config)
         self.dim = config.raw_input_dim
-        self.kind = "ids" if config.boundaries else "values"
+        # EasyRec: values scaled to (x - min_val) / (max_val - min_val) when max_val >
+        # min_val; then with num_buckets, bucketized into that many equal parts of [0, 1).
+        self.scaled = config.max_val > config.min_val
+        self.boundaries = list(config.boundaries)
+        if self.scaled and config.num_buckets > 1 and not self.boundaries:
+            self.boundaries = [i / config.num_buckets for i in range(config.num_buckets)]
+        self.normalizer = (getattr(tf.math, NORMALIZERS[config.normalizer_fn])
+                           if config.normalizer_fn else None)
+        self.kind = "ids" if self.boundaries else (
+            "projected" if config.embedding_dim else "values")
 
     @property
     def num_ids(self):
-        return len(self.config.boundaries) + 1
+        return len(self.boundaries) + 1 if self.boundaries else self.dim
 
     @property
     def embedding_dim(self):
-        return self.config.embedding_dim if self.config.boundaries else self.dim
+        return self.config.embedding_dim if self.kind != "values" else self.dim
 
     def values(self, column: tf.Tensor) -> tf.Tensor:
         """(batch,) input -> float32 (batch, raw_input_dim)."""
@@ -207,12 +278,78 @@ class RawFeature(Feature):
         return tf.cast(column, tf.float32)[:, None]
 
     def preprocess(self, inputs):
-        values = self.values(inputs[self.input_names[0]])
-        if self.config.boundaries:
-            buckets = tf.raw_ops.Bucketize(input=values[:, 0],
-                                           boundaries=list(self.config.boundaries))
+        values = self.values(inputs[self.input_names[0]])  # (batch, raw_input_dim)
+        if self.scaled:
+            low, high = self.config.min_val, self.config.max_val
+            values = (values - low) / (high - low)
+        if self.normalizer is not None:
+            values = self.normalizer(values)
+        if self.boundaries:
+            buckets = tf.raw_ops.Bucketize(input=values[:, 0], boundaries=self.boundaries)
             return {"ids": tf.cast(buckets, tf.int64)}
         return {"values": values}
+
+
+class ExprFeature(Feature):
+    """A number computed from numeric inputs by `expression` (mtrec.config.expression's
+    grammar, built from TF ops; nothing is evaluated), used like a RawFeature's value."""
+    kind = "values"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dim = 1
+        self.tree = parse_expression(config.expression, self.input_names)
+
+    @property
+    def num_ids(self):
+        return 1
+
+    @property
+    def embedding_dim(self):
+        return 1
+
+    def preprocess(self, inputs):
+        columns = {}
+        for name in self.input_names:
+            column = inputs[name]
+            if column.dtype == tf.string:
+                column = tf.strings.to_number(tf.where(column == "", "0", column), tf.float64)
+            columns[name] = tf.cast(column, tf.float64)  # (batch,)
+        batch = tf.shape(columns[self.input_names[0]])
+        value = tf.broadcast_to(_expression_op(self.tree, columns), batch)  # (batch,)
+        return {"values": tf.cast(value, tf.float32)[:, None]}
+
+
+def _expression_op(node, columns: dict) -> tf.Tensor:
+    """The float64 value of a checked expression tree (mtrec.config.expression)."""
+    def number(flags):
+        return tf.cast(flags, tf.float64)
+
+    if isinstance(node, ast.Constant):
+        return tf.constant(float(node.value), tf.float64)
+    if isinstance(node, ast.Name):
+        return columns[node.id]
+    if isinstance(node, ast.UnaryOp):
+        operand = _expression_op(node.operand, columns)
+        return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, ast.BinOp):
+        a, b = _expression_op(node.left, columns), _expression_op(node.right, columns)
+        op = BINARY[type(node.op)]
+        if op in ("&", "|"):
+            both = (tf.logical_and if op == "&" else tf.logical_or)(
+                tf.not_equal(a, 0.0), tf.not_equal(b, 0.0))
+            return number(both)
+        return {"+": tf.add, "-": tf.subtract, "*": tf.multiply, "/": tf.divide}[op](a, b)
+    # A comparison chain (`1 < a < 5`): every link holds.
+    compare = {">": tf.greater, ">=": tf.greater_equal, "<": tf.less, "<=": tf.less_equal,
+               "==": tf.equal, "!=": tf.not_equal}
+    left, flags = _expression_op(node.left, columns), None
+    for op, right_node in zip(node.ops, node.comparators):
+        right = _expression_op(right_node, columns)
+        link = compare[COMPARE[type(op)]](left, right)
+        flags = link if flags is None else tf.logical_and(flags, link)
+        left = right
+    return number(flags)
 
 
 def sequence_limit(config) -> int:
@@ -240,7 +377,7 @@ class SequenceFeature(Feature):
     def __init__(self, config):
         super().__init__(config)
         self.raw = config.sub_feature_type == FC.RawFeature
-        self.id_space = None if self.raw else _IdSpace(config)
+        self.id_space = None if self.raw else _id_space(config)
         self.limit = sequence_limit(config)
         self.boundaries = list(config.boundaries)
         # EasyRec's equal buckets of numbers scaled into [0, 1) by min_val / max_val.
@@ -322,6 +459,8 @@ _FEATURE_TYPES = {
     FC.ComboFeature: ComboFeature,
     FC.RawFeature: RawFeature,
     FC.SequenceFeature: SequenceFeature,
+    FC.LookupFeature: LookupFeature,
+    FC.ExprFeature: ExprFeature,
 }
 
 
@@ -340,4 +479,9 @@ class FeatureSet:
 
     def preprocess(self, inputs: dict) -> dict:
         """{input_name: tensor} -> {feature_name: {key: tensor}}."""
-        return {name: feature.preprocess(inputs) for name, feature in self.features.items()}
+        out = {name: feature.preprocess(inputs) for name, feature in self.features.items()}
+        for name, feature in self.features.items():
+            if dynamic.is_dynamic(feature.config):
+                # Raw keys, not rows: the model's dynamic tables map them (features.dynamic).
+                out[name]["keys"] = out[name].pop("ids")
+        return out

@@ -2,7 +2,9 @@
 backbone and the feature groups' outputs share (without TensorFlow).
 
   in a WIDE group:                      wide_dim (weights per id, for linear logits);
-  a RawFeature without boundaries:      raw_input_dim (the values themselves);
+  a RawFeature without boundaries and embedding_dim 0:
+                                        raw_input_dim (the values themselves);
+  an ExprFeature:                       1 (its value);
   a SequenceFeature of raw values without boundaries and embedding_dim 0:
                                         raw_input_dim (pooled values);
   otherwise:                            embedding_dim (a SequenceFeature pooled).
@@ -17,12 +19,24 @@ from mtrec.protos import feature_pb2
 FC = feature_pb2.FeatureConfig
 
 
+def is_raw_values(config) -> bool:
+    """Whether a feature's DEEP output is its numbers themselves, not an embedding: an
+    ExprFeature, or a RawFeature without boundaries (nor num_buckets over a min_val /
+    max_val range) and without embedding_dim."""
+    if config.feature_type == FC.ExprFeature:
+        return True
+    bucketized = config.boundaries or (config.num_buckets > 1
+                                       and config.max_val > config.min_val)
+    return (config.feature_type == FC.RawFeature and not bucketized
+            and not config.embedding_dim)
+
+
 def feature_width(config, wide: bool, wide_dim: int = 1) -> int:
     """Width of the feature with this FeatureConfig in a (WIDE if `wide`) group."""
     if wide:
         return wide_dim
-    if config.feature_type == FC.RawFeature and not config.boundaries:
-        return config.raw_input_dim
+    if is_raw_values(config):
+        return 1 if config.feature_type == FC.ExprFeature else config.raw_input_dim
     if (config.feature_type == FC.SequenceFeature and config.sub_feature_type == FC.RawFeature
             and not config.boundaries and config.num_buckets <= 1
             and not config.embedding_dim):

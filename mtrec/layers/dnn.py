@@ -1,5 +1,6 @@
 """A stack of Dense -> (BatchNorm) -> activation -> (Dropout) layers."""
 import keras
+import tensorflow as tf
 from keras import ops
 
 from mtrec.config.activations import keras_activation, unknown_activation
@@ -37,6 +38,8 @@ class DebiasedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if training and self.trainable:
             self.num_updates.assign_add(1.0)
+            if mask is None and self._fusable(inputs):
+                return self._fused_training_call(inputs)
             return super().call(inputs, training=True, mask=mask)
         inputs = ops.cast(inputs, "float32")
         seen = self.num_updates > 0
@@ -49,6 +52,29 @@ class DebiasedBatchNormalization(keras.layers.BatchNormalization):
                                           scale=self.gamma if self.scale else None,
                                           epsilon=self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _fusable(self, inputs) -> bool:
+        return (self.center and self.scale and not (self.synchronized or self.renorm)
+                and self.axis in (-1, len(inputs.shape) - 1))
+
+    def _fused_training_call(self, inputs):
+        """Keras' training-mode batch norm (batch mean and biased variance over every axis
+        but the last, the same moving-average updates) as TF's fused kernel on the inputs
+        seen as (rows, 1, 1, channels). Keras' unfused ops took 4x the time forward and
+        backward on DIN's (2048, 50, 128) score-MLP activations (h6_bench.md)."""
+        channels = inputs.shape[-1]
+        x = tf.reshape(inputs, (-1, 1, 1, channels))                   # (rows, 1, 1, c)
+        if x.dtype not in (tf.float16, tf.bfloat16):
+            x = tf.cast(x, "float32")
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32"),
+            epsilon=self.epsilon, is_training=True)
+        # The kernel returns the Bessel-corrected variance; Keras averages the biased one.
+        rows = tf.cast(tf.shape(x)[0], "float32")
+        variance = variance * (rows - 1.0) / tf.maximum(rows, 1.0)
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+        return ops.cast(tf.reshape(y, tf.shape(inputs)), self.compute_dtype)
 
 
 def dnn_args(message) -> dict:

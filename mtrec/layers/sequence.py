@@ -42,6 +42,8 @@ def masked_softmax(logits, mask):
     """(batch, len) logits, (batch, len) bool mask -> (batch, len) weights that are zero on
     masked positions and sum to 1 over the real ones (all zero when there are none)."""
     mask = ops.cast(mask, "bool")
+    if logits.shape[-1] == 1:  # one position: the softmax is 1 (Keras warns on size-1 axes)
+        return ops.cast(mask, "float32")
     logits = ops.cast(logits, "float32")
     weights = ops.softmax(ops.where(mask, logits, _MASKED_LOGIT), axis=-1)
     return weights * ops.cast(mask, "float32")
@@ -190,10 +192,8 @@ class TargetAttention(keras.layers.Layer):
         if not self.built:
             self.build(tuple(query.shape), tuple(keys.shape))
             self.built = True
-        length = ops.shape(keys)[1]
-        q = ops.repeat(ops.expand_dims(query, 1), length, axis=1)      # (batch, len, d)
-        features = ops.concatenate([q, keys, q - keys, q * keys], -1)  # (batch, len, 4d)
-        scores = ops.squeeze(self.score_mlp(features, training=training), -1)  # (batch, len)
+        hidden = self._first_layer(query, keys)                         # (batch, len, u)
+        scores = ops.squeeze(_rest_of_mlp(self.score_mlp, hidden, training), -1)  # (batch, len)
         m = _float_mask(mask, keys) > 0                                # (batch, len)
         if self.attention_normalizer == "softmax":
             weights = masked_softmax(scores, m)
@@ -201,6 +201,24 @@ class TargetAttention(keras.layers.Layer):
             scaled = ops.cast(scores, "float32") / float(self.key_dim) ** 0.5
             weights = ops.sigmoid(scaled) * ops.cast(m, "float32")
         return ops.cast(weights, keys.dtype)
+
+    def _first_layer(self, query, keys):
+        """The score MLP's first Dense on [q, k, q - k, q * k] (batch, len, 4d), without
+        building that input. Its kernel's row blocks W = [Wq; Wk; Wd; Wp] (d rows each) give
+          [q, k, q - k, q * k] W + b = (q (Wq + Wd) + b) + k ((Wk - Wd) + diag(q) Wp):
+        a per-row part and, per position, the key times a per-row (d, u) kernel; d*u
+        multiply-adds per position instead of 4d*u. -> (batch, len, u) before any batch
+        norm or activation (the same weights, checkpoints and maths as the naive form)."""
+        dense = self.score_mlp.dense_layers[0]
+        d, dtype = self.key_dim, dense.compute_dtype
+        query, keys = ops.cast(query, dtype), ops.cast(keys, dtype)
+        kernel = ops.cast(dense.kernel, dtype)                             # (4d, u)
+        w_q, w_k, w_d, w_p = (kernel[i * d:(i + 1) * d] for i in range(4))  # (d, u) each
+        row = ops.matmul(query, w_q + w_d)                                 # (batch, u)
+        if dense.bias is not None:
+            row = row + ops.cast(dense.bias, dtype)
+        per_row = (w_k - w_d)[None] + query[:, :, None] * w_p[None]      # (batch, d, u)
+        return ops.matmul(keys, per_row) + row[:, None, :]                # (batch, len, u)
 
     def call(self, query, keys, mask=None, values=None, training=False):
         weights = self.attention_weights(query, keys, mask, training=training)  # (batch, len)
@@ -217,6 +235,24 @@ class TargetAttention(keras.layers.Layer):
                 "kernel_initializer": self.kernel_initializer,
                 "l2_regularization": self.l2_regularization,
                 "attention_normalizer": self.attention_normalizer}
+
+
+def _rest_of_mlp(mlp, x, training):
+    """A DNN (mtrec.layers.dnn) given its first Dense's output x: that layer's batch norm,
+    activation and dropout, then every later layer, exactly as DNN.call runs them."""
+    for i, dense in enumerate(mlp.dense_layers):
+        if i:
+            x = dense(x)
+        act = keras.activations.get(mlp.layer_settings[i][0])
+        norm = mlp.norms[i]
+        if norm is not None and not mlp.bn_after_activation:
+            x = norm(x, training=training)
+        x = act(x)
+        if norm is not None and mlp.bn_after_activation:
+            x = norm(x, training=training)
+        if mlp.dropouts[i] is not None:
+            x = mlp.dropouts[i](x, training=training)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="mtrec")

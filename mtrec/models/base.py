@@ -41,13 +41,15 @@ class MultiTaskModel(keras.Model):
         # weight per id and tower (a per-task linear model).
         self.use_linear_logits = getattr(self.params, "use_linear_logits", False)
         self.fm = FM(name="fm") if getattr(self.params, "use_fm_logits", False) else None
-        group_configs = list(model_config.feature_groups)
+        group_configs = list(model_config.feature_groups) + self.extra_groups(model_config)
         if self.domain_feature:
             group_configs.append(feature_pb2.FeatureGroupConfig(
                 group_name=DOMAIN_GROUP, feature_names=[self.domain_feature]))
         self.feature_groups = FeatureGroups(
             feature_set, group_configs, model_config.embedding_regularization,
-            wide_output_dim=len(self.tower_configs) if self.use_linear_logits else 1,
+            wide_output_dim=self.wide_width(),
+            variational_dropout=(model_config.variational_dropout
+                                 if model_config.HasField("variational_dropout") else None),
             name="feature_groups")
         self.task_towers = [self.make_tower(t) for t in self.tower_configs]
         self.backbone = None
@@ -71,6 +73,15 @@ class MultiTaskModel(keras.Model):
         # Sub-layers build on their first call; the inputs (nested dicts of ragged
         # tensors) have no static shape Keras could trace a build from.
         self.built = True
+
+    def extra_groups(self, model_config) -> list:
+        """FeatureGroupConfigs looked up besides model_config.feature_groups (a subclass's
+        hidden groups, e.g. MultiTowerDIN's seq_att_groups); none by default."""
+        return []
+
+    def wide_width(self) -> int:
+        """Weights per id of the WIDE groups: one per tower with use_linear_logits, else 1."""
+        return len(self.tower_configs) if self.use_linear_logits else 1
 
     def make_tower(self, tower) -> TaskTower:
         return TaskTower(**dnn_args(tower.dnn), num_class=tower.num_class,
@@ -161,6 +172,8 @@ class MultiTaskModel(keras.Model):
         return [tf.add_n(list(per_tower)) for per_tower in zip(*terms)]
 
     def call(self, features, training=False):
+        # Raw keys of dynamic tables -> rows (looked up; the train step inserts first).
+        features = self.feature_groups.dynamic.rows(features)
         groups = self.feature_groups(features)
         groups[FEATURES] = features
         if self.domain_feature:
@@ -169,8 +182,10 @@ class MultiTaskModel(keras.Model):
         outputs = {}
         for i, (tower, logits) in enumerate(zip(self.tower_configs,
                                                 self.tower_logits(groups, training))):
+            # float32 heads, losses and metrics under a mixed-precision policy.
+            logits = tf.cast(logits, tf.float32)
             if extra is not None:
-                logits = logits + extra[i]
+                logits = logits + tf.cast(extra[i], tf.float32)
             outputs.update(head_outputs(tower, logits))
         return outputs
 

@@ -25,7 +25,23 @@ def check_nothing(m: ModelContext, p: Problems) -> None:
 
 
 def check_mmoe(m: ModelContext, p: Problems) -> None:
-    _check_num_expert(m, p)
+    experts = m.params.experts
+    if not experts:
+        _check_num_expert(m, p)
+        return
+    if m.params.HasField("expert_dnn") or m.params.num_expert:
+        p.error("mmoe: give either `experts { ... }` (EasyRec's deprecated form, one DNN per "
+                "expert) or expert_dnn and num_expert, not both.", "experts")
+    widths = []
+    for i, expert in enumerate(experts):
+        if not expert.dnn.hidden_units:
+            p.error(f"mmoe experts[{i}] ({expert.expert_name!r}) needs dnn {{ hidden_units }}.",
+                    "experts", None, i + 1)
+        else:
+            widths.append(expert.dnn.hidden_units[-1])
+    if len(set(widths)) > 1:
+        p.error(f"mmoe experts must end with one width (the gates mix their outputs), got "
+                f"{', '.join(map(str, widths))}.", "experts")
 
 
 def check_esmm(m: ModelContext, p: Problems) -> None:
@@ -129,22 +145,264 @@ def check_model_params(m: ModelContext, p: Problems) -> None:
     if params.outputs:
         p.error("model_params.outputs is not supported by mtrec; remove it (every tower's "
                 "logits_/probs_/y_ outputs are exported).", "outputs")
-    rank = config.model_class == "RankModel"
-    for field in ("loss_type", "num_class"):
-        if config.HasField(field) and not rank:
-            p.warn(f"model_config.{field} applies to RankModel only; MultiTaskModel towers "
-                   "set their own.", field)
-    if rank and len(params.task_towers) > 1:
-        p.error(f"RankModel has one output but model_params has {len(params.task_towers)} "
-                "task_towers; use model_class MultiTaskModel for several tasks.",
-                "task_towers")
-    elif rank and params.task_towers:
+    if config.model_class == "RankModel":
+        _check_rank_tower(m, p, "use model_class MultiTaskModel for several tasks")
+    else:
+        for field in ("loss_type", "num_class"):
+            if config.HasField(field):
+                p.warn(f"model_config.{field} applies to RankModel only; MultiTaskModel "
+                       "towers set their own.", field)
+    _check_relations(m.towers, 0.0, p)
+
+
+# ---------------------------------------------------------------------------
+# Single-output rank models (EasyRec's MultiTower, DeepFM, WideAndDeep, DCN, DLRM).
+
+
+def _check_rank_tower(m: ModelContext, p: Problems, several: str) -> None:
+    """A rank model has one tower (config defaults make it from model_config's loss_type,
+    num_class and losses); a tower the config gives must agree with those."""
+    params, config = m.params, m.config
+    name = config.model_class
+    if len(params.task_towers) > 1:
+        p.error(f"{name} has one output but {m.which} has {len(params.task_towers)} "
+                f"task_towers; {several}.", "task_towers")
+    elif params.task_towers:
         tower = params.task_towers[0]
         for field in ("loss_type", "num_class"):
             if config.HasField(field) and getattr(config, field) != getattr(tower, field):
-                p.error(f"RankModel: model_config.{field} differs from the {field} of its "
-                        "model_params tower; set it in one place.", field)
-    _check_relations(m.towers, 0.0, p)
+                p.error(f"{name}: model_config.{field} differs from the {field} of its "
+                        f"{m.which} tower; set it in one place.", field)
+
+
+def _check_rank(m: ModelContext, p: Problems) -> None:
+    """What every classic rank model shares: one tower, no backbone."""
+    _check_rank_tower(m, p, "use a multi-task model (e.g. SimpleMultiTask) for several tasks")
+    if m.config.HasField("backbone"):
+        p.error(f"{m.config.model_class} reads its feature groups directly, so a backbone "
+                "would be unused; remove the backbone, or use model_class RankModel to build "
+                "on it.", "backbone")
+
+
+def _check_group(m: ModelContext, p: Problems, name: str, wide: bool, role: str) -> bool:
+    """The feature group `name` the model reads (EasyRec's fixed names) exists and is WIDE
+    or DEEP as its role needs; returns whether it does."""
+    kind = "WIDE" if wide else "DEEP"
+    group = m.groups.get(name)
+    if group is None:
+        p.error(f"{m.config.model_class} reads the feature group {name!r} ({role}); add "
+                f"`feature_groups {{ group_name: \"{name}\" feature_names: ... wide_deep: "
+                f"{kind} }}`.", "model_class")
+        return False
+    if (group.wide_deep == feature_pb2.WIDE) != wide:
+        p.error(f"{m.config.model_class}: feature group {name!r} ({role}) must be "
+                f"wide_deep: {kind}.", "group_name", name)
+        return False
+    return True
+
+
+def _group_input(m: ModelContext, p: Problems, label: str, name: str) -> None:
+    """A tower's `input` names a feature group."""
+    if name not in m.groups:
+        p.error(f"{label}: input {name!r} is not a feature group; groups: "
+                f"{', '.join(m.groups)}.", "input", name)
+
+
+def _embedding_widths(m: ModelContext, group_name: str) -> dict:
+    """{width: first feature} of the group's embedded features (RawFeatures without
+    boundaries give values, not embeddings, and are left out)."""
+    from mtrec.features.width import feature_width
+    widths = {}
+    for name in m.groups[group_name].feature_names:
+        f = m.features.get(name)
+        if f is not None and not (f.feature_type == feature_pb2.FeatureConfig.RawFeature
+                                  and not f.boundaries):
+            widths.setdefault(feature_width(f, False), name)
+    return widths
+
+
+def check_multi_tower(m: ModelContext, p: Problems) -> None:
+    """towers read feature groups; din_towers / bst_towers (for MultiTowerDIN /
+    MultiTowerBST) each read their own seq_att_groups entry, which must be valid."""
+    from mtrec.config.check_model import check_attention
+    from mtrec.features.width import feature_width
+    from mtrec.models.sequence_towers import (TOWER_CLASSES, attention_names, built_towers,
+                                              din_attention)
+    _check_rank(m, p)
+    params, config = m.params, m.config
+    din_towers, bst_towers = (built_towers(config, f) for f in TOWER_CLASSES)
+    if not (params.towers or din_towers or bst_towers):
+        p.error("multi_tower needs at least one `towers { input: ... dnn { ... } }`.",
+                "multi_tower")
+    seen = set()
+    for t in params.towers:
+        _group_input(m, p, "multi_tower towers", t.input)
+        if t.input in seen:
+            p.error(f"multi_tower towers: two towers read feature group {t.input!r}; a group "
+                    "has one tower (its layers are named after it).", "input", t.input, 2)
+        seen.add(t.input)
+    for field, wanted in TOWER_CLASSES.items():
+        if getattr(params, field) and config.model_class != wanted:
+            p.warn(f"multi_tower.{field} are built by model_class {wanted} only; "
+                   f"{config.model_class} ignores them (as EasyRec does).", field)
+    entries = {}
+    for k, att in enumerate(config.seq_att_groups):
+        name = att.group_name
+        if not name:
+            p.error(f"seq_att_groups[{k}] needs a group_name (the din_towers / bst_towers "
+                    "input that reads it).", "seq_att_groups", None, k + 1)
+        elif name in entries:
+            p.error(f"seq_att_groups {name!r} is defined twice.", "group_name", name, 2)
+        elif name in m.groups:
+            p.error(f"seq_att_groups {name!r} has the name of a feature group; give it its "
+                    "own group_name.", "group_name", name)
+        else:
+            entries[name] = att
+    used = set()
+    for field, towers in (("din_towers", din_towers), ("bst_towers", bst_towers)):
+        for t in towers:
+            if t.input not in entries:
+                p.error(f"multi_tower.{field}: input {t.input!r} is not the group_name of a "
+                        f"seq_att_groups entry; seq_att_groups: "
+                        f"{', '.join(entries) or 'none'}.", "input", t.input)
+            elif t.input in used:
+                p.error(f"seq_att_groups {t.input!r} is read by two din_towers / bst_towers; "
+                        "give each tower its own entry.", "input", t.input, 2)
+            used.add(t.input)
+    for name in entries:
+        if name not in used:
+            p.warn(f"seq_att_groups {name!r} is read by no din_towers / bst_towers entry, so "
+                   "it is unused.", "group_name", name)
+    for t in din_towers:
+        att = entries.get(t.input)
+        if att is None:
+            continue
+        if att.HasField("seq_dnn") and t.HasField("dnn"):
+            p.error(f"seq_att_groups {t.input!r}: both its seq_dnn and its din_towers dnn set "
+                    "the attention MLP; keep the din_towers dnn.", "seq_dnn")
+        check_attention(din_attention(att, t), f"seq_att_groups {t.input!r}", m.features, p,
+                        "seq_att_groups")
+    for t in bst_towers:
+        att = entries.get(t.input)
+        if att is None:
+            continue
+        label = f"bst_towers {t.input!r}"
+        ok = check_attention(att, f"seq_att_groups {t.input!r}", m.features, p,
+                             "seq_att_groups")
+        if attention_names(att, "aux_hist_seq"):
+            p.error(f"{label}: aux_hist_seq is not read by MultiTowerBST (its tokens are the "
+                    "hist_seq items and the key); remove it.", "aux_hist_seq")
+        if t.seq_len < 2:
+            p.error(f"{label}: seq_len must be at least 2 (seq_len - 1 history items and the "
+                    "key).", "seq_len", str(t.seq_len))
+        if t.multi_head_size < 1:
+            p.error(f"{label}: multi_head_size must be at least 1.", "multi_head_size")
+        if not ok:
+            continue
+        key, hist = (sum(feature_width(m.features[n], False)
+                         for n in attention_names(att, field)) for field in ("key", "hist_seq"))
+        if key != hist:
+            p.error(f"{label}: the key ({key} wide) is a token next to the history items "
+                    f"({hist} wide), so the widths must agree; allow_key_transform is not "
+                    "supported by MultiTowerBST.", "input", t.input)
+        elif t.multi_head_size and hist % t.multi_head_size:
+            p.error(f"{label}: multi_head_size {t.multi_head_size} must divide the history's "
+                    f"embedding width {hist}.", "multi_head_size", str(t.multi_head_size))
+
+
+def check_deepfm(m: ModelContext, p: Problems) -> None:
+    """Groups "wide" (WIDE) and "deep" (and "fm" if given); the FM's embeddings share one
+    width; without final_dnn the wide part is a logit per class."""
+    _check_rank(m, p)
+    params = m.params
+    _check_group(m, p, "wide", True, "the linear part")
+    has_deep = _check_group(m, p, "deep", False, "the DNN input")
+    fm_group = "fm" if "fm" in m.groups else "deep"
+    if fm_group == "fm":
+        has_deep = _check_group(m, p, "fm", False, "the FM's embeddings")
+    if has_deep and all(n in m.features for n in m.groups[fm_group].feature_names):
+        widths = _embedding_widths(m, fm_group)
+        if not widths:
+            p.error(f"deepfm: feature group {fm_group!r} has no embedded features for the "
+                    "FM.", "group_name", fm_group)
+        elif len(widths) > 1:
+            named = ", ".join(f"{n!r} ({d})" for d, n in sorted(widths.items()))
+            p.error(f"deepfm: the FM pairs the embeddings of feature group {fm_group!r}, so "
+                    f"they need one embedding_dim; they differ: {named}.", "group_name",
+                    fm_group)
+    num_class = m.towers[0].num_class if m.towers else 1
+    if params.wide_output_dim < 1:
+        p.error("deepfm.wide_output_dim must be at least 1.", "wide_output_dim")
+    elif not params.final_dnn.hidden_units and params.wide_output_dim != num_class:
+        p.error(f"deepfm without final_dnn adds the wide part to the logits, so "
+                f"wide_output_dim ({params.wide_output_dim}) must equal num_class "
+                f"({num_class}); set wide_output_dim: {num_class} or add a final_dnn.",
+                "wide_output_dim" if params.HasField("wide_output_dim") else "deepfm")
+    for field in ("wide_regularization", "dense_regularization"):
+        if params.HasField(field):
+            p.warn(f"deepfm.{field} is deprecated and has no effect (as in EasyRec); use "
+                   "l2_regularization.", field)
+
+
+def check_wide_and_deep(m: ModelContext, p: Problems) -> None:
+    """Groups "wide" (WIDE) and "deep"; without final_dnn num_class replaces
+    wide_output_dim."""
+    _check_rank(m, p)
+    params = m.params
+    _check_group(m, p, "wide", True, "the linear part")
+    _check_group(m, p, "deep", False, "the DNN input")
+    num_class = m.towers[0].num_class if m.towers else 1
+    if params.final_dnn.hidden_units:
+        if params.wide_output_dim < 1:
+            p.error("wide_and_deep.wide_output_dim must be at least 1.", "wide_output_dim")
+    elif params.HasField("wide_output_dim") and params.wide_output_dim != num_class:
+        p.warn(f"wide_and_deep without final_dnn adds the wide part to the logits, so it has "
+               f"num_class ({num_class}) weights per id; wide_output_dim "
+               f"{params.wide_output_dim} is not used (as in EasyRec).", "wide_output_dim")
+
+
+def check_dcn(m: ModelContext, p: Problems) -> None:
+    """A deep tower and a cross tower, each reading a feature group."""
+    _check_rank(m, p)
+    params = m.params
+    for field in ("deep_tower", "cross_tower"):
+        if not params.HasField(field):
+            p.error(f"dcn needs a {field} {{ input: ... }}.", "dcn")
+        else:
+            _group_input(m, p, f"dcn.{field}", getattr(params, field).input)
+
+
+def check_dlrm(m: ModelContext, p: Problems) -> None:
+    """Groups "dense" and "sparse"; "dot" pairs vectors of one width (the sparse
+    embeddings and bot_dnn's output)."""
+    from mtrec.features.width import group_widths
+    _check_rank(m, p)
+    params = m.params
+    has_dense = _check_group(m, p, "dense", False, "the bottom MLP's input")
+    has_sparse = _check_group(m, p, "sparse", False, "the embeddings")
+    op = params.arch_interaction_op
+    if op not in ("dot", "cat"):
+        p.error(f"dlrm.arch_interaction_op must be \"dot\" or \"cat\", got {op!r}.",
+                "arch_interaction_op", op)
+        return
+    if op != "dot" or not has_sparse:
+        return
+    widths = group_widths({"sparse": m.groups["sparse"]}, m.features)["sparse"]
+    known = [w for w in widths if w is not None]
+    if len(set(known)) > 1:
+        p.error(f"dlrm with arch_interaction_op \"dot\" takes the dot products of the sparse "
+                f"group's vectors, so they need one width; got {sorted(set(known))}.",
+                "group_name", "sparse")
+        return
+    bottom = params.bot_dnn.hidden_units
+    if not known or not has_dense:
+        return
+    dense = bottom[-1] if bottom else sum(
+        w or 0 for w in group_widths({"dense": m.groups["dense"]}, m.features)["dense"])
+    if dense != known[0]:
+        p.error(f"dlrm with arch_interaction_op \"dot\": the bot_dnn output ({dense} wide) is "
+                f"dotted with the sparse embeddings ({known[0]} wide); make the last "
+                f"bot_dnn hidden_units {known[0]}.", "bot_dnn")
 
 
 def _check_num_expert(m: ModelContext, p: Problems) -> None:
@@ -333,6 +591,8 @@ def _output_width(params, width: int) -> int:
         nets.append(params.bottom_dnn)
     if "hidden_units" in fields:
         nets.append(params)
+    # The rank models: the last of final_dnn (MultiTower, DCN ...), top_dnn (DLRM), dnn.
+    nets += [getattr(params, f) for f in ("final_dnn", "top_dnn", "dnn") if f in fields]
     return next((n.hidden_units[-1] for n in nets if n.hidden_units), width)
 
 

@@ -17,6 +17,9 @@ class ModelEntry:
     model_classes: tuple[str, ...]   # model_config.model_class values of this block
     target: str                      # "module:Class" of the Keras model
     check: Callable                  # check(checks.ModelContext, Problems)
+    # A single-output rank model: config defaults give its block one tower from
+    # model_config.loss_type / num_class / losses (mtrec.config.defaults.is_rank_model).
+    rank: bool = False
 
 
 # In the order config errors list the model_class names.
@@ -35,6 +38,16 @@ MODELS = {
     "m2m": ModelEntry(("M2M",), "mtrec.models.m2m:M2M", checks.check_m2m),
     "star": ModelEntry(("STAR",), "mtrec.models.star:STAR", checks.check_star),
     "hmoe": ModelEntry(("HMoE",), "mtrec.models.hmoe:HMoE", checks.check_hmoe),
+    # Single-output rank models (EasyRec's classic ones).
+    "multi_tower": ModelEntry(("MultiTower", "MultiTowerDIN", "MultiTowerBST"),
+                              "mtrec.models.multi_tower:MultiTower", checks.check_multi_tower,
+                              rank=True),
+    "deepfm": ModelEntry(("DeepFM",), "mtrec.models.deepfm:DeepFM", checks.check_deepfm,
+                         rank=True),
+    "wide_and_deep": ModelEntry(("WideAndDeep",), "mtrec.models.wide_and_deep:WideAndDeep",
+                                checks.check_wide_and_deep, rank=True),
+    "dcn": ModelEntry(("DCN",), "mtrec.models.dcn:DCN", checks.check_dcn, rank=True),
+    "dlrm": ModelEntry(("DLRM",), "mtrec.models.dlrm:DLRM", checks.check_dlrm, rank=True),
     # Towers on a `backbone` (EasyRec's component models); both read `model_params`.
     "model_params": ModelEntry(("MultiTaskModel", "RankModel"),
                                "mtrec.models.backbone_model:BackboneModel",

@@ -117,7 +117,8 @@ def predict(saved_model: str, input_path: str, output_path: str, reserved_cols=N
                 for i in range(len(table[0])):
                     writer.writerow([_format(col[i]) for col in table])
                 rows += len(table[0])
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.DataLossError) as e:
         where = reader.locate_error()
         raise DataError(where or f"cannot read {input_path}: {str(e).splitlines()[0]}") from None
     log.info("wrote %d predictions to %s", rows, output_path)

@@ -36,6 +36,10 @@ class ServingModule(tf.Module):
         # The step of the weights, so an export says which checkpoint it holds.
         if global_step is not None:
             self.global_step = global_step
+        # Dynamic tables (ev_params) serve from a read-only snapshot of their maps, the
+        # tables compacted to the rows in use (this changes the job's model: export only).
+        if model.feature_groups.dynamic:
+            self.dynamic_tables = model.feature_groups.dynamic.freeze(model.feature_groups.tables)
         # Keras 3 keeps sub-layers in lists TF tracking does not follow; hold every
         # variable here so the SavedModel captures all of them.
         self.model_variables = model.checkpoint_variables()

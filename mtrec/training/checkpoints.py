@@ -69,7 +69,13 @@ def restore(job: Job, latest: str | None, fine_tune_checkpoint: str) -> None:
         if not path:
             raise TrainingError(f"fine_tune_checkpoint {fine_tune_checkpoint!r} holds no "
                                 "checkpoint.")
-        tf.train.Checkpoint(model=job.checkpoint.model).restore(path).expect_partial()
+        parts = {"model": job.checkpoint.model}
+        dynamic = job.model.feature_groups.dynamic
+        if dynamic:  # a dynamic table's rows mean nothing without its map
+            parts["dynamic_tables"] = dynamic
+        tf.train.Checkpoint(**parts).restore(path).expect_partial()
+        if dynamic:
+            dynamic.fit_slots(job.model.feature_groups.tables, job.sparse_optimizer)
         log.info("initialised weights from %s", path)
 
 

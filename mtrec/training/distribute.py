@@ -128,7 +128,9 @@ def make_cluster(train_config) -> Cluster:
     if unknown or task_type not in ("", "chief", "worker"):
         raise ConfigError(
             f"TF_CONFIG has {', '.join(unknown or [task_type])} tasks, which "
-            f"{name} does not run: list \"chief\", \"worker\" and \"evaluator\" tasks.")
+            f"{name} does not run: list \"chief\", \"worker\" and \"evaluator\" tasks"
+            + (", or set train_distribute: PSStrategy for parameter servers." if "ps" in unknown
+               or task_type == "ps" else "."))
     evaluator = "evaluator" in cluster
     if evaluator:
         # The evaluator is no member of the collective group: the workers' strategy

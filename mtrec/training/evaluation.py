@@ -78,7 +78,8 @@ class _EvalPass:
                                                side, job.model.domain_names)
                 self.evaluator.collect(self.eval_step(features, side))
                 rows += int(tf.shape(next(iter(side.values())))[0])
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+                tf.errors.DataLossError) as e:
             raise inputs.data_error(e, self.reader, self.files, "evaluation", job) from None
         if not rows:
             raise DataError(f"eval data {', '.join(self.files)} holds no rows.")

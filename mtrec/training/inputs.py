@@ -9,6 +9,7 @@ from mtrec import config as config_lib
 from mtrec.data.reader import expand_paths, make_reader
 from mtrec.data.schema import BAD_ROWS_KEY, column_rules
 from mtrec.errors import DataError, reason_line
+from mtrec.protos import data_pb2
 from mtrec.training import distribute
 from mtrec.training.job import Job
 
@@ -33,15 +34,19 @@ def label_columns(job: Job) -> dict:
     return labels
 
 
-def make_dataset(job: Job, files, training: bool, row_shard=None) -> tf.data.Dataset:
-    """row_shard: (number of input pipelines, this one's index) to read every n-th row."""
+def make_dataset(job: Job, files, training: bool, row_shard=None,
+                 endless: bool = False) -> tf.data.Dataset:
+    """row_shard: (number of input pipelines, this one's index) to read every n-th row.
+    endless: repeat without end, shuffled without a seed (every parameter-server worker
+    reads all the files, each in its own order)."""
     data = job.pipeline.data_config
     reader = make_reader(data, files, column_rules(job.pipeline, label_columns(job)))
     if training:
         kwargs = {"shard": row_shard} if row_shard else {}
-        ds = reader.dataset(data.batch_size, data.num_epochs or None, data.shuffle,
-                            data.shuffle_buffer_size,
-                            seed=job.pipeline.train_config.seed or None, **kwargs)
+        ds = reader.dataset(data.batch_size, None if endless else (data.num_epochs or None),
+                            data.shuffle, data.shuffle_buffer_size,
+                            seed=None if endless else (job.pipeline.train_config.seed or None),
+                            drop_remainder=data.drop_remainder, **kwargs)
     else:
         ds = reader.dataset(data.eval_batch_size or data.batch_size, 1, False)
 
@@ -68,6 +73,21 @@ def no_rows_error(path: str, reader) -> DataError:
     return DataError(f"train_input_path {path!r} holds no rows.")
 
 
+def shard_input(data_config, files: list[str], n: int, i: int):
+    """(files of input pipeline i of n, whether it keeps every n-th row of them instead):
+    data_config.file_shard true splits by file, false by row (EasyRec's default); unset,
+    by file when there are at least as many files as pipelines, else by row."""
+    if n <= 1 or not data_config.HasField("file_shard"):
+        return distribute.shard_files(files, n, i)
+    if not data_config.file_shard:
+        return files, True
+    if len(files) < n:
+        raise DataError(f"data_config.file_shard: true with {len(files)} training file(s) for "
+                        f"{n} workers: give at least one file per worker, or set file_shard: "
+                        "false to split the rows.")
+    return files[i::n], False
+
+
 def train_dataset(job: Job, files, cluster):
     """(dataset, [reader]) of the training data; under a strategy a distributed dataset
     whose input pipelines (one per worker) read their own shard of the files, or of the
@@ -77,13 +97,25 @@ def train_dataset(job: Job, files, cluster):
         dataset, reader = make_dataset(job, files, training=True)
         return dataset, [reader]
     readers = []
+    if cluster.coordinator is not None:
+        # ParameterServerStrategy: TF's coordinator builds this pipeline on every worker
+        # and tells it no worker index, so each worker reads all the files, endlessly and
+        # in its own order; num_steps ends training.
+        def make_endless():
+            dataset, reader = make_dataset(job, files, training=True, endless=True)
+            readers.append(reader)
+            return dataset
+
+        return cluster.coordinator.create_per_worker_dataset(make_endless), readers
 
     def make(context: tf.distribute.InputContext):
         n, i = context.num_input_pipelines, context.input_pipeline_id
-        mine, by_rows = distribute.shard_files(files, n, i)
-        if by_rows and job.pipeline.data_config.input_type != 0:
+        mine, by_rows = shard_input(job.pipeline.data_config, files, n, i)
+        if by_rows and job.pipeline.data_config.input_type == data_pb2.DatasetConfig.ParquetInput:
             raise DataError(f"{len(files)} Parquet file(s) for {n} workers: give at least "
-                            "one file per worker (rows are split only in CSV input).")
+                            "one file per worker (rows are split only in CSV and TFRecord "
+                            "input)" + (", and set data_config.file_shard: true."
+                                        if len(files) >= n else "."))
         if n > 1:
             log.info("input pipeline %d of %d reads %s", i, n,
                      f"every {n}-th row of {len(files)} file(s)" if by_rows

@@ -90,6 +90,9 @@ class Job:
             self.sparse_optimizer.build(self.model.feature_groups.table_variables)
             parts.update(dense_optimizer=self.dense_optimizer,
                          sparse_optimizer=self.sparse_optimizer)
+        if self.model.feature_groups.dynamic:
+            # The maps, counts and last-seen steps of the dynamic tables (ev_params).
+            parts["dynamic_tables"] = self.model.feature_groups.dynamic
         self.checkpoint = tf.train.Checkpoint(**parts)
 
 

@@ -15,7 +15,9 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.errors import TrainingError
-from mtrec.training import checkpoints, distribute, inputs, step as step_lib, storage
+from mtrec.features.dynamic import StatsWindow
+from mtrec.training import (checkpoints, distribute, inputs, precision, step as step_lib,
+                            storage)
 from mtrec.training.evaluation import evaluate_job
 from mtrec.training.job import Job
 
@@ -58,7 +60,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                  "train.", start, num_steps)
         return {}
     steps_per_loop = step_lib.max_steps_per_call(train_config, cluster.strategy)
-    train_loop = step_lib.make_train_loop(job, train_config, cluster.strategy)
+    run_steps = step_lib.make_runner(job, train_config, cluster)
     iterator = iter(dataset)
     # Examples per step: the global batch, per-replica batch_size times the replicas.
     progress = _Progress(job, write_dir, pipeline.data_config.batch_size * cluster.num_replicas,
@@ -66,25 +68,29 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
     saver = _Saver(job, manager, cluster, eval_files, after_evaluation, start)
     log.info("training %s from step %d%s", pipeline.model_config.model_class, start,
              f" to {num_steps}" if num_steps else " until the data ends")
-    while not num_steps or step < num_steps:
-        n = step_lib.next_chunk(step, num_steps, steps_per_loop, train_config)
-        with _clear_errors(job, readers, train_files, cluster, step):
-            done, loss_sums, total_sum, bad, finite = train_loop(iterator, tf.constant(n))
-        done, step = int(done), int(job.global_step.numpy())
-        if not bool(finite):
-            raise _non_finite_error(job, loss_sums, step, saver.last_saved)
-        progress.add(step, done, loss_sums, total_sum, bad,
-                     last_chunk=done < n or step == num_steps)
-        if done < n:  # the data ended before the chunk did
-            if step == start:
-                raise inputs.no_rows_error(pipeline.train_input_path, readers[0])
-            log.info("training data exhausted after %d epoch(s) at step %d.",
-                     pipeline.data_config.num_epochs, step)
-            break
-        if saver.due(step) and saver.save_and_evaluate(step):
-            log.info("early stop at step %d.", step)
-            break
-    saver.finish(step, start)
+    # A lost worker or ps may surface in a step, a checkpoint or an evaluation.
+    with _lost_peers(cluster, job, lambda: step):
+        while not num_steps or step < num_steps:
+            n = step_lib.next_chunk(step, num_steps, steps_per_loop, train_config)
+            if step == start:  # the first call traces: one step, so _Progress times past it
+                n = 1
+            with _clear_errors(job, readers, train_files):
+                done, loss_sums, total_sum, bad, finite = run_steps(iterator, n)
+            done, step = int(done), int(job.global_step.numpy())
+            if not bool(finite):
+                raise _non_finite_error(job, loss_sums, step, saver.last_saved)
+            progress.add(step, done, loss_sums, total_sum, bad,
+                         last_chunk=done < n or step == num_steps)
+            if done < n:  # the data ended before the chunk did
+                if step == start:
+                    raise inputs.no_rows_error(pipeline.train_input_path, readers[0])
+                log.info("training data exhausted after %d epoch(s) at step %d.",
+                         pipeline.data_config.num_epochs, step)
+                break
+            if saver.due(step) and saver.save_and_evaluate(step):
+                log.info("early stop at step %d.", step)
+                break
+        saver.finish(step, start)
     progress.close()
     return saver.eval_result
 
@@ -94,24 +100,36 @@ def _build(pipeline, train_files, cluster):
     strategy's scope so that variables and inputs are distributed."""
     if pipeline.train_config.seed:
         keras.utils.set_random_seed(pipeline.train_config.seed)
-    with cluster.scope():
+    # Layers built here take train_config.mixed_precision's dtype policy.
+    with cluster.scope(), precision.policy_scope(pipeline.train_config):
         job = Job.create(pipeline, for_training=True)
         dataset, readers = inputs.train_dataset(job, train_files, cluster)
         job.build()
+    if cluster.coordinator is not None:
+        distribute.log_table_placement(job.model.feature_groups.table_variables)
     return job, dataset, readers
 
 
 @contextlib.contextmanager
-def _clear_errors(job: Job, readers: list, files, cluster, step: int):
-    """A bad row or a lost worker during a chunk of steps -> one clear error."""
+def _clear_errors(job: Job, readers: list, files):
+    """A bad row during a chunk of steps -> one clear error."""
     try:
         yield
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.DataLossError) as e:
         raise inputs.data_error(e, readers[0], files, "training", job) from None
+
+
+@contextlib.contextmanager
+def _lost_peers(cluster, job: Job, current_step):
+    """A lost worker or ps (under a strategy) -> one clear error saying how to resume."""
+    try:
+        yield
     except distribute.PEER_ERRORS as e:
         if cluster.strategy is None:
             raise
-        raise distribute.peer_error(e, step, job.pipeline.model_dir) from None
+        raise distribute.peer_error(e, current_step(), job.pipeline.model_dir,
+                                    parameter_servers=cluster.coordinator is not None) from None
 
 
 def _non_finite_error(job: Job, loss_sums, step: int, last_saved: int) -> TrainingError:
@@ -140,6 +158,10 @@ class _Progress:
         self.last_step = start_step
         self.rate = 0.0
         self.bad_rows = 0
+        # Rows in use, ids admitted / evicted / refused of the dynamic tables (ev_params).
+        self.dynamic_log = StatsWindow(job.model.feature_groups.dynamic)
+        self.dynamic_summary = StatsWindow(job.model.feature_groups.dynamic)
+        self.first_chunk = True
         self._reset()
 
     def _reset(self) -> None:
@@ -150,6 +172,11 @@ class _Progress:
         self.bad_rows += int(bad)
         if not done:
             return
+        if self.first_chunk:
+            self.first_chunk = False
+            if step % self.train_config.log_step_count_steps and not last_chunk:
+                # It traced the train loop: rate and ETA count from its end.
+                self.last_time, self.last_step = time.time(), step
         # Losses are averaged over every step since the last line or summary (several
         # calls of train_loop when they run fewer steps, as under a strategy).
         self.loss_sums += loss_sums.numpy()
@@ -160,7 +187,8 @@ class _Progress:
         logged = step % self.train_config.log_step_count_steps == 0 or last_chunk
         if logged:
             log.info(self._line(step, losses, total)
-                     + (f" | {self.bad_rows} bad rows skipped" if self.bad_rows else ""))
+                     + (f" | {self.bad_rows} bad rows skipped" if self.bad_rows else "")
+                     + StatsWindow.text(self.dynamic_log.take()))
         summary_every = (self.train_config.save_summary_steps
                          or self.train_config.log_step_count_steps)
         if step % summary_every == 0 or last_chunk:
@@ -195,6 +223,7 @@ class _Progress:
             tf.summary.scalar("examples_per_sec", self.rate)
             tf.summary.scalar("learning_rate",
                               float(self.job.sparse_optimizer.learning_rate(step)))
+            StatsWindow.write(self.dynamic_summary.take())
 
 
 class _Saver:
@@ -214,7 +243,7 @@ class _Saver:
         """Whether to save at step (every worker must call it: it may agree with them)."""
         every_secs = self.train_config.save_checkpoints_secs
         due_by_time = bool(every_secs and time.time() - self.last_saved_time >= every_secs)
-        if every_secs and self.cluster.num_workers > 1:
+        if every_secs and self.cluster.collective:
             # Clocks differ: all workers save (and agree below) at the same step.
             due_by_time = distribute.any_worker(self.cluster.strategy, due_by_time, step,
                                                 self.model_dir)
@@ -226,7 +255,7 @@ class _Saver:
         self._save(step)
         stop = self._evaluate() if self.eval_files else False
         # Only the chief evaluates: every worker must stop at the same step.
-        if self.cluster.num_workers > 1:
+        if self.cluster.collective:
             stop = distribute.any_worker(self.cluster.strategy, stop, step, self.model_dir)
         return stop
 

@@ -8,6 +8,8 @@ import math
 
 import keras
 import tensorflow as tf
+# Public as the type of a parameter-server table split into shards, not as a module.
+from tensorflow.python.distribute.sharded_variable import ShardedVariable
 
 from mtrec.protos import optimizer_pb2
 
@@ -96,7 +98,8 @@ EPSILON = 1e-7
 # Slot variables the sparse optimizer keeps per embedding table (each the table's shape).
 SLOT_NAMES = {"adam_optimizer": ("m", "v"), "adamw_optimizer": ("m", "v"),
               "lazy_adam_optimizer": ("m", "v"), "adagrad_optimizer": ("accumulator",),
-              "momentum_optimizer": ("momentum",)}
+              "momentum_optimizer": ("momentum",), "rms_prop_optimizer": ("rms", "momentum"),
+              "ftrl_optimizer": ("accumulator", "linear")}
 
 
 def optimizer_configs(train_config):
@@ -117,7 +120,29 @@ def build_dense_optimizer(config: optimizer_pb2.Optimizer) -> keras.optimizers.O
     if kind == "adagrad_optimizer":
         return keras.optimizers.Adagrad(
             lr, initial_accumulator_value=params.initial_accumulator_value)
+    if kind == "rms_prop_optimizer":
+        return keras.optimizers.RMSprop(lr, rho=params.decay, epsilon=params.epsilon,
+                                        momentum=params.momentum_optimizer_value)
+    if kind == "ftrl_optimizer":
+        return keras.optimizers.Ftrl(
+            lr, learning_rate_power=params.learning_rate_power,
+            initial_accumulator_value=params.initial_accumulator_value,
+            l1_regularization_strength=params.l1_reg, l2_regularization_strength=params.l2_reg,
+            l2_shrinkage_regularization_strength=params.l2_shrinkage_reg)
     return keras.optimizers.SGD(lr, momentum=params.momentum_optimizer_value)
+
+
+class ScaledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule times a constant (embedding_learning_rate_multiplier)."""
+
+    def __init__(self, schedule, scale: float):
+        self.schedule, self.scale = schedule, scale
+
+    def __call__(self, step):
+        return self.schedule(step) * self.scale
+
+    def get_config(self):
+        return {"scale": self.scale}
 
 
 class SparseOptimizer(tf.Module):
@@ -132,7 +157,8 @@ class SparseOptimizer(tf.Module):
     corrections have converged and sqrt(v) >> eps).
     lazy_adam_optimizer, adam_optimizer { dense_moments: false } and adamw are lazy: the
     moments of a row change only when a batch touches it.
-    adagrad and momentum use TF's ResourceSparseApply kernels.
+    adagrad, momentum, rms_prop and ftrl use TF's ResourceSparseApply kernels (the same
+    formulas as Keras' optimizers, on the touched rows only).
     """
 
     def __init__(self, config: optimizer_pb2.Optimizer, name="sparse_optimizer"):
@@ -143,6 +169,9 @@ class SparseOptimizer(tf.Module):
         # lazy_adam_optimizer is adam_optimizer's update with dense_moments off.
         self.kind = "adam_optimizer" if kind == "lazy_adam_optimizer" else kind
         self.learning_rate = LearningRate(self.params.learning_rate)
+        if config.HasField("embedding_learning_rate_multiplier"):
+            self.learning_rate = ScaledLearningRate(
+                self.learning_rate, config.embedding_learning_rate_multiplier)
         # Updated once per step in cross-replica context under a strategy.
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -153,29 +182,74 @@ class SparseOptimizer(tf.Module):
         # checkpoint is written after flush(), when all rows are current (see restored()).
         self._last_step = _Untracked()
 
-    def build(self, tables: list[tf.Variable]) -> None:
+    def build(self, tables: list) -> None:
+        """Slots for every table. A table a parameter-server strategy split into shards
+        gets slots split the same way, each part on its shard's ps (so updates and flushes
+        stay on that ps), checkpointed as one sliced variable like the table."""
         for table in tables:
-            if table.name in self.table_index:
+            parts = table_shards(table)
+            if parts[0].name in self.table_index:
                 continue
             slots = {}
             for slot in SLOT_NAMES[self.kind]:
                 init = self.params.initial_accumulator_value if slot == "accumulator" else 0.0
-                slots[slot] = tf.Variable(tf.fill(table.shape, init), trainable=False,
-                                          name=f"{table.name.split(':')[0]}_{slot}")
-            if self.dense_moments:
-                # The step of each row's last update (its moments are current as of it).
-                self._last_step.by_table[table.name] = tf.Variable(
-                    tf.zeros(table.shape[:1], tf.int64), trainable=False,
-                    name=f"{table.name.split(':')[0]}_last_step")
-            self.table_index[table.name] = len(self.slot_variables)
+                made = [_colocated_variable(part, lambda part=part, init=init: tf.fill(
+                    tf.shape(part), init), f"{_base_name(part)}_{slot}", part.shape)
+                    for part in parts]
+                slots[slot] = made[0] if len(parts) == 1 else ShardedVariable(
+                    made, name=f"{_base_name(parts[0]).rsplit('/part_', 1)[0]}_{slot}")
+            for i, part in enumerate(parts):
+                if self.dense_moments:
+                    # The step of each row's last update (its moments are current as of it).
+                    self._last_step.by_table[part.name] = _colocated_variable(
+                        part, lambda part=part: tf.zeros(tf.shape(part)[:1], tf.int64),
+                        f"{_base_name(part)}_last_step", part.shape[:1])
+                self.table_index[part.name] = (len(self.slot_variables), i)
             self.slot_variables.append(slots)
+
+    def _slots(self, part) -> dict:
+        """{slot name: the slot variable (or slot shard) of this table (or table shard)}."""
+        index, shard = self.table_index[part.name]
+        return {name: table_shards(slot)[shard]
+                for name, slot in self.slot_variables[index].items()}
+
+    # -- dynamic tables (mtrec.features.dynamic) ------------------------------------
+    def _initial_slot(self, slot: str) -> float:
+        return self.params.initial_accumulator_value if slot == "accumulator" else 0.0
+
+    def reset_rows(self, table, rows) -> None:
+        """Rows of a dynamic table given to new ids: fresh slots, current as of now."""
+        for name, slot in self._slots(table).items():
+            shape = tf.stack([tf.size(rows, out_type=tf.int64), slot.shape[1]])
+            slot.scatter_update(tf.IndexedSlices(tf.fill(shape, self._initial_slot(name)),
+                                                 rows))
+        last_step = self._last_step.by_table.get(table.name)
+        if last_step is not None:
+            last_step.scatter_update(tf.IndexedSlices(
+                tf.fill(tf.shape(rows), self.iterations.read_value()), rows))
+
+    def grow(self, table, capacity) -> None:
+        """A dynamic table grew to `capacity` rows (or was restored with that many): so do
+        its slots, the new rows fresh."""
+        for name, slot in self._slots(table).items():
+            extra = tf.maximum(capacity - tf.shape(slot, out_type=tf.int64)[0], 0)
+            slot.assign(tf.concat([slot[:capacity], tf.fill(tf.stack([extra, slot.shape[1]]),
+                                                             self._initial_slot(name))], 0))
+        last_step = self._last_step.by_table.get(table.name)
+        if last_step is not None:
+            extra = tf.maximum(capacity - tf.shape(last_step, out_type=tf.int64)[0], 0)
+            last_step.assign(tf.concat([last_step[:capacity], tf.fill(
+                tf.reshape(extra, [1]), self.iterations.read_value())], 0))
 
     def apply(self, grads_and_tables, reduced: bool = False) -> None:
         """Apply one step. Inside `strategy.run` the gradients are first summed over the
         replicas (unless `reduced`: the caller did) and every table is updated once per
         device in cross-replica context, so the mirrored copies stay identical."""
         pairs = [(g, t) for g, t in grads_and_tables if g is not None]
-        if not tf.distribute.has_strategy():
+        if not tf.distribute.has_strategy() or isinstance(
+                tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy):
+            # Parameter servers: each worker applies its own gradients to the rows on the ps
+            # (asynchronous training), as without a strategy.
             self._apply_all(pairs, lambda table, fn, args: fn(table, *args))
             return
         context = tf.distribute.get_replica_context()
@@ -196,7 +270,7 @@ class SparseOptimizer(tf.Module):
         lr = self.learning_rate(self.iterations - 1)
         t = tf.cast(self.iterations, tf.float32)
         for grad, table in pairs:
-            slots = self.slot_variables[self.table_index[table.name]]
+            slots = self._slots(table)
             # Looked up here by the (mirrored) table's name: under a strategy, update()
             # hands _apply_one each device's copies of the table, slots and last steps.
             last_step = self._last_step.by_table.get(table.name)
@@ -225,6 +299,20 @@ class SparseOptimizer(tf.Module):
             tf.raw_ops.ResourceSparseApplyKerasMomentum(
                 var=table.handle, accum=slots["momentum"].handle, lr=lr, grad=grad, indices=rows,
                 momentum=tf.constant(p.momentum_optimizer_value))
+            return
+        if self.kind == "rms_prop_optimizer":
+            tf.raw_ops.ResourceSparseApplyRMSProp(
+                var=table.handle, ms=slots["rms"].handle, mom=slots["momentum"].handle, lr=lr,
+                rho=tf.constant(p.decay), momentum=tf.constant(p.momentum_optimizer_value),
+                epsilon=tf.constant(p.epsilon), grad=grad, indices=rows)
+            return
+        if self.kind == "ftrl_optimizer":
+            tf.raw_ops.ResourceSparseApplyFtrlV2(
+                var=table.handle, accum=slots["accumulator"].handle,
+                linear=slots["linear"].handle, grad=grad, indices=rows, lr=lr,
+                l1=tf.constant(p.l1_reg), l2=tf.constant(p.l2_reg),
+                l2_shrinkage=tf.constant(p.l2_shrinkage_reg),
+                lr_power=tf.constant(p.learning_rate_power))
             return
         beta1, beta2 = p.beta1, p.beta2
         step_size = self._step_size(lr, t)
@@ -258,18 +346,21 @@ class SparseOptimizer(tf.Module):
         drift = step_size * m / (tf.sqrt(v) + EPSILON) * (r * (1 - tf.pow(r, n)) / (1 - r))
         return tf.pow(beta1, n) * m, tf.pow(beta2, n) * v, drift
 
-    def flush(self, tables: list[tf.Variable]) -> None:
+    def flush(self, tables: list) -> None:
         """dense_moments: bring every row of the tables (those given to build) up to the
         current step, before a checkpoint, so that saved, evaluated and exported tables
         are what dense Adam would hold."""
         if self.dense_moments and tables:
-            self._flush(tables)
+            self._flush([part for table in tables for part in table_shards(table)])
 
     def restored(self) -> None:
         """After restoring a checkpoint (always written flushed, or lazily without
         dense_moments): every row is current as of the restored step."""
-        for last_step in self._last_step.by_table.values():
-            last_step.assign(tf.fill(tf.shape(last_step), self.iterations))
+        for name, last_step in self._last_step.by_table.items():
+            # As many rows as the restored slots (a dynamic table's may have grown).
+            index, shard = self.table_index[name]
+            moments = table_shards(self.slot_variables[index]["m"])[shard]
+            last_step.assign(tf.fill(tf.shape(moments)[:1], self.iterations))
 
     @tf.function
     def _flush(self, tables):
@@ -277,15 +368,37 @@ class SparseOptimizer(tf.Module):
         step_size = self._step_size(self.learning_rate(self.iterations - 1), t)
         done = []
         for table in tables:
-            slots = self.slot_variables[self.table_index[table.name]]
+            slots = self._slots(table)
             last_step = self._last_step.by_table[table.name]
             # One table at a time: run in parallel, every table's full-size temporaries
             # (m, v, drift) were alive at once (peak RSS 13.7 GB for 20 tables of 2e6 x 16).
-            with tf.control_dependencies(done):
+            # On the table's own device: a ps shard is flushed where it lives.
+            with tf.control_dependencies(done), tf.device(table.device):
                 m, v, drift = self._idle_steps(slots["m"], slots["v"],
                                                self.iterations - last_step, step_size)
                 done = [table.assign_sub(drift), slots["m"].assign(m), slots["v"].assign(v),
                         last_step.assign(tf.fill(tf.shape(last_step), self.iterations))]
+
+
+def table_shards(table) -> list:
+    """The variables holding a table: its shards if a parameter-server strategy split it
+    (ShardedVariable), else the table itself."""
+    return list(table.variables) if isinstance(table, ShardedVariable) else [table]
+
+
+def _base_name(variable) -> str:
+    return variable.name.split(":")[0]
+
+
+def _colocated_variable(part, initial_value, name, shape=None) -> tf.Variable:
+    """A non-trainable variable on the same device as `part` (a table or table shard):
+    under a parameter-server strategy, on that shard's ps, and never split again. shape:
+    its static shape (a dynamic table's first dimension is None: it grows)."""
+    strategy = tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        with strategy.extended.colocate_vars_with(part):
+            return tf.Variable(initial_value, trainable=False, name=name, shape=shape)
+    return tf.Variable(initial_value, trainable=False, name=name, shape=shape)
 
 
 class _Untracked:

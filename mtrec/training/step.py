@@ -3,12 +3,14 @@ the weighted losses, and the sparse (embedding) and dense optimizer updates; und
 strategy each step runs on every replica."""
 import tensorflow as tf
 
+from mtrec.training import precision
 from mtrec.training.job import Job
+from mtrec.training.optimizers import table_shards
 
 
 def max_steps_per_call(train_config, strategy) -> int:
     """How many steps one call of the train loop runs at most."""
-    if strategy is not None:
+    if strategy is not None and not isinstance(strategy, tf.distribute.ParameterServerStrategy):
         # Collectives get their instance keys once per tf.function call, and one key's
         # all-gather must keep its shape; the sparse (IndexedSlices) table gradients change
         # shape with every batch of tags and at an epoch's short batch: one step per call.
@@ -33,12 +35,21 @@ def make_train_loop(job: Job, train_config, strategy=None):
     sum, bad rows, all losses finite). Under a strategy each step is `strategy.run` of
     the same step on every replica, with losses averaged over the replicas."""
     model = job.model
-    tables = model.feature_groups.table_variables
+    # A table a parameter-server strategy split is trained shard by shard (each a plain
+    # variable on its ps), so its gradients are IndexedSlices of the shard's own rows.
+    tables = [part for table in model.feature_groups.table_variables
+              for part in table_shards(table)]
     clip = train_config.gradient_clipping_by_norm
     num_losses = len(job.loss_names)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    # mixed_precision fp16: one dynamic loss scale for the dense and the table gradients.
+    scaler = (precision.DynamicLossScale() if train_config.mixed_precision == "fp16"
+              else None)
 
     def step_fn(features, side):
+        # Dynamic tables (ev_params): rows for the batch's new ids, before the forward pass.
+        features = model.feature_groups.dynamic.train_rows(
+            features, job.global_step, model.feature_groups.tables, job.sparse_optimizer)
         with tf.GradientTape() as tape:
             outputs = model(features, training=True)
             losses = model.weighted_losses(outputs, side)
@@ -47,13 +58,20 @@ def make_train_loop(job: Job, train_config, strategy=None):
                 total += tf.add_n(model.losses)
             # Gradients are summed over replicas: each contributes 1/replicas of the mean.
             scaled = total / replicas if replicas > 1 else total
+            if scaler is not None:
+                scaled = scaler.scale_loss(scaled)
         dense = model.trainable_variables
         grads = tape.gradient(scaled, tables + dense)
+        if scaler is not None:
+            grads, grads_finite = scaler.unscale(grads)
         # A NaN raw value can leave the loss finite (on AVX-512, TF's fused CPU kernels
         # turn it into 0 in the forward pass) but not the gradients, so check those too:
         # the step then reports a non-finite total like a NaN loss.
         dense_grads = [g for g in grads[len(tables):] if g is not None]
-        if dense_grads:
+        if scaler is not None:
+            # fp16 overflow skips the step and halves the scale; at scale 1 it is a NaN.
+            total = tf.where(grads_finite | (scaler.scale > 1.0), total, float("nan"))
+        elif dense_grads:
             total = tf.where(tf.math.is_finite(tf.linalg.global_norm(dense_grads)), total,
                              float("nan"))
         reduced = False
@@ -72,9 +90,17 @@ def make_train_loop(job: Job, train_config, strategy=None):
             if reduced:
                 grads = grads[:len(tables)] + [g / replicas if g is not None else None
                                                for g in grads[len(tables):]]
-        job.sparse_optimizer.apply(zip(grads[:len(tables)], tables), reduced=reduced)
-        job.dense_optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads[len(tables):], dense) if g is not None])
+        def apply():
+            job.sparse_optimizer.apply(zip(grads[:len(tables)], tables), reduced=reduced)
+            job.dense_optimizer.apply_gradients(
+                [(g, v) for g, v in zip(grads[len(tables):], dense) if g is not None])
+            return tf.constant(True)
+
+        if scaler is None:
+            apply()
+        else:
+            tf.cond(grads_finite, apply, lambda: tf.constant(False))
+            scaler.update(grads_finite)
         job.global_step.assign_add(1)
         return tf.stack(list(losses.values())), total
 
@@ -115,3 +141,29 @@ def make_train_loop(job: Job, train_config, strategy=None):
         return done, loss_sums, total_sum, bad_rows, finite
 
     return train_loop
+
+
+def make_runner(job: Job, train_config, cluster):
+    """run(iterator, n) -> (steps done, loss sums, total loss sum, bad rows, all finite)
+    of n steps. Under PSStrategy the chief schedules the n steps on the workers through
+    TF's ClusterCoordinator, in calls of about n / workers steps that each free worker
+    takes (a lost worker's calls are retried on the others), and waits for all of them."""
+    train_loop = make_train_loop(job, train_config, cluster.strategy)
+    coordinator = cluster.coordinator
+    if coordinator is None:
+        return lambda iterator, n: train_loop(iterator, tf.constant(n))
+
+    def run(iterator, n):
+        per_call = max(1, -(-n // cluster.num_workers))
+        calls = []
+        for start in range(0, n, per_call):
+            calls.append(coordinator.schedule(
+                train_loop, args=(iterator, tf.constant(min(per_call, n - start)))))
+        coordinator.join()
+        results = [call.fetch() for call in calls]
+        done, loss_sums, total, bad, finite = zip(*results)
+        return (sum(int(d) for d in done), tf.constant(sum(loss_sums)),
+                tf.constant(sum(float(t) for t in total)), sum(int(b) for b in bad),
+                all(bool(f) for f in finite))
+
+    return run

@@ -1,0 +1,455 @@
+"""Dynamic embedding tables (EasyRec's `ev_params`): ids without collisions.
+
+A feature with ev_params keeps its raw id as a 64-bit key (an integer as it is; a string
+fingerprinted by `tf.fingerprint`, no modulo; -1 and the empty string are missing) and its
+table maps each key to a row of its own through a `tf.lookup.experimental.MutableHashTable`.
+The embedding table itself stays a plain tf.Variable (first dimension unknown, so it can
+grow), gathered and updated sparsely like every other table.
+
+Per id space (one per embedding_name) a DynamicTable holds:
+  map         MutableHashTable key -> row (no entry: the id reads the zero embedding)
+  row_keys    (capacity,) the key of each row in use
+  last_seen   (capacity,) the step each row's id was last seen; -1 for a free row
+  freq        (capacity,) occurrences of each row's id since it got the row (LFU)
+  free_rows   a stack of the free rows, its first num_free entries valid
+  sketch      (4, width) int32 count-min sketch of the ids not yet admitted (filter_freq > 1)
+  counters    cumulative ids admitted, rows evicted, ids refused (table full), ids filtered
+              (seen, not yet admitted by filter_freq)
+
+In the train step, before the forward pass (train_rows): the batch's distinct keys of each
+id space are looked up; a known key marks its row seen; an unknown key is counted (filter_freq)
+and, once admitted, takes a free row, the table first doubling (up to max_capacity) when too
+few rows are free, then, when it is full, the least recently (LRU) or least frequently (LFU)
+seen rows not seen in this step are given back. A row given to a new id is reset: a fresh
+initial value and fresh optimizer slots (SparseOptimizer.reset_rows). Every eviction_interval
+steps the rows whose id was not seen for more than steps_to_live steps are given back.
+Everything happens inside the traced step, in the order above, so the map after a step
+depends only on the batches seen: a resumed run continues with the same map.
+
+Outside training (evaluation, serving) keys are only looked up, never inserted. An export
+serves from a compacted snapshot (freeze): the rows in use only, and a map of their keys.
+"""
+import random
+
+import numpy as np
+import tensorflow as tf
+
+from mtrec.config import dynamic_params
+from mtrec.config.dynamic_params import capacities, eviction_interval, is_dynamic, sketch_width
+from mtrec.protos import dynamic_pb2
+
+EV = dynamic_pb2.EVParams
+
+# The key of a missing value; never given a row.
+MISSING = -1
+# last_seen of a free row.
+FREE = -1
+# Initial values of a row given to a new id (as mtrec.features.embedding's tables).
+INIT_RANGE = 0.05
+# The counters, in order.
+COUNTERS = ("admitted", "evicted", "refused", "filtered")
+
+
+def keys(values):
+    """Raw values (dense or ragged, any dtype) -> int64 keys; MISSING for "" (or -1).
+
+    An integer is its own key, and so is a string that spells one (up to 18 digits), so an
+    INT64 column and a sequence of the same ids in a string share keys (as their hashes do
+    with hash_bucket_size); any other string is its 64-bit fingerprint."""
+    if isinstance(values, tf.RaggedTensor):
+        return values.with_flat_values(keys(values.flat_values))
+    if values.dtype != tf.string:
+        return tf.cast(values, tf.int64)
+    flat = tf.reshape(values, [-1])
+    # (n, 8) bytes of the 64-bit fingerprint of each string -> (n,) int64.
+    fingerprints = tf.bitcast(tf.fingerprint(flat), tf.int64)
+    integer = tf.strings.regex_full_match(flat, "-?[0-9]{1,18}")
+    numbers = tf.strings.to_number(tf.where(integer, flat, "0"), tf.int64)
+    out = tf.where(flat == "", tf.constant(MISSING, tf.int64),
+                   tf.where(integer, numbers, fingerprints))
+    return tf.reshape(out, tf.shape(values))
+
+
+class DynamicIdSpace:
+    """Stands in for a feature's id space: values -> keys (not rows); size is the rows the
+    table starts with."""
+    lookup = None
+
+    def __init__(self, config):
+        self.config = config
+        self.size = capacities(config.ev_params)[0]
+
+    def vocabulary(self):
+        return None
+
+    def ids(self, values):
+        return keys(values)
+
+
+def _map_values(value, fn):
+    """fn on a tensor, or on the flat values of a ragged tensor."""
+    if isinstance(value, tf.RaggedTensor):
+        return value.with_flat_values(fn(value.flat_values))
+    return fn(value)
+
+
+def _flat(value) -> tf.Tensor:
+    return tf.reshape(value.flat_values if isinstance(value, tf.RaggedTensor) else value, [-1])
+
+
+def _vector(values, dtype) -> tf.Variable:
+    """A 1-D state variable whose length can change (the table grows)."""
+    return tf.Variable(tf.constant(values, dtype), shape=tf.TensorShape([None]),
+                       trainable=False)
+
+
+class DynamicTable(tf.Module):
+    """The map and bookkeeping of one id space (see the module docstring)."""
+
+    def __init__(self, name: str, ev):
+        super().__init__(name=name.replace("/", "_") + "_dynamic")
+        self.ev = EV()
+        self.ev.CopyFrom(ev)
+        init, self.max_capacity = capacities(ev)
+        self.map = tf.lookup.experimental.MutableHashTable(
+            tf.int64, tf.int64, default_value=-1, name=self.name + "_map")
+        self.row_keys = _vector(np.zeros(init, np.int64), tf.int64)
+        self.last_seen = _vector(np.full(init, FREE, np.int64), tf.int64)
+        self.freq = _vector(np.zeros(init, np.int64), tf.int64)
+        # Popped from the end of the valid prefix: rows 0, 1, 2, ... are given first.
+        self.free_rows = _vector(np.arange(init - 1, -1, -1, dtype=np.int64), tf.int64)
+        self.num_free = tf.Variable(init, dtype=tf.int64, trainable=False)
+        self.sketch = (tf.Variable(tf.zeros([dynamic_params.SKETCH_DEPTH, sketch_width(ev)], tf.int32),
+                                   trainable=False) if ev.filter_freq > 1 else None)
+        self.counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64), trainable=False)
+
+    # -- reading ---------------------------------------------------------------
+    def lookup(self, keys: tf.Tensor) -> tf.Tensor:
+        """Keys -> rows; -1 (the zero embedding) for an id without a row."""
+        return _lookup(self.map, keys)
+
+    def capacity(self) -> tf.Tensor:
+        return tf.shape(self.last_seen, out_type=tf.int64)[0]
+
+    def rows_in_use(self) -> tf.Tensor:
+        return self.capacity() - self.num_free
+
+    # -- training ----------------------------------------------------------------
+    def assign(self, keys: tf.Tensor, step, grow_fn, fresh_fn) -> None:
+        """Give rows to the admitted new keys of one batch (flat int64, MISSING allowed).
+        grow_fn(capacity) grows the embedding tables (and slots) to `capacity` rows;
+        fresh_fn(rows) resets rows given to new ids."""
+        step = tf.cast(step, tf.int64)
+        ev = self.ev
+        if ev.steps_to_live:
+            interval = eviction_interval(ev)
+            tf.cond(step % interval == 0, lambda: self._sweep(step), _nothing)
+        keys = tf.boolean_mask(keys, keys != MISSING)
+        unique, _, counts = tf.unique_with_counts(keys, out_idx=tf.int64)
+        rows = _lookup(self.map, unique)
+        known = rows >= 0
+        known_rows = tf.boolean_mask(rows, known)
+        self.last_seen.scatter_update(
+            tf.IndexedSlices(tf.fill(tf.shape(known_rows), step), known_rows))
+        if ev.eviction_policy == EV.LFU:
+            self.freq.scatter_add(tf.IndexedSlices(tf.boolean_mask(counts, known), known_rows))
+        new_keys = tf.boolean_mask(unique, ~known)
+        new_counts = tf.boolean_mask(counts, ~known)
+        if ev.filter_freq > 1:
+            admit = self._count(new_keys, new_counts) >= ev.filter_freq
+            filtered = tf.reduce_sum(tf.cast(~admit, tf.int64))
+            new_keys = tf.boolean_mask(new_keys, admit)
+            new_counts = tf.boolean_mask(new_counts, admit)
+            self.counters.scatter_add(tf.IndexedSlices(tf.reshape(filtered, [1]), [3]))
+        need = tf.size(new_keys, out_type=tf.int64)
+        # Most steps of a long run bring no new id: all that follows is skipped.
+        tf.cond(need > 0, lambda: self._admit(new_keys, new_counts, need, step, grow_fn,
+                                              fresh_fn), _nothing)
+
+    def _admit(self, new_keys, new_counts, need, step, grow_fn, fresh_fn):
+        """Rows for `need` admitted new keys: grow, else evict, when too few are free."""
+        capacity = self.capacity()
+        tf.cond((need > self.num_free) & (capacity < self.max_capacity),
+                lambda: self._grow(capacity, need, grow_fn), _nothing)
+        short = need - self.num_free
+        tf.cond(short > 0, lambda: self._evict(short, step), _nothing)
+        return self._give(new_keys, new_counts, need, step, fresh_fn)
+
+    def _give(self, new_keys, new_counts, need, step, fresh_fn):
+        top = self.num_free.read_value()
+        n = tf.minimum(need, top)
+        taken = new_keys[:n]
+        # Popped from the end of the free stack's valid prefix, last first.
+        rows = tf.reverse(self.free_rows[top - n:top], [0])
+        self.num_free.assign_sub(n)
+        self.map.insert(taken, rows)
+        self.row_keys.scatter_update(tf.IndexedSlices(taken, rows))
+        self.last_seen.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows), step), rows))
+        self.freq.scatter_update(tf.IndexedSlices(new_counts[:n], rows))
+        zero = tf.constant(0, tf.int64)
+        self.counters.assign_add(tf.stack([n, zero, need - n, zero]))
+        fresh_fn(rows)
+        return tf.constant(0)
+
+    def _count(self, new_keys, new_counts):
+        """Count the new keys in the sketch (conservative update: a counter only rises to
+        the key's new estimate); returns each key's count including this batch."""
+        width = sketch_width(self.ev)
+        hashed = tf.bitcast(tf.fingerprint(new_keys), tf.int64)  # (n,)
+        low = tf.bitwise.bitwise_and(hashed, 0xFFFFFFFF)
+        high = tf.bitwise.bitwise_or(
+            tf.bitwise.bitwise_and(tf.bitwise.right_shift(hashed, 32), 0xFFFFFFFF), 1)
+        depth = tf.range(dynamic_params.SKETCH_DEPTH, dtype=tf.int64)[:, None]  # (depth, 1)
+        columns = (low[None, :] + depth * high[None, :]) % width  # (depth, n)
+        index = tf.stack([tf.broadcast_to(depth, tf.shape(columns)), columns],
+                         axis=-1)  # (depth, n, 2)
+        estimate = (tf.reduce_min(tf.gather_nd(self.sketch, index), axis=0)
+                    + tf.cast(new_counts, tf.int32))  # (n,)
+        self.sketch.scatter_nd_max(index, tf.broadcast_to(estimate[None, :],
+                                                          tf.shape(columns)))
+        return tf.cast(estimate, tf.int64)
+
+    def _free(self, rows) -> tf.Tensor:
+        """Give rows back: their keys leave the map, the rows go on the free stack."""
+        n = tf.size(rows, out_type=tf.int64)
+        self.map.remove(tf.gather(self.row_keys, rows))
+        self.last_seen.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows),
+                                                               tf.constant(FREE, tf.int64)),
+                                                       rows))
+        self.free_rows.scatter_update(tf.IndexedSlices(rows, self.num_free + tf.range(n)))
+        self.num_free.assign_add(n)
+        self.counters.scatter_add(tf.IndexedSlices(tf.reshape(n, [1]), [1]))
+        return tf.constant(0)
+
+    def _sweep(self, step):
+        """Free the rows whose id was last seen more than steps_to_live steps ago."""
+        last = self.last_seen.read_value()
+        expired = (last != FREE) & (step - last > self.ev.steps_to_live)
+        return self._free(tf.where(expired)[:, 0])
+
+    def _evict(self, short, step):
+        """Free `short` rows of a full table (fewer if fewer were not seen in this step):
+        the least recently seen (LRU) or least frequently seen (LFU), lowest row first
+        among equals."""
+        last = self.last_seen.read_value()
+        candidates = (last != FREE) & (last < step)
+        if self.ev.eviction_policy == EV.LFU:
+            priority = -self.freq.read_value()
+        else:
+            priority = -last
+        priority = tf.where(candidates, priority, tf.int64.min)
+        k = tf.minimum(short, tf.reduce_sum(tf.cast(candidates, tf.int64)))
+        _, rows = tf.math.top_k(priority, tf.cast(k, tf.int32))
+        return self._free(tf.cast(rows, tf.int64))
+
+    def _grow(self, capacity, need, grow_fn):
+        """Grow to at least the rows in use plus `need` (doubling, at most max_capacity)."""
+        in_use = capacity - self.num_free
+        new = tf.minimum(tf.constant(self.max_capacity, tf.int64),
+                         tf.maximum(2 * capacity, in_use + need))
+        extra = new - capacity
+        free = self.num_free.read_value()
+        self.row_keys.assign(tf.concat([self.row_keys, tf.zeros([extra], tf.int64)], 0))
+        self.last_seen.assign(tf.concat([self.last_seen, tf.fill([extra], tf.constant(
+            FREE, tf.int64))], 0))
+        self.freq.assign(tf.concat([self.freq, tf.zeros([extra], tf.int64)], 0))
+        # The new rows go under the free rows already there (those are given first).
+        self.free_rows.assign(tf.concat([tf.range(new - 1, capacity - 1, -1),
+                                         self.free_rows[:free],
+                                         tf.zeros([capacity - free], tf.int64)], 0))
+        self.num_free.assign_add(extra)
+        grow_fn(new)
+        return tf.constant(0)
+
+    # -- export --------------------------------------------------------------------
+    def freeze(self, variables: list) -> "FrozenTable":
+        """Compact `variables` (the tables of this id space) to the rows in use, in row
+        order, and return the read-only snapshot of the map that matches them. Eager."""
+        used = np.flatnonzero(self.last_seen.numpy() != FREE)
+        keys = self.row_keys.numpy()[used]
+        for variable in variables:
+            kept = tf.gather(variable, used)
+            if not len(used):  # an empty table cannot be gathered from: one zero row
+                kept = tf.zeros([1, variable.shape[1]], variable.dtype)
+            variable.assign(kept)
+        return FrozenTable(self.name, keys)
+
+
+def _lookup(table, keys: tf.Tensor) -> tf.Tensor:
+    """table.lookup with the keys' shape (a traced lookup's shape is unknown)."""
+    return tf.reshape(table.lookup(keys), tf.shape(keys))
+
+
+def _nothing():
+    return tf.constant(0)
+
+
+class FrozenTable(tf.Module):
+    """The read-only map of an export: key -> row of the compacted table; never written
+    at serving time."""
+
+    def __init__(self, name: str, keys: np.ndarray):
+        super().__init__(name=name + "_snapshot")
+        self.map = tf.lookup.experimental.MutableHashTable(
+            tf.int64, tf.int64, default_value=-1, name=self.name)
+        if len(keys):
+            self.map.insert(tf.constant(keys, tf.int64),
+                            tf.range(len(keys), dtype=tf.int64))
+
+    def lookup(self, keys: tf.Tensor) -> tf.Tensor:
+        return _lookup(self.map, keys)
+
+
+class DynamicTables(tf.Module):
+    """Every dynamic id space of a model's feature groups.
+
+    table_specs: FeatureGroups' {table name: TableSpec}; a space's WIDE table (name + "/wide")
+    shares its rows."""
+
+    def __init__(self, feature_set, table_specs: dict):
+        super().__init__(name="dynamic_tables")
+        # {feature name: id space (its embedding table's name)} of the dynamic features.
+        self.features = {}
+        # {id space: DynamicTable}
+        self.tables = {}
+        for name, feature in feature_set.features.items():
+            if not is_dynamic(feature.config):
+                continue
+            space = feature.config.embedding_name or name
+            if space not in table_specs and space + "/wide" not in table_specs:
+                continue  # in no feature group: never looked up
+            self.features[name] = space
+            if space not in self.tables:
+                self.tables[space] = DynamicTable(space, feature.config.ev_params)
+        # {id space: [its table names in FeatureGroups]}
+        self.bound = {space: [n for n in (space, space + "/wide") if n in table_specs]
+                      for space in self.tables}
+        self.wide = {n for n, spec in table_specs.items() if spec.wide}
+        # Draws the initial values of rows given to new ids; checkpointed with the map.
+        self.generator = (tf.random.Generator.from_seed(random.getrandbits(62))
+                          if self.tables else None)
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+    def rows(self, features: dict) -> dict:
+        """Features whose dynamic ones hold {"keys"} -> the same with {"ids": rows}
+        (looked up only); features already holding rows are left as they are."""
+        if not self.features:
+            return features
+        out = dict(features)
+        for name, space in self.features.items():
+            value = features.get(name)
+            if value is None or "keys" not in value:
+                continue
+            value = dict(value)
+            value["ids"] = _map_values(value.pop("keys"), self.tables[space].lookup)
+            out[name] = value
+        return out
+
+    def train_rows(self, features: dict, step, tables: dict, optimizer) -> dict:
+        """In the train step, before the forward pass: give rows to the batch's admitted
+        new ids (resetting those rows and their optimizer slots, growing or evicting as
+        needed), then -> rows(features)."""
+        for space, table in self.tables.items():
+            names = [n for n, s in self.features.items() if s == space and n in features]
+            if not names:
+                continue
+            keys = tf.concat([_flat(features[n]["keys"]) for n in names], axis=0)
+            variables = [(n, tables[n]) for n in self.bound[space]]
+            table.assign(keys, step,
+                         lambda capacity, v=variables: self._grow(v, capacity, optimizer),
+                         lambda rows, v=variables: self._fresh(v, rows, optimizer))
+        return self.rows(features)
+
+    @staticmethod
+    def _grow(variables, capacity, optimizer) -> None:
+        """Grow each (name, table) to `capacity` rows (new rows: zeros until given)."""
+        for _, variable in variables:
+            extra = capacity - tf.shape(variable, out_type=tf.int64)[0]
+            variable.assign(tf.concat(
+                [variable, tf.zeros(tf.stack([extra, variable.shape[1]]), variable.dtype)],
+                axis=0))
+            if optimizer is not None:
+                optimizer.grow(variable, capacity)
+
+    def _fresh(self, variables, rows, optimizer) -> None:
+        """Rows given to new ids start from an initial value (a WIDE table's from zero) and
+        fresh optimizer slots."""
+        for name, variable in variables:
+            shape = tf.stack([tf.size(rows, out_type=tf.int64), variable.shape[1]])
+            if name in self.wide:
+                values = tf.zeros(shape, variable.dtype)
+            else:
+                values = self.generator.uniform(shape, -INIT_RANGE, INIT_RANGE, variable.dtype)
+            variable.scatter_update(tf.IndexedSlices(values, rows))
+            if optimizer is not None:
+                optimizer.reset_rows(variable, rows)
+
+    def fit_slots(self, tables: dict, optimizer) -> None:
+        """After restoring the tables without their optimizer (fine_tune_checkpoint): the
+        slots take the restored number of rows, fresh. Eager."""
+        for names in self.bound.values():
+            for name in names:
+                optimizer.grow(tables[name], tf.shape(tables[name], out_type=tf.int64)[0])
+
+    def freeze(self, tables: dict) -> "DynamicTables":
+        """For an export: compact every dynamic table of `tables` (FeatureGroups.tables) to
+        its rows in use and look keys up in read-only snapshots from now on."""
+        for space, table in list(self.tables.items()):
+            if isinstance(table, DynamicTable):
+                self.tables[space] = table.freeze([tables[n] for n in self.bound[space]])
+        return self
+
+    def max_rows(self) -> dict:
+        """{table name (FeatureGroups.tables): the most rows it grows to}."""
+        return {n: table.max_capacity for space, table in self.tables.items()
+                if isinstance(table, DynamicTable) for n in self.bound[space]}
+
+    def stats(self) -> dict:
+        """{id space: {"rows": rows in use, "capacity": rows allocated, and the cumulative
+        counters}} (eager)."""
+        out = {}
+        for space, table in self.tables.items():
+            if not isinstance(table, DynamicTable):
+                continue
+            counters = table.counters.numpy()
+            out[space] = {"rows": int(table.rows_in_use()), "capacity": int(table.capacity()),
+                          **{k: int(v) for k, v in zip(COUNTERS, counters)}}
+        return out
+
+
+class StatsWindow:
+    """The dynamic tables' activity since the last take(): one window per consumer (the
+    progress log, the TensorBoard summaries)."""
+
+    def __init__(self, tables: DynamicTables):
+        self.tables = tables
+        self.last = tables.stats() if tables else {}
+
+    def take(self) -> dict:
+        """{id space: {"rows", "capacity": now; admitted, evicted, refused, filtered: in
+        the window}}."""
+        if not self.tables:
+            return {}
+        now = self.tables.stats()
+        window = {space: {k: v - self.last.get(space, {}).get(k, 0) if k in COUNTERS else v
+                          for k, v in values.items()} for space, values in now.items()}
+        self.last = now
+        return window
+
+    @staticmethod
+    def text(window: dict) -> str:
+        """` | user: 37/64 rows, +5 admitted, 0 evicted, 0 refused, 2 filtered` ..."""
+        return "".join(
+            f" | {space}: {v['rows']:,}/{v['capacity']:,} rows, +{v['admitted']:,} admitted, "
+            f"{v['evicted']:,} evicted, {v['refused']:,} refused, {v['filtered']:,} filtered"
+            for space, v in window.items())
+
+    @staticmethod
+    def write(window: dict) -> None:
+        """TensorBoard scalars dynamic/<space>/<rows|capacity|admitted|...> (under the
+        caller's default writer and step)."""
+        for space, values in window.items():
+            for key, value in values.items():
+                tf.summary.scalar(f"dynamic/{space}/{key}", value)
