@@ -346,8 +346,11 @@ def test_tags_crosses_and_shared_sequence_tables_map_through_one_map_per_table()
                 f'feature_type: ComboFeature embedding_dim: 4 {ev} }}\n'
                 f'  features {{ input_names: "hist" feature_type: SequenceFeature '
                 f'embedding_name: "item" embedding_dim: 4 {ev} }}', text)
-    text += MODEL.replace('feature_names: ["user", "price"]',
-                          'feature_names: ["user", "price", "item", "tags", "cross", "hist"]')
+    text += MODEL.replace('feature_names: ["user", "price"] wide_deep: DEEP }',
+                          'feature_names: ["user", "price", "item", "tags", "cross", "hist"]'
+                          ' wide_deep: DEEP }\n  feature_groups { group_name: "wide" '
+                          'feature_names: ["user"] wide_deep: WIDE }').replace(
+        "num_expert: 2", "num_expert: 2\n    use_linear_logits: true")
     job = Job.create(_load(text).pipeline, for_training=True)
     job.build()
     groups = job.model.feature_groups
@@ -370,6 +373,12 @@ def test_tags_crosses_and_shared_sequence_tables_map_through_one_map_per_table()
     assert tf.shape(groups.tables["item"]).numpy()[0] == 4
     assert np.abs(tf.gather(groups.tables["item"], [0, 1, 2, 3]).numpy()).max() <= 0.05
     assert groups.dynamic.stats()["item"]["rows"] == 4
+    # A WIDE group's table of the same feature shares its map: the same rows, starting at 0.
+    assert groups.dynamic.bound["user"] == ["user", "user/wide"]
+    user = mapped["user"]["ids"].numpy()
+    assert user.tolist() == [0, 1, 0]
+    assert (tf.gather(groups.tables["user/wide"], [0, 1]).numpy() == 0).all()
+    assert (tf.gather(groups.tables["user"], [0, 1]).numpy() != 0).all()
     # Looking up (the model's own path, as evaluation and serving do) gives the same rows.
     trained = job.model(mapped, training=False)
     looked_up = job.model(features, training=False)

@@ -216,8 +216,8 @@ def test_raw_feature_scaling_then_normalizer():
                                      lambda v: 1 / (1 + np.exp(-v))),
                                      ("tf.nn.tanh", np.tanh), ("tf.square", np.square)])
 def test_raw_feature_named_normalizers(name, fn):
-    fs = FeatureSet(pipeline('features { feature_name: "a" input_names: "v" '
-                             f'feature_type: RawFeature raw_input_dim: 2 normalizer_fn: "{name}" }}'))
+    fs = FeatureSet(pipeline('features { feature_name: "a" input_names: "v" feature_type: '
+                             f'RawFeature raw_input_dim: 2 normalizer_fn: "{name}" }}'))
     values = fs.preprocess({"v": strings("1|4", "0.5|9")})["a"]["values"].numpy()
     np.testing.assert_allclose(values, fn(np.array([[1, 4], [0.5, 9]])), rtol=1e-6)
 
@@ -281,9 +281,9 @@ def test_lookup_feature_selects_the_rows_key():
         'features { feature_name: "a" input_names: ["s", "tags"] feature_type: LookupFeature '
         'kv_separator: ":" hash_bucket_size: 1000 embedding_dim: 4 '
         'lookup_max_sel_elem_num: 2 }'))
-    ids = fs.preprocess({"s": strings("k1", "k2", "k3", "k1"),
-                         "tags": strings("k1:v1|k2:v2|k1:v3", "k2:z:9", "k1:v1", "k1:a|k1:b|k1:c|k2:d")}
-                        )["a"]["ids"].to_list()
+    maps = strings("k1:v1|k2:v2|k1:v3", "k2:z:9", "k1:v1", "k1:a|k1:b|k1:c|k2:d")
+    ids = fs.preprocess({"s": strings("k1", "k2", "k3", "k1"), "tags": maps})["a"]["ids"]
+    ids = ids.to_list()
     assert ids == [hashed(["v1", "v3"], 1000), hashed(["z:9"], 1000), [],
                    hashed(["a", "b"], 1000)]
     assert fs["a"].kind == "bag"

@@ -10,7 +10,7 @@ Per id space (one per embedding_name) a DynamicTable holds:
   map         MutableHashTable key -> row (no entry: the id reads the zero embedding)
   row_keys    (capacity,) the key of each row in use
   last_seen   (capacity,) the step each row's id was last seen; -1 for a free row
-  freq        (capacity,) occurrences of each row's id since it got the row (LFU)
+  freq        (capacity,) occurrences of each row's id since it got the row (LFU only)
   free_rows   a stack of the free rows, its first num_free entries valid
   sketch      (4, width) int32 count-min sketch of the ids not yet admitted (filter_freq > 1)
   counters    cumulative ids admitted, rows evicted, ids refused (table full), ids filtered
@@ -34,8 +34,8 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from mtrec.config import dynamic_params
-from mtrec.config.dynamic_params import capacities, eviction_interval, is_dynamic, sketch_width
+from mtrec.config.dynamic_params import (SKETCH_DEPTH, capacities, eviction_interval,
+                                         is_dynamic, sketch_width)
 from mtrec.protos import dynamic_pb2
 
 EV = dynamic_pb2.EVParams
@@ -119,7 +119,7 @@ class DynamicTable(tf.Module):
         # Popped from the end of the valid prefix: rows 0, 1, 2, ... are given first.
         self.free_rows = _vector(np.arange(init - 1, -1, -1, dtype=np.int64), tf.int64)
         self.num_free = tf.Variable(init, dtype=tf.int64, trainable=False)
-        self.sketch = (tf.Variable(tf.zeros([dynamic_params.SKETCH_DEPTH, sketch_width(ev)], tf.int32),
+        self.sketch = (tf.Variable(tf.zeros([SKETCH_DEPTH, sketch_width(ev)], tf.int32),
                                    trainable=False) if ev.filter_freq > 1 else None)
         self.counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64), trainable=False)
 
@@ -199,7 +199,7 @@ class DynamicTable(tf.Module):
         low = tf.bitwise.bitwise_and(hashed, 0xFFFFFFFF)
         high = tf.bitwise.bitwise_or(
             tf.bitwise.bitwise_and(tf.bitwise.right_shift(hashed, 32), 0xFFFFFFFF), 1)
-        depth = tf.range(dynamic_params.SKETCH_DEPTH, dtype=tf.int64)[:, None]  # (depth, 1)
+        depth = tf.range(SKETCH_DEPTH, dtype=tf.int64)[:, None]  # (depth, 1)
         columns = (low[None, :] + depth * high[None, :]) % width  # (depth, n)
         index = tf.stack([tf.broadcast_to(depth, tf.shape(columns)), columns],
                          axis=-1)  # (depth, n, 2)

@@ -51,8 +51,8 @@ class VariationalDropout(keras.layers.Layer):
                                        initializer=keras.initializers.GlorotUniform())
 
     def drop_rates(self):
-        """(num_rates,) the learned dropout rates p."""
-        return ops.sigmoid(self.logit_p)
+        """(num_rates,) the learned dropout rates p (float32, also under mixed precision)."""
+        return ops.sigmoid(ops.cast(self.logit_p, "float32"))
 
     def keep_mask(self, u):
         """(batch, num_rates) uniform noise -> the relaxed Bernoulli keep mask."""
@@ -73,12 +73,13 @@ class VariationalDropout(keras.layers.Layer):
         p = self.drop_rates()  # (num_rates,)
         batch = ops.shape(x)[0]
         if training:
-            u = keras.random.uniform((batch, self.num_rates),
+            u = keras.random.uniform((batch, self.num_rates), dtype="float32",
                                      seed=self.seed_generator)  # (batch, num_rates)
-            x = x * self._per_dimension(self.keep_mask(u))
+            scale = self._per_dimension(self.keep_mask(u))  # (batch, sum d_i)
         else:
-            x = x * self._per_dimension(1.0 - p)[None, :]
-        penalty = self.regularization_lambda / ops.cast(batch, x.dtype) * ops.sum(1.0 - p)
+            scale = self._per_dimension(1.0 - p)[None, :]  # (1, sum d_i)
+        x = x * ops.cast(scale, x.dtype)
+        penalty = self.regularization_lambda / ops.cast(batch, "float32") * ops.sum(1.0 - p)
         self.add_loss(penalty)
         splits = np.cumsum(self.widths)[:-1].tolist()
         return ops.split(x, splits, axis=-1) if splits else [x]

@@ -169,7 +169,9 @@ class MultiTaskModel(keras.Model):
             terms.append([fm] * len(self.tower_configs))
         if not terms:
             return None
-        return [tf.add_n(list(per_tower)) for per_tower in zip(*terms)]
+        # float32 (a mixed-precision FM computes in bf16/fp16; the linear terms are float32).
+        return [tf.add_n([tf.cast(t, tf.float32) for t in per_tower])
+                for per_tower in zip(*terms)]
 
     def call(self, features, training=False):
         # Raw keys of dynamic tables -> rows (looked up; the train step inserts first).
@@ -185,7 +187,7 @@ class MultiTaskModel(keras.Model):
             # float32 heads, losses and metrics under a mixed-precision policy.
             logits = tf.cast(logits, tf.float32)
             if extra is not None:
-                logits = logits + tf.cast(extra[i], tf.float32)
+                logits = logits + extra[i]
             outputs.update(head_outputs(tower, logits))
         return outputs
 

@@ -10,7 +10,8 @@ batches are made in memory (no file reading), so the step itself is timed.
           the warm-up feeds each id once), the two interleaved --rounds times, --steps
           steps each; ms/step and the ratio dynamic / hashed.
   stream  dynamic with max_capacity --ids on a stream of 10 x --ids distinct ids (each
-          new), peak RSS (ru_maxrss) before and after, rows allocated at the end.
+          new): peak RSS (ru_maxrss) once the table is full and at the end, rows allocated.
+          Run it alone (--parts stream): the step part's jobs would count in the RSS.
 
 Usage: python scripts/bench/dynamic_tables.py [--ids 50000 --features 8 --batch 1024]
 """
@@ -140,17 +141,23 @@ def bench_step(args) -> dict:
 
 
 def bench_stream(args) -> dict:
+    """Peak RSS once the table is full (after --ids new ids) and after 10 x --ids."""
+    import tensorflow as tf
     job, loop = make_job(config_text(args.features, args.ids, args.batch, True, args.ids))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     total = 10 * args.ids
-    fresh = (np.repeat(np.arange(s, s + args.batch)[:, None] % total, args.features, axis=1)
+    fresh = (np.repeat(np.arange(s, s + args.batch)[:, None], args.features, axis=1)
              for s in range(0, total, args.batch))
-    run_steps(loop, batches(job, args.features, args.batch, fresh), total // args.batch - 5)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    iterator = iter(batches(job, args.features, args.batch, fresh))
+    full = loop(iterator, tf.constant(args.ids // args.batch))[0]
+    rss_full = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    done = int(full)
+    while done < total // args.batch:
+        done += int(loop(iterator, tf.constant(100))[0])
+    rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stats = job.model.feature_groups.dynamic.stats()["f0"]
-    return {"distinct_ids": total, "max_capacity": args.ids, "capacity": stats["capacity"],
-            "rows": stats["rows"], "evicted": stats["evicted"],
-            "peak_rss_mib_before": before / 1024, "peak_rss_mib_after": after / 1024}
+    return {"distinct_ids": done * args.batch, "max_capacity": args.ids,
+            "capacity": stats["capacity"], "rows": stats["rows"], "evicted": stats["evicted"],
+            "peak_rss_mib_table_full": rss_full / 1024, "peak_rss_mib_end": rss_end / 1024}
 
 
 def main():
