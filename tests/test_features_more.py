@@ -465,3 +465,10 @@ def test_model_with_variational_dropout(tmp_path):
     with pytest.raises(ConfigError, match=r"vd.config:\d+: model_config.variational_dropout: "
                        "regularization_lambda must be >= 0"):
         config_lib.load(str(path))
+
+
+def test_an_expression_nested_too_deeply_is_a_clear_error():
+    from mtrec.config.expression import parse_expression
+    for text in ("a" + " + a" * 50000, "-" * 100000 + "a"):
+        with pytest.raises(ValueError, match="nested too deeply"):
+            parse_expression(text, ["a"])

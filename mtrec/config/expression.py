@@ -35,6 +35,8 @@ def parse_expression(text: str, names) -> ast.expr:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as e:
         raise ValueError(f"the expression {text!r} does not parse ({e.msg})") from None
+    except (RecursionError, MemoryError):
+        raise ValueError("the expression is nested too deeply to parse") from None
     names = set(names)
 
     def check(node):
@@ -59,5 +61,8 @@ def parse_expression(text: str, names) -> ast.expr:
             raise ValueError(f"{shown!r} is not allowed (only numbers, input names, "
                              "+ - * /, comparisons, & | and parentheses)")
 
-    check(tree)
+    try:
+        check(tree)
+    except RecursionError:
+        raise ValueError("the expression is nested too deeply to check") from None
     return tree

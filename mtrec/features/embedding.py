@@ -356,7 +356,8 @@ class FeatureGroups(keras.layers.Layer):
                 squares.append(tf.reduce_sum(tf.square(inputs["key"]), axis=1))
                 tensors += self._attend(inputs, f"{group_name}/{k}", att, training)
             # float32 out, as the tables (a mixed-precision attention computes in bf16/fp16).
-            outputs[group_name] = [tf.cast(t, tf.float32) for t in tensors]
+            outputs[group_name] = [tf.cast(t, tf.float32) if t.dtype.is_floating else t
+                                   for t in tensors]
         if self.embedding_regularization and squares:
             # L2 on the looked-up rows only (mean over the batch), so it stays sparse.
             self.add_loss(self.embedding_regularization * tf.reduce_mean(tf.add_n(squares)))

@@ -298,8 +298,9 @@ def _parameter_server_cluster(name: str) -> Cluster:
                    coordinator=coordinator, num_ps=num_ps)
 
 
-def log_table_placement(tables) -> None:
-    """One line per embedding table: which rows live on which ps task."""
+def log_placement(tables, dense) -> None:
+    """One line per embedding table: which rows live on which ps task; one line for the
+    dense weights: how many are on each ps task."""
     from mtrec.training.optimizers import table_shards
     for table in tables:
         parts = table_shards(table)
@@ -312,6 +313,12 @@ def log_table_placement(tables) -> None:
             start += rows
         log.info("table %s (%d x %d): %s", name, start, int(parts[0].shape[1]),
                  ", ".join(where))
+    tasks = {}
+    for variable in dense:
+        task = tf.DeviceSpec.from_string(getattr(variable, "value", variable).device)
+        tasks[f"{task.job}:{task.task}"] = tasks.get(f"{task.job}:{task.task}", 0) + 1
+    log.info("dense weights: %s",
+             ", ".join(f"{n} on {task}" for task, n in sorted(tasks.items())))
 
 
 def serve(resolver, task_type: str, task_id: int) -> None:

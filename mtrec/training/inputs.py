@@ -88,6 +88,25 @@ def shard_input(data_config, files: list[str], n: int, i: int):
     return files[i::n], False
 
 
+def prefetch_to_device(dataset: tf.data.Dataset, device: str | None = None,
+                       buffer_size: int = 2) -> tf.data.Dataset:
+    """The dataset with its next batches copied to `device` ahead of the step
+    (tf.data.experimental.prefetch_to_device); device None means the first GPU, and without
+    a GPU the dataset comes back unchanged. Batches holding strings (which cannot live on a
+    GPU) stay on the host. Never run on a GPU (docs/training.md); the tests prefetch to the
+    CPU."""
+    if device is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        if not gpus:
+            return dataset
+        device = gpus[0].name
+    specs = tf.nest.flatten(dataset.element_spec, expand_composites=True)
+    if any(getattr(spec, "dtype", None) == tf.string for spec in specs):
+        log.info("training batches hold strings; they are not prefetched to %s.", device)
+        return dataset
+    return dataset.apply(tf.data.experimental.prefetch_to_device(device, buffer_size))
+
+
 def train_dataset(job: Job, files, cluster):
     """(dataset, [reader]) of the training data; under a strategy a distributed dataset
     whose input pipelines (one per worker) read their own shard of the files, or of the
@@ -95,7 +114,7 @@ def train_dataset(job: Job, files, cluster):
     a step trains on batch_size x replicas rows."""
     if cluster.strategy is None:
         dataset, reader = make_dataset(job, files, training=True)
-        return dataset, [reader]
+        return prefetch_to_device(dataset), [reader]
     readers = []
     if cluster.coordinator is not None:
         # ParameterServerStrategy: TF's coordinator builds this pipeline on every worker

@@ -106,7 +106,8 @@ def _build(pipeline, train_files, cluster):
         dataset, readers = inputs.train_dataset(job, train_files, cluster)
         job.build()
     if cluster.coordinator is not None:
-        distribute.log_table_placement(job.model.feature_groups.table_variables)
+        distribute.log_placement(job.model.feature_groups.table_variables,
+                                 job.model.trainable_variables)
     return job, dataset, readers
 
 
