@@ -1,7 +1,10 @@
 """Dynamic embedding tables (ev_params): the map on TensorFlow's MutableHashTable, admission,
 eviction, growth, checkpoints and export (mtrec/features/dynamic.py)."""
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -272,6 +275,20 @@ def test_export_serves_a_compact_snapshot_equal_to_predict_and_unseen_ids_read_z
     serve = tf.saved_model.load(export).signatures["serving_default"]
     served = serve(**{k: columns[k] for k in serve.structured_input_signature[1]})
     np.testing.assert_allclose(served["probs_ctr"].numpy(), predicted, rtol=1e-5, atol=1e-6)
+    # And in a process that never imports mtrec.
+    script = ("import json, sys, tensorflow as tf\n"
+              "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+              "cols = {'user': tf.constant(['u3', 'u20', 'never_seen', '']),\n"
+              "        'price': tf.constant([5, 7, 9, 9]), 'clk': tf.constant([1, 0, 1, 0]),\n"
+              "        'buy': tf.constant([0, 1, 1, 0])}\n"
+              "out = serve(**{k: cols[k] for k in serve.structured_input_signature[1]})\n"
+              "assert 'mtrec' not in sys.modules\n"
+              "print(json.dumps(out['probs_ctr'].numpy().tolist()))\n")
+    done = subprocess.run([sys.executable, "-c", script, export], capture_output=True,
+                          text=True, cwd=tmp, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    plain = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(plain, predicted, rtol=1e-5, atol=1e-6)
     # The same scores as the trained model with its full (uncompacted) table and live map.
     job = Job.create(config_lib.load(config).pipeline, for_training=False)
     job.build()
@@ -345,7 +362,7 @@ def test_tags_crosses_and_shared_sequence_tables_map_through_one_map_per_table()
                 f'  features {{ feature_name: "cross" input_names: ["user", "price"] '
                 f'feature_type: ComboFeature embedding_dim: 4 {ev} }}\n'
                 f'  features {{ input_names: "hist" feature_type: SequenceFeature '
-                f'embedding_name: "item" embedding_dim: 4 {ev} }}', text)
+                f'embedding_name: "item" hash_bucket_size: 7 embedding_dim: 4 {ev} }}', text)
     text += MODEL.replace('feature_names: ["user", "price"] wide_deep: DEEP }',
                           'feature_names: ["user", "price", "item", "tags", "cross", "hist"]'
                           ' wide_deep: DEEP }\n  feature_groups { group_name: "wide" '
@@ -364,7 +381,8 @@ def test_tags_crosses_and_shared_sequence_tables_map_through_one_map_per_table()
                                        job.sparse_optimizer)
     item = mapped["item"]["ids"].numpy()
     hist = mapped["hist"]["ids"].to_list()
-    # The sequence shares the item table and its map: item 300 and 100 have the same rows.
+    # The sequence shares the item table and its map (its hash_bucket_size is not used):
+    # items 300 and 100 have the same rows.
     assert hist == [[item[2], item[0]], [], [3]] and sorted(item.tolist()) == [0, 1, 2]
     assert mapped["tags"]["ids"].to_list() == [[0, 1], [1], []]
     cross = mapped["cross"]["ids"].to_list()  # (a,1), (b,1), (a,2): three distinct crosses

@@ -283,7 +283,6 @@ def test_sequence_towers_wiring():
 # Training
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LEARNING))
 def test_model_learns_the_planted_signal(name):
     keras.utils.set_random_seed(0)

@@ -267,6 +267,9 @@ def _check_shared_table(feature, name: str, sources: list, tables: dict, p: Prob
              feature.raw_input_dim if feature.feature_type == FC.RawFeature else None,
              feature.ev_params.SerializeToString(deterministic=True) if is_dynamic(feature)
              else None)
+    if is_dynamic(feature):  # its hash_bucket_size / num_buckets are not used
+        shape = ("ev_params", feature.ev_params.SerializeToString(deterministic=True),
+                 feature.embedding_dim)
     table = feature.embedding_name or name
     first = tables.setdefault(table, (name, shape))
     if first[1] != shape:

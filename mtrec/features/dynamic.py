@@ -1,8 +1,9 @@
 """Dynamic embedding tables (EasyRec's `ev_params`): ids without collisions.
 
-A feature with ev_params keeps its raw id as a 64-bit key (an integer as it is; a string
-fingerprinted by `tf.fingerprint`, no modulo; -1 and the empty string are missing) and its
-table maps each key to a row of its own through a `tf.lookup.experimental.MutableHashTable`.
+A feature with ev_params keeps its raw id as a 64-bit key (an integer, or a string that
+spells one, as it is; any other string its `tf.fingerprint`, no modulo; -1 and the empty
+string are missing) and its table maps each key to a row of its own through a
+`tf.lookup.experimental.MutableHashTable`.
 The embedding table itself stays a plain tf.Variable (first dimension unknown, so it can
 grow), gathered and updated sparsely like every other table.
 

@@ -17,6 +17,9 @@ Target attention: for a query q (the target item) and keys k_t (the history),
   s_t = MLP([q, k_t, q - k_t, q * k_t])        one score per position, last layer linear
   a   = softmax over real positions of s       (or sigmoid(s / sqrt(d)) on real positions)
   out = sum_t a_t v_t                          v = values, or the keys themselves
+The MLP's first layer is computed from its kernel's four (d, u) blocks, a per-row part for q
+and a per-position part for k (TargetAttention._first_layer): the same values and weights
+with a quarter of that layer's multiply-adds, and no (batch, len, 4d) input.
 EasyRec gives padded positions the score -2**32 + 1 before the softmax; here they get
 weight 0 after it, which is the same for every row with a real position and gives an empty
 row zero weights instead of uniform ones.

@@ -28,9 +28,10 @@ every test value is unseen in training. What remains: user_id, video_id, the hou
 day (hourmin bucketized at 100, 200, ..., 2300, i.e. hour = hourmin // 100, 24 buckets)
 and duration_ms (log-spaced buckets; 0, which marks an unknown duration in 18.5% of the
 rows, gets its own bucket). Ids: --ids hash (hash_bucket_size = --hash_factor x the train
-cardinality) or --ids vocab (a vocab_file of the train ids seen at least --min_count
+cardinality), --ids vocab (a vocab_file of the train ids seen at least --min_count
 times, written to --work_dir; every other id, e.g. a video first seen on a test day,
-is id 0, out of vocabulary).
+is id 0, out of vocabulary) or --ids dynamic (ev_params: a row per id seen in training,
+the zero row for any other).
 
 ESMM. ESMM needs a post-click conversion: a label that can only be 1 on clicked rows.
 No column of this file is one. long_view comes closest (in the whole file 231 of 19,320
@@ -337,6 +338,8 @@ def id_space(column, train, s, run_dir):
     if s["ids"] == "hash":
         buckets = round(s["hash_factor"] * train[column].nunique())
         return f"    hash_bucket_size: {buckets}", buckets
+    if s["ids"] == "dynamic":  # a row per id (ev_params, docs/dynamic_tables.md)
+        return "    ev_params { }", train[column].nunique()
     counts = train[column].value_counts()
     kept = sorted(counts[counts >= s["min_count"]].index, key=int)
     path = os.path.join(run_dir, f"vocab_{column}.txt")
@@ -720,7 +723,7 @@ def main(argv=None):
                    help="add use_linear_logits (a WIDE group: user_id, video_id, hour) to "
                         "every model")
     p.add_argument("--embedding_dim", type=int)
-    p.add_argument("--ids", choices=["hash", "vocab"])
+    p.add_argument("--ids", choices=["hash", "vocab", "dynamic"])
     p.add_argument("--hash_factor", type=float,
                    help="--ids hash: hash_bucket_size of user_id / video_id = this x their "
                         "train cardinality")
