@@ -60,8 +60,9 @@ class DebiasedBatchNormalization(keras.layers.BatchNormalization):
     def _fused_training_call(self, inputs):
         """Keras' training-mode batch norm (batch mean and biased variance over every axis
         but the last, the same moving-average updates) as TF's fused kernel on the inputs
-        seen as (rows, 1, 1, channels). Keras' unfused ops took 4x the time forward and
-        backward on DIN's (2048, 50, 128) score-MLP activations (h6_bench.md)."""
+        seen as (rows, 1, 1, channels). Keras 3's unfused ops took 4.5x the time forward and
+        backward on DIN's (2048, 50, 128) score-MLP activations (144 ms against 32 ms, best
+        of 10, TF 2.21 on 2 cores)."""
         channels = inputs.shape[-1]
         x = tf.reshape(inputs, (-1, 1, 1, channels))                   # (rows, 1, 1, c)
         if x.dtype not in (tf.float16, tf.bfloat16):
