@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from mtrec import cli
+from mtrec import api, cli
 from mtrec import config as config_lib
 from mtrec.config import activations, sizes
 from mtrec.errors import ConfigError
@@ -93,9 +93,11 @@ def test_memory_tables_that_do_not_fit_in_available_memory_are_refused_with_numb
     # Users who know better skip it, from Python and from the command line.
     assert config_lib.load(path, skip_memory_check=True).pipeline.model_config.mmoe.num_expert
     args = cli.build_parser().parse_args(["train", "--config", path, "--skip_memory_check"])
-    assert isinstance(cli._config(args), config_lib.LoadedConfig)
-    args = cli.build_parser().parse_args(["train", "--config", path])
-    assert cli._config(args) == path  # the API loads it, with the check
+    assert args.skip_memory_check  # the CLI hands it to the API, which loads with it
+    assert api._load(path, skip_memory_check=True).pipeline.model_config.mmoe.num_expert
+    assert not cli.build_parser().parse_args(["train", "--config", path]).skip_memory_check
+    with pytest.raises(ConfigError, match="training would need"):
+        api._load(path)
 
 
 def test_memory_activations_at_the_batch_size_count_too(tmp_path, monkeypatch):
