@@ -83,6 +83,21 @@ feature_config {
 """
 
 
+# A two-expert MMoE over TINY_INPUTS' user and price, towers ctr (clk) and cvr (buy).
+TINY_MMOE = """
+model_config {
+  model_class: "MMoE"
+  feature_groups { group_name: "all" feature_names: ["user", "price"] wide_deep: DEEP }
+  mmoe {
+    expert_dnn { hidden_units: [8] use_bn: false }
+    num_expert: 2
+    task_towers { tower_name: "ctr" label_name: "clk" dnn { hidden_units: [4] use_bn: false } }
+    task_towers { tower_name: "cvr" label_name: "buy" dnn { hidden_units: [4] use_bn: false } }
+  }
+}
+"""
+
+
 def edit(old: str, new: str, text: str) -> str:
     """Replace the single occurrence of `old` in a config text."""
     assert text.count(old) == 1, f"{old!r} must occur exactly once"

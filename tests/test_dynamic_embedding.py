@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_INPUTS, edit
+from conftest import TINY_INPUTS, TINY_MMOE, edit
 from mtrec.features import dynamic
 from mtrec.protos import dynamic_pb2
 
@@ -157,18 +157,7 @@ def test_sparse_optimizer_resets_and_grows_the_slots_of_a_dynamic_table():
 
 # -- training, checkpoints and export ------------------------------------------------------
 
-MODEL = """
-model_config {
-  model_class: "MMoE"
-  feature_groups { group_name: "all" feature_names: ["user", "price"] wide_deep: DEEP }
-  mmoe {
-    expert_dnn { hidden_units: [8] use_bn: false }
-    num_expert: 2
-    task_towers { tower_name: "ctr" label_name: "clk" dnn { hidden_units: [4] use_bn: false } }
-    task_towers { tower_name: "cvr" label_name: "buy" dnn { hidden_units: [4] use_bn: false } }
-  }
-}
-"""
+MODEL = TINY_MMOE
 USERS = 37
 
 

@@ -14,22 +14,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, TINY_INPUTS, edit
+from conftest import SAMPLES, TINY_INPUTS, TINY_MMOE, edit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-MODEL = """
-model_config {
-  model_class: "MMoE"
-  feature_groups { group_name: "all" feature_names: ["user", "price"] wide_deep: DEEP }
-  mmoe {
-    expert_dnn { hidden_units: [8] use_bn: false }
-    num_expert: 2
-    task_towers { tower_name: "ctr" label_name: "clk" dnn { hidden_units: [4] use_bn: false } }
-    task_towers { tower_name: "cvr" label_name: "buy" dnn { hidden_units: [4] use_bn: false } }
-  }
-}
-"""
+MODEL = TINY_MMOE
 # Rows in file order, learning rate 0.05, a checkpoint and evaluation every 5 steps.
 CONFIG = edit("batch_size: 4", "batch_size: 4\n  shuffle: false", TINY_INPUTS).replace(
     "learning_rate: 0.01", "learning_rate: 0.05") + MODEL

@@ -207,19 +207,10 @@ class ComboFeature(Feature):
         return {"ids": tf.RaggedTensor.from_sparse(crossed)}
 
 
-class LookupFeature(Feature):
+class LookupFeature(TagFeature):
     """EasyRec's LookupFeature: input_names[1] is a map `k1:v1|k2:v2`; the values whose key
     is the row's input_names[0] (at most lookup_max_sel_elem_num, the first ones) are a bag
-    of ids, pooled with `combiner`."""
-    kind = "bag"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.id_space = _id_space(config)
-
-    @property
-    def num_ids(self):
-        return self.id_space.size
+    of ids, pooled with `combiner` (a TagFeature's id space; only the cells differ)."""
 
     def preprocess(self, inputs):
         keys = _as_string(inputs[self.input_names[0]])  # (batch,)

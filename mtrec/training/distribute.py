@@ -19,6 +19,7 @@ import tensorflow as tf
 from mtrec.config import unsupported_strategy
 from mtrec.errors import ConfigError, TrainingError, reason_line
 from mtrec.features.embedding import is_creating_tables
+from mtrec.training.optimizers import table_shards
 from mtrec.protos import train_pb2
 
 log = logging.getLogger("mtrec")
@@ -301,7 +302,6 @@ def _parameter_server_cluster(name: str) -> Cluster:
 def log_placement(tables, dense) -> None:
     """One line per embedding table: which rows live on which ps task; one line for the
     dense weights: how many are on each ps task."""
-    from mtrec.training.optimizers import table_shards
     for table in tables:
         parts = table_shards(table)
         name = parts[0].name.split(":")[0].rsplit("/part_", 1)[0]
