@@ -3,6 +3,7 @@ exact step, or start from another model's weights (fine_tune_checkpoint); keep t
 evaluated checkpoint in model_dir/best/ (keep_best)."""
 import logging
 import os
+import re
 import shutil
 import tempfile
 
@@ -73,10 +74,39 @@ def restore(job: Job, latest: str | None, fine_tune_checkpoint: str) -> None:
         dynamic = job.model.feature_groups.dynamic
         if dynamic:  # a dynamic table's rows mean nothing without its map
             parts["dynamic_tables"] = dynamic
-        tf.train.Checkpoint(**parts).restore(path).expect_partial()
+        missing = _restore_weights(tf.train.Checkpoint(**parts), path, fine_tune_checkpoint)
         if dynamic:
             dynamic.fit_slots(job.model.feature_groups.tables, job.sparse_optimizer)
-        log.info("initialised weights from %s", path)
+        total = len(job.model.variables)
+        if missing is not None and missing >= total:
+            raise TrainingError(f"fine_tune_checkpoint {fine_tune_checkpoint!r} holds none of "
+                                "this model's weights: it was written by another model or "
+                                "tool (mtrec reads checkpoints of mtrec models only).")
+        if missing:
+            log.warning("initialised %d of %d weights from %s; %d keep their initial values "
+                        "(not in that checkpoint)", total - missing, total, path, missing)
+        else:
+            log.info("initialised weights from %s", path)
+
+
+def _restore_weights(checkpoint, path: str, name: str) -> int | None:
+    """Restore what `path` holds of `checkpoint`'s objects; returns how many of them it did
+    not hold (None if TensorFlow's message gives no count). A weight whose shape differs
+    (a feature's bucket count or a layer's width changed) is one clear error."""
+    try:
+        status = checkpoint.restore(path)
+    except (ValueError, tf.errors.OpError) as e:
+        detail = str(e).splitlines()[0][:300]
+        raise TrainingError(f"fine_tune_checkpoint {name!r} does not fit this config's model: "
+                            f"{detail}") from None
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        # "Found N Python objects that were not bound to checkpointed values ..."
+        found = re.search(r"Found (\d+) Python objects", str(e))
+        return int(found.group(1)) if found else None
+    return 0
 
 
 # The best checkpoint is kept in model_dir/best/ (see keep_best).
