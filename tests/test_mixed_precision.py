@@ -170,6 +170,13 @@ def test_fp16_train_step_updates_with_unscaled_gradients(tmp_path):
         np.testing.assert_allclose(v.numpy() - b, -0.5 * g, rtol=2e-2, atol=2e-4)
         moved += int(np.abs(g).max() > 1e-3)
     assert moved >= 3
+    # The step's loss scale is the job's, and checkpoints hold it: a resumed run keeps it.
+    assert int(job.loss_scale.good_steps.numpy()) == 1
+    job.loss_scale.scale.assign(4.0)
+    saved = job.checkpoint.save(str(tmp_path / "ckpt" / "ckpt"))
+    job.loss_scale.scale.assign(8.0)
+    job.checkpoint.restore(saved)
+    assert float(job.loss_scale.scale.numpy()) == 4.0
 
 
 def test_mixed_precision_config_errors_name_the_line(tmp_path):

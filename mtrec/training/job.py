@@ -11,6 +11,7 @@ from mtrec.models.losses import CLASSIFICATION, session_columns, tower_loss_type
 from mtrec.models.registry import build_model
 from mtrec.training.optimizers import (SparseOptimizer, build_dense_optimizer,
                                        optimizer_configs)
+from mtrec.training.precision import DynamicLossScale
 
 
 def side_columns(pipeline) -> list[str]:
@@ -41,6 +42,8 @@ class Job:
     dense_optimizer: object = None
     sparse_optimizer: object = None
     loss_names: list = dataclasses.field(default_factory=list)
+    # mixed_precision fp16: the dynamic loss scale, checkpointed so a resumed run keeps it.
+    loss_scale: object = None
     # (files, num_examples) -> _EvalPass: built once, so later evaluations skip the tracing.
     eval_passes: dict = dataclasses.field(default_factory=dict)
     # directory -> summary writer: one events file per directory, not one per evaluation.
@@ -90,6 +93,9 @@ class Job:
             self.sparse_optimizer.build(self.model.feature_groups.table_variables)
             parts.update(dense_optimizer=self.dense_optimizer,
                          sparse_optimizer=self.sparse_optimizer)
+            if self.pipeline.train_config.mixed_precision == "fp16":
+                self.loss_scale = DynamicLossScale()
+                parts["loss_scale"] = self.loss_scale
         if self.model.feature_groups.dynamic:
             # The maps, counts and last-seen steps of the dynamic tables (ev_params).
             parts["dynamic_tables"] = self.model.feature_groups.dynamic

@@ -3,7 +3,6 @@ the weighted losses, and the sparse (embedding) and dense optimizer updates; und
 strategy each step runs on every replica."""
 import tensorflow as tf
 
-from mtrec.training import precision
 from mtrec.training.job import Job
 from mtrec.training.optimizers import table_shards
 
@@ -43,8 +42,7 @@ def make_train_loop(job: Job, train_config, strategy=None):
     num_losses = len(job.loss_names)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     # mixed_precision fp16: one dynamic loss scale for the dense and the table gradients.
-    scaler = (precision.DynamicLossScale() if train_config.mixed_precision == "fp16"
-              else None)
+    scaler = job.loss_scale
 
     def step_fn(features, side):
         # Dynamic tables (ev_params): rows for the batch's new ids, before the forward pass.
@@ -111,6 +109,10 @@ def make_train_loop(job: Job, train_config, strategy=None):
         mean = tf.distribute.ReduceOp.MEAN
 
         def run(features, side):
+            # Dynamic tables (ev_params): every replica's new ids get rows once, first.
+            model.feature_groups.dynamic.assign_replicas(
+                strategy, features, job.global_step, model.feature_groups.tables,
+                job.sparse_optimizer)
             tower_losses, total = strategy.run(step_fn, args=(features, side))
             return (strategy.reduce(mean, tower_losses, axis=None),
                     strategy.reduce(mean, total, axis=None))
