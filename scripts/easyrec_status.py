@@ -315,11 +315,11 @@ def _feature_cells(feature, position: int, rng, n: int, integer: bool, numeric: 
     if kind == "TagFeature":
         return token_cells(rng, n, _id_pool(feature, numeric), feature.separator, max_len=4,
                            kv_separator=feature.kv_separator)
-    if kind == "LookupFeature" and position == 0:
+    if kind == "LookupFeature" and position == 1:  # the map `k1:v1|k2:v2`
         keys = [f"k{k}" for k in range(5)]
         return token_cells(rng, n, keys, feature.separator, min_len=1, max_len=3,
                            kv_separator=feature.kv_separator or ":")
-    if kind == "LookupFeature":
+    if kind == "LookupFeature":  # the row's key
         return list(rng.choice([f"k{k}" for k in range(5)], n))
     if kind in ("RawFeature", "ExprFeature"):
         low, high = _number_range(feature)
@@ -422,6 +422,53 @@ def write_csv(pipeline, path: str, n: int, seed: int = 0) -> None:
             f.write(separator.join(row) + "\n")
 
 
+def _typed(field, cells: list[str]) -> list:
+    """Cells of one column as the Python values its input_type stores ("" stays missing)."""
+    if field.input_type in (DC.INT32, DC.INT64, DC.BOOL):
+        return [int(float(c)) if c != "" else None for c in cells]
+    if field.input_type in (DC.FLOAT, DC.DOUBLE):
+        return [float(c) if c != "" else None for c in cells]
+    return cells
+
+
+def write_tfrecord(pipeline, path: str, n: int, seed: int = 0) -> None:
+    """n tf.train.Example records with the config's columns (one value per feature)."""
+    import tensorflow as tf
+    columns = column_cells(pipeline, n, seed)
+    fields = {f.input_name: f for f in pipeline.data_config.input_fields}
+    typed = {name: _typed(fields[name], cells) for name, cells in columns.items()}
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(n):
+            feature = {}
+            for name, values in typed.items():
+                value = values[i]
+                if value is None:
+                    continue  # missing: the reader takes default_val
+                if isinstance(value, int):
+                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+                elif isinstance(value, float):
+                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                else:
+                    feature[name] = tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+
+
+def write_parquet(pipeline, path: str, n: int, seed: int = 0) -> None:
+    """A Parquet file of n rows with the config's columns, typed by input_type."""
+    import pandas as pd
+    columns = column_cells(pipeline, n, seed)
+    fields = {f.input_name: f for f in pipeline.data_config.input_fields}
+    frame = pd.DataFrame({name: _typed(fields[name], cells) for name, cells in columns.items()})
+    frame.to_parquet(path, index=False)
+
+
+# The data each input_type reads: (file suffix, writer).
+WRITERS = {DC.CSVInput: (".csv", write_csv), DC.TFRecordInput: (".tfrecord", write_tfrecord),
+           DC.ParquetInput: (".parquet", write_parquet)}
+
+
 # ---------------------------------------------------------------------------
 # Train and export, one subprocess per config
 
@@ -511,13 +558,15 @@ def train_export(path: str, loaded, work_dir: str, steps: int = 5, timeout: floa
     with separate_export also run `mtrec export`, in a subprocess:
     ("pass" | "fail" | "timeout", one-line error, seconds)."""
     os.makedirs(work_dir, exist_ok=True)
-    if loaded.pipeline.data_config.input_type != DC.CSVInput:
-        kind = DC.InputType.Name(loaded.pipeline.data_config.input_type)
-        return "fail", f"data: this script generates CSV only, the config reads {kind}", 0.0
-    train_path = os.path.join(work_dir, "train.csv")
-    eval_path = os.path.join(work_dir, "eval.csv")
-    write_csv(loaded.pipeline, train_path, rows, seed=1)
-    write_csv(loaded.pipeline, eval_path, 64, seed=2)
+    input_type = loaded.pipeline.data_config.input_type
+    if input_type not in WRITERS:
+        kind = DC.InputType.Name(input_type)
+        return "fail", f"data: this script generates no {kind} data", 0.0
+    suffix, write = WRITERS[input_type]
+    train_path = os.path.join(work_dir, "train" + suffix)
+    eval_path = os.path.join(work_dir, "eval" + suffix)
+    write(loaded.pipeline, train_path, rows, seed=1)
+    write(loaded.pipeline, eval_path, 64, seed=2)
     command = [sys.executable, os.path.abspath(__file__), "--child", "--config", path,
                "--model_dir", os.path.join(work_dir, "model")]
     if separate_export:
