@@ -25,6 +25,7 @@ leaves a partial table), and the most common problems to stdout.
 """
 import argparse
 import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import fnmatch
@@ -36,6 +37,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -796,6 +798,8 @@ def main(argv=None) -> int:
                         help="after train (which exports the final model), also run "
                         "`mtrec export` from the checkpoint")
     parser.add_argument("--work_dir", help="where temporary model dirs go (default: $TMPDIR)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="configs trained at once (each in its own subprocess)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     paths = configs(args.samples, args.only)
@@ -817,13 +821,22 @@ def main(argv=None) -> int:
         os.replace(args.out + ".tmp", args.out)
 
     write()
-    for path, (row, loaded) in zip(paths, checked):
-        if row.train == "pending":
-            train_row(row, path, loaded, args.work_dir, args.steps, args.timeout,
-                      args.separate_export)
+    pending = [(path, row, loaded) for path, (row, loaded) in zip(paths, checked)
+               if row.train == "pending"]
+    lock = threading.Lock()
+
+    def train_one(item):
+        path, row, loaded = item
+        train_row(row, path, loaded, args.work_dir, args.steps, args.timeout,
+                  args.separate_export)
+        with lock:
             print(f"{row.name}: train+export {row.train} ({row.seconds:.0f} s) "
                   f"{row.train_error}", file=sys.stderr, flush=True)
             write()
+
+    # Each config trains in its own subprocess; --jobs of them run at once.
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        list(pool.map(train_one, pending))
     print(f"wrote {args.out}: {len(rows)} configs, "
           f"{sum(r.check == 'pass' for r in rows)} pass check, "
           f"{sum(r.train == 'pass' for r in rows)} pass train+export")

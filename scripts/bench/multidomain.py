@@ -120,7 +120,8 @@ def write_config(args, model, train, test, path):
             del tower.dnn.hidden_units[:]
             tower.dnn.hidden_units.extend(int(u) for u in args.tower_units.split(","))
     pipeline.train_config.num_steps = args.steps
-    pipeline.train_config.save_checkpoints_steps = args.steps
+    # --evals N: N held-out evaluations during training (the curves of --plot).
+    pipeline.train_config.save_checkpoints_steps = max(1, args.steps // args.evals)
     with open(path, "w") as f:
         f.write(text_format.MessageToString(pipeline))
 
@@ -198,6 +199,11 @@ def main(argv=None):
     parser.add_argument("--tower_units", default="",
                         help="e.g. 256,128,64: replace every task tower's hidden_units")
     parser.add_argument("--work_dir", default="/tmp/mtrec_bench_multidomain")
+    parser.add_argument("--evals", type=int, default=1,
+                        help="held-out evaluations during each run (the curves of --plot)")
+    parser.add_argument("--plot", action="store_true",
+                        help="also write domains_<metric>.png and curves_<metric>.png to "
+                             "work_dir (needs the bench extra: matplotlib)")
     parser.add_argument("--sample_dir", default=os.path.join(ROOT, "samples", "model_config"),
                         help="where <model>_on_multidomain.config are read (to screen variants)")
     args = parser.parse_args(argv)
@@ -225,6 +231,18 @@ def main(argv=None):
         f.write(report + "\n")
     with open(os.path.join(args.work_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    if args.plot:
+        import plots
+        first_seed = args.seeds.split(",")[0]
+        for metric in (k for k in next(iter(results.values()))[0] if k.startswith("auc_")
+                       and "/" not in k):
+            what = f"{args.dataset}, {args.steps} steps"
+            plots.domains(results, metric, os.path.join(args.work_dir, f"domains_{metric}.png"),
+                          title=f"{metric} per domain ({what}, seeds {args.seeds})")
+            plots.curves({m: os.path.join(args.work_dir, f"{m}_seed{first_seed}", "model")
+                          for m in results}, metric,
+                         os.path.join(args.work_dir, f"curves_{metric}.png"),
+                         title=f"held-out {metric} ({what}, seed {first_seed})")
 
 
 if __name__ == "__main__":
