@@ -186,16 +186,26 @@ CASES = {
                '      keras_layer { class_name: "MLP" mlp { hidden_units: [4] } }'),
         'class_name: "MLP"', ["MLP takes one tensor, got a list of 2"]),
     "input_fn": (
-        _block("x", '      inputs { feature_group_name: "all" input_fn: "lambda x: [x, x]" }'),
-        "input_fn", ["inputs.input_fn is not supported", "never evaluates Python"]),
+        _block("x", '      inputs { feature_group_name: "all" input_fn: "lambda x: x.numpy()" }'),
+        "input_fn", ["input_fn 'x.numpy' is not allowed; allowed: x, x[k]"]),
+    "input_fn_of_tensor": (
+        _block("x", '      inputs { feature_group_name: "all" input_fn: "lambda x: x[1]" }'),
+        "input_fn", ["input_fn 'lambda x: x[1]': [1] picks from a list, got a (batch, 8) "
+                     "tensor"]),
     "lambda": (
         _block("x", '      inputs { feature_group_name: "all" }',
-               '      lambda { expression: "lambda x: x" }'),
-        "lambda {", ["`lambda` is not supported"]),
+               '      lambda { expression: "lambda x: __import__(1)" }'),
+        "expression", ["lambda '__import__' is not allowed"]),
+    "extra_input_fn": (
+        _block("x", '      inputs { feature_group_name: "all" }\n'
+               '      extra_input_fn: "lambda x: tf.reduce_sum(x, axis=0)"'),
+        "extra_input_fn", ["extra_input_fn 'lambda x: tf.reduce_sum(x, axis=0)': "
+                           "tf.reduce_sum axis 0 is out of range (or the batch axis)"]),
     "recurrent": (
         _block("x", '      inputs { feature_group_name: "all" }',
-               '      recurrent { num_steps: 3 keras_layer { class_name: "Cross" } }'),
-        "recurrent {", ["`recurrent` is not supported"]),
+               '      recurrent { num_steps: 3 fixed_input_index: 0 '
+               'keras_layer { class_name: "Cross" } }'),
+        'class_name: "Cross"', ["recurrent with fixed_input_index 0 takes a list input"]),
     "bad_slice": (
         _block("x", '      inputs { feature_group_name: "all" input_slice: "[0][1]" }'),
         "input_slice", ["input_slice '[0][1]' is not supported"]),
@@ -250,8 +260,8 @@ def test_unsupported_packages_and_outputs(tmp_path):
     text = conftest.edit("    l2_regularization: 0.0\n", "    l2_regularization: 0.0\n"
                          '    outputs: "extra"\n', text)
     path, message = load_error(tmp_path, text)
-    assert f"{path}:{line_of(text, 'packages {')}: backbone.packages (block packages) are " \
-        "not supported" in message
+    assert f"{path}:{line_of(text, 'packages {')}: backbone package 'p' has no blocks" \
+        in message
     assert f"{path}:{line_of(text, 'outputs:')}: model_params.outputs is not supported" in message
 
 
@@ -324,6 +334,24 @@ LAYER_CASES = {
     "DIN": ('din { attention_dnn { hidden_units: [4, 1] } }', [F((5, 4)), F((5,)), F((4,))]),
     "BST": ('bst { hidden_size: 4 num_hidden_layers: 1 num_attention_heads: 2 '
             'intermediate_size: 6 max_position_embeddings: 5 }', [F((5, 4)), F((5,)), F((4,))]),
+    "FiBiNet": ('fibinet { senet { reduction_ratio: 2 } bilinear { type: "each" '
+                'num_output_units: 5 } mlp { hidden_units: [3] } }', [F((4,))] * 3),
+    "Bilinear": ('bilinear { type: "interaction" use_plus: false num_output_units: 3 }',
+                 [F((4,)), F((2,)), F((6,))]),
+    "CIN": ('cin { hidden_feature_sizes: [3, 2] }', F((4, 5))),
+    "AutoDisEmbedding": ('auto_dis_embedding { embedding_dim: 3 num_bins: 4 temperature: 0.5 '
+                         'output_tensor_list: true }', F((2,))),
+    "PeriodicEmbedding": ('periodic_embedding { embedding_dim: 4 sigma: 0.1 '
+                          'output_3d_tensor: true }', F((3,))),
+    "TextCNN": ('text_cnn { filter_sizes: [1, 3] num_filters: [2, 3] pad_sequence_length: 4 }',
+                [F((5, 4)), F((5,))]),
+    "Highway": ('highway { emb_size: 6 num_layers: 2 }', F((4,))),
+    "Gate": ('gate { weight_index: 1 mlp { hidden_units: [2] } }',
+             [F((4,)), F((2,)), F((4,))]),
+    "SeqAugment": ('seq_aug { mask_rate: 0.5 }', [F((5, 4)), F((5,))]),
+    "SeqAugmentOps": ('seq_aug { crop_rate: 0.5 }', [F((5, 4)), F((5,)), F((4,))]),
+    "AuxiliaryLoss": ('st_params { fields { key: "loss_type" value { string_value: "l2_loss" '
+                      '} } }', [F((4,)), F((4,))]),
     "Dense": ('st_params { fields { key: "units" value { number_value: 3 } } }', F((8,))),
     "Dropout": ('st_params { fields { key: "rate" value { number_value: 0.5 } } }', F((8,))),
     "Activation": ('st_params { fields { key: "activation" value { string_value: "tanh" } } }',
@@ -367,7 +395,7 @@ def test_catalogue_is_complete():
         assert callable(entry.infer) and entry.summary, name
         assert callable(entry.builder()), name
     members = [e.params for e in catalogue.CATALOGUE.values() if e.params]
-    assert sorted(members) == sorted(oneof - {"st_params"})
+    assert sorted(set(members)) == sorted(oneof - {"st_params"})  # SeqAugment(Ops): aliases
     assert set(LAYER_CASES) == set(catalogue.CATALOGUE)
 
 
@@ -391,7 +419,8 @@ def test_registered_layer_builds_with_exact_shapes(name):
         out = out[0]
     assert _shapes(out) == _spec_shapes(expected)
     assert layer.weights or name in ("FM", "DotInteraction", "Dropout", "Activation", "Add",
-                                     "Multiply", "Concatenate")
+                                     "Multiply", "Concatenate", "SeqAugmentOps",
+                                     "AuxiliaryLoss")
     paths = [w.path for w in layer.weights]
     assert len(paths) == len(set(paths))
 

@@ -317,18 +317,26 @@ def test_config_rules_of_ev_params():
         ('features { input_names: "user" hash_bucket_size: 100 embedding_dim: 4 }',
          'features { input_names: "user" embedding_dim: 4 ev_params { init_capacity: 10 '
          'max_capacity: 5 } }', "init_capacity 10 is above max_capacity 5"),
-        ('num_steps: 10', 'num_steps: 10\n  train_distribute: MirroredStrategy',
-         "train in one process for now, not under train_distribute MirroredStrategy"),
         ('features { input_names: "price" num_buckets: 50 embedding_dim: 4 }',
          'features { input_names: "price" feature_type: RawFeature ev_params { } }',
          "needs an IdFeature, TagFeature, ComboFeature or a SequenceFeature of ids, not a "
          "RawFeature"),
     ]
+    # Every strategy mtrec runs trains dynamic tables (tests/test_dynamic_distributed.py);
+    # under PSStrategy they are allocated at max_capacity, and `mtrec check` says so.
+    dynamic_user = edit('features { input_names: "user" hash_bucket_size: 100 embedding_dim: 4 }',
+                        'features { input_names: "user" embedding_dim: 4 ev_params { } }', base)
+    for strategy in ("MirroredStrategy", "MultiWorkerMirroredStrategy", "PSStrategy"):
+        loaded = _load(edit("num_steps: 10", f"num_steps: 10\n  train_distribute: {strategy}",
+                            dynamic_user))
+        notes = [w for w in loaded.warnings if "dynamic tables" in w]
+        if strategy == "PSStrategy":
+            assert len(notes) == 1 and "x.config:" in notes[0] and \
+                "of 'user') are allocated at max_capacity from the start" in notes[0], notes
+        else:
+            assert notes == []
     for old, new, message in bad:
         text = edit(old, new, base)
-        if "train_distribute" in new:
-            text = edit('features { input_names: "user" hash_bucket_size: 100 embedding_dim: 4 }',
-                        'features { input_names: "user" embedding_dim: 4 ev_params { } }', text)
         with pytest.raises(ConfigError) as e:
             _load(text)
         assert message in str(e.value)

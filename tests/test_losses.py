@@ -157,3 +157,67 @@ def test_esmm_regression_cvr_tower_gives_y_ctcvr():
     y = labels["clk"].numpy() * labels["buy"].numpy()
     expected = np.mean(np.square(outputs["y_ctcvr"].numpy() - y))
     assert float(losses["cvr"]) == pytest.approx(expected, rel=1e-5)
+
+
+def _np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _np_softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def test_ziln_loss_head_and_metric_label_against_numpy():
+    from mtrec.models.losses import metric_label
+    tower = _tower('tower_name: "ltv" label_name: "y" num_class: 3 losses { loss_type: '
+                   'ZILN_LOSS ziln_loss { mu_regularization: 0.1 sigma_regularization: 0.2 '
+                   'classification_weight: 0.5 regression_weight: 2.0 max_sigma: 1.5 } }')
+    logits = np.array([[0.3, 0.5, -0.2], [-1.0, 1.2, 0.4], [2.0, -0.3, 3.0],
+                       [0.1, 0.0, 0.0]], "float32")
+    y = np.array([0.0, 3.5, 0.7, 0.0], "float32")
+    weights = np.array([1.0, 2.0, 0.5, 1.0], "float32")
+    outputs = head_outputs(tower, tf.constant(logits))
+    got = float(tower_loss(tower, outputs, {"y": tf.constant(y)}, tf.constant(weights)))
+    p, mu, s = logits.T
+    positive = (y > 0).astype("float32")
+    ce = -(positive * np.log(_np_sigmoid(p)) + (1 - positive) * np.log(1 - _np_sigmoid(p)))
+    sigma = np.clip(_np_softplus(s), np.sqrt(1e-7), 1.5)  # row 2's softplus(3) is clipped
+    safe = np.where(y > 0, y, 1.0)
+    # The log-normal density, written out.
+    density = np.exp(-(np.log(safe) - mu) ** 2 / (2 * sigma ** 2)) / (
+        safe * sigma * np.sqrt(2 * np.pi))
+    nll = -np.sum(positive * weights * np.log(density)) / np.sum(positive * weights)
+    expected = (0.5 * np.sum(weights * ce) / weights.sum() + 2.0 * nll
+                + 0.1 * np.mean(mu ** 2) + 0.2 * np.mean(s ** 2))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # Head: probs = P(y > 0), y = probs * exp(mu + sigma^2 / 2); metrics read y > 0.
+    np.testing.assert_allclose(outputs["probs_ltv"].numpy(), _np_sigmoid(p), rtol=1e-6)
+    np.testing.assert_allclose(outputs["y_ltv"].numpy(),
+                               _np_sigmoid(p) * np.exp(mu + sigma ** 2 / 2), rtol=1e-5)
+    np.testing.assert_array_equal(metric_label(tower, tf.constant(y)).numpy(), positive)
+
+
+@pytest.mark.parametrize("kd_text, expected", [
+    ("loss_type: BINARY_CROSS_ENTROPY_LOSS temperature: 2.0",
+     lambda s, t: np.mean(-(_np_sigmoid(t / 2) * np.log(_np_sigmoid(s / 2))
+                            + (1 - _np_sigmoid(t / 2)) * np.log(1 - _np_sigmoid(s / 2))))),
+    ("loss_type: KL_DIVERGENCE_LOSS temperature: 3.0",
+     lambda s, t: np.mean(sum(q * np.log(q / p) for q, p in (
+         (_np_sigmoid(t / 3), _np_sigmoid(s / 3)),
+         (1 - _np_sigmoid(t / 3), 1 - _np_sigmoid(s / 3)))))),
+    ("loss_type: L2_LOSS", lambda s, t: np.mean((s - t) ** 2)),
+    # A probability soft label is turned into its logit first.
+    ("loss_type: CROSS_ENTROPY_LOSS label_is_logits: false",
+     lambda s, t: np.mean(-(_np_sigmoid(t) * np.log(_np_sigmoid(s) + 1e-7)
+                            + (1 - _np_sigmoid(t)) * np.log(1 - _np_sigmoid(s) + 1e-7)))),
+], ids=["bce", "kl", "l2", "ce_of_probs"])
+def test_distillation_losses_against_numpy(kd_text, expected):
+    from google.protobuf import text_format
+    from mtrec.models.losses import distill_loss
+    from mtrec.protos import loss_pb2
+    kd = text_format.Parse(f'pred_name: "logits" soft_label_name: "t" {kd_text}', loss_pb2.KD())
+    student = np.array([0.4, -1.2, 2.0, 0.0], "float32")
+    teacher = np.array([1.0, -0.5, 0.3, -2.0], "float32")
+    label = _np_sigmoid(teacher) if not kd.label_is_logits else teacher
+    got = float(distill_loss(kd, tf.constant(student), tf.constant(label)))
+    assert got == pytest.approx(expected(student, teacher), rel=1e-4)

@@ -31,7 +31,8 @@ def test_rank_rows_are_single_output_blocks():
     assert classes["MultiTower"] == classes["MultiTowerDIN"] == classes["MultiTowerBST"] \
         == "multi_tower"
     rank = {which for which, entry in registry.MODELS.items() if entry.rank}
-    assert rank == {"multi_tower", "deepfm", "wide_and_deep", "dcn", "dlrm"}
+    assert rank == {"multi_tower", "deepfm", "wide_and_deep", "dcn", "dlrm",
+                    "autoint", "fm", "rocket_launching", "cmbf", "uniter"}
     for which in MEMBERS:
         fields = getattr(model_pb2.ModelConfig(), which).DESCRIPTOR.fields_by_name
         assert which not in rank or {"task_towers", "l2_regularization"} <= set(fields), which
@@ -47,7 +48,8 @@ def test_every_row_has_a_check():
 
 def test_unknown_model_lists_the_registered_ones():
     with pytest.raises(ConfigError, match=r"unknown model 'nope'; registered models: apg, "
-                                          r"dbmtl, dcn, deepfm, dlrm, esmm, hmoe, m2m, mmoe,"):
+                                          r"autoint, (cmbf, )?dbmtl, dcn, deepfm, dlrm, esmm, "
+                                          r"fm, hmoe, m2m, mmoe,"):
         registry.model_class("nope")
 
 

@@ -447,3 +447,75 @@ def test_easyrec_mmoe_sequence_sample_trains_exports_and_serves(tmp_path, small_
     # the scores.
     assert np.abs(np.array(bare_out["probs_ctr"])
                   - np.array(bare_out["probs_ctr_no_sequence"])).max() > 1e-4
+
+
+# ---------------------------------------------------------------------------
+# A raw-value sequence token that is not a number: a bad row naming file:line and column
+
+RAW_PIPELINE = """
+data_config {
+  batch_size: 4
+  shuffle: false
+  label_fields: "clk"
+  input_fields { input_name: "clk" input_type: INT32 }
+  input_fields { input_name: "prices" input_type: STRING }
+  input_fields { input_name: "slots" input_type: STRING }
+  %s
+}
+feature_config {
+  features { input_names: "prices" feature_type: SequenceFeature separator: "|"
+             seq_multi_sep: ";" sub_feature_type: RawFeature raw_input_dim: 2
+             embedding_dim: 4 }
+  features { input_names: "slots" feature_type: SequenceFeature separator: "|"
+             sub_feature_type: RawFeature num_buckets: 5 embedding_dim: 4 }
+}
+"""
+RAW_GOOD = ["1", "1.5;2|-3e2| 4 ;", "0|+3||-1"]
+
+
+def _raw_reader(path, parquet, ignore_error=False):
+    from google.protobuf import text_format
+    from mtrec.data.reader import make_reader
+    from mtrec.data.schema import column_rules
+    from mtrec.protos import pipeline_pb2
+    config = text_format.Parse(RAW_PIPELINE % (("input_type: ParquetInput\n" if parquet else "")
+                                               + f"ignore_error: {str(ignore_error).lower()}"),
+                               pipeline_pb2.PipelineConfig())
+    return make_reader(config.data_config, [path], column_rules(config, {"clk": 2}))
+
+
+def _raw_file(tmp_path, rows, parquet):
+    if parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        path = str(tmp_path / "data.parquet")
+        clk, prices, slots = zip(*rows)
+        pq.write_table(pa.table({"clk": pa.array([int(v) for v in clk], pa.int32()),
+                                 "prices": pa.array(prices), "slots": pa.array(slots)}), path)
+        return path
+    path = tmp_path / "data.csv"
+    path.write_text("".join(",".join(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("parquet, column, cell, problem", [
+    (False, "prices", "1.5|abc;2", r"token 'abc' in '1\.5\|abc;2' is not a number: feature "
+                                   r"'prices' is a SequenceFeature of raw values"),
+    (True, "prices", "nan|1", r"token 'nan' in 'nan\|1' is not a number"),
+    (False, "slots", "1|2.5", r"token '2\.5' in '1\|2\.5' is not an integer: feature 'slots'"),
+], ids=["csv-abc", "parquet-nan", "csv-int"])
+def test_raw_sequence_token_not_a_number_is_a_bad_row(tmp_path, parquet, column, cell,
+                                                       problem):
+    import re
+    from test_hardening_cells import read
+    rows = [list(RAW_GOOD) for _ in range(6)]
+    rows[3][["clk", "prices", "slots"].index(column)] = cell
+    path = _raw_file(tmp_path, rows, parquet)
+    located = read(_raw_reader(path, parquet))
+    where = f"{path}: row 4: column {column!r}: " if parquet else f"{path}:4: column {column!r}: "
+    assert isinstance(located, str) and located.startswith(where), located
+    assert re.search(problem, located), located
+    assert read(_raw_reader(path, parquet, ignore_error=True)) == (5, 1)
+    # The good rows are read (their tokens are what the features parse).
+    good = _raw_file(tmp_path, [list(RAW_GOOD)] * 2, parquet)
+    assert read(_raw_reader(good, parquet)) == (2, 0)

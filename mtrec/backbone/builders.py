@@ -1,21 +1,27 @@
 """Builders of the catalogue's layers with typed params (mtrec.backbone.catalogue names
 them): (params message, l2_regularization, name, input spec) -> Keras layer, or None for
 the identity. The input spec is the block's validated input (mtrec.backbone.specs)."""
-from mtrec.backbone.shapes import bst_options, ppnet_options
+from mtrec.backbone.shapes import bst_options, numeric_output_form, ppnet_options
 from mtrec.layers.aitm import AITModule
 from mtrec.layers.bst import BST
 from mtrec.layers.cgc import CGC, PLE
+from mtrec.layers.cin import CIN
 from mtrec.layers.cross import Cross
 from mtrec.layers.dnn import dnn_args
 from mtrec.layers.dot_interaction import DotInteraction
+from mtrec.layers.fibinet import Bilinear, FiBiNet
 from mtrec.layers.fm import FM
 from mtrec.layers.gate_nu import GateNU
+from mtrec.layers.highway import Highway
 from mtrec.layers.masknet import MaskBlock, MaskNet
 from mtrec.layers.mlp import MLP
 from mtrec.layers.mmoe import MMoE
+from mtrec.layers.numeric_embedding import AutoDisEmbedding, PeriodicEmbedding
 from mtrec.layers.pepnet import PPNet
 from mtrec.layers.senet import SENet
 from mtrec.layers.sequence import DIN
+from mtrec.layers.text_cnn import TextCNN
+from mtrec.layers.weighted_gate import WeightedGate
 
 
 def mlp(p, l2, name, x):
@@ -113,3 +119,55 @@ def din(p, l2, name, x):
 
 def bst(p, l2, name, x):
     return BST(**bst_options(p), l2_regularization=l2, name=name)
+
+
+def _mlp(p, field="mlp"):
+    return dnn_args(getattr(p, field)) if p.HasField(field) else None
+
+
+def _senet_args(p) -> dict:
+    return {"reduction_ratio": p.reduction_ratio, "num_squeeze_group": p.num_squeeze_group,
+            "use_skip_connection": p.use_skip_connection,
+            "use_output_layer_norm": p.use_output_layer_norm}
+
+
+def _bilinear_args(p) -> dict:
+    return {"num_output_units": p.num_output_units, "bilinear_type": p.type,
+            "use_plus": p.use_plus}
+
+
+def bilinear(p, l2, name, x):
+    return Bilinear(**_bilinear_args(p), l2_regularization=l2, name=name)
+
+
+def fibinet(p, l2, name, x):
+    return FiBiNet(_senet_args(p.senet),
+                   _bilinear_args(p.bilinear) if p.HasField("bilinear") else None,
+                   _mlp(p), l2, name=name)
+
+
+def cin(p, l2, name, x):
+    return CIN(list(p.hidden_feature_sizes), l2, name=name)
+
+
+def auto_dis_embedding(p, l2, name, x):
+    return AutoDisEmbedding(p.embedding_dim, p.num_bins, p.temperature, p.keep_prob,
+                            numeric_output_form(p), name=name)
+
+
+def periodic_embedding(p, l2, name, x):
+    return PeriodicEmbedding(p.embedding_dim, p.sigma, p.add_linear_layer,
+                             p.linear_activation, numeric_output_form(p), name=name)
+
+
+def text_cnn(p, l2, name, x):
+    return TextCNN.from_combiner(p, l2_regularization=l2, name=name)
+
+
+def highway(p, l2, name, x):
+    return Highway(p.emb_size, p.num_layers, p.activation, p.dropout_rate, p.init_gate_bias,
+                   l2, name=name)
+
+
+def gate(p, l2, name, x):
+    return WeightedGate(p.weight_index, _mlp(p), l2, name=name)

@@ -15,7 +15,7 @@ from typing import Callable
 
 from google.protobuf import json_format
 
-from mtrec.backbone import shapes
+from mtrec.backbone import contrastive, shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,36 @@ CATALOGUE = {
                  "DIN target attention over a sequence input_layer"),
     "BST": Entry("bst", shapes.infer_bst, _builder("bst"),
                  "Behavior Sequence Transformer over a sequence input_layer"),
+    # Contrastive learning (CL4SRec): mtrec.backbone.contrastive has their rules.
+    "SeqAugment": Entry("seq_aug", contrastive.infer_seq_aug,
+                        "mtrec.backbone.contrastive:seq_aug",
+                        "CL4SRec crop / mask / reorder of a sequence input_layer (training)"),
+    # EasyRec's custom-op form of SeqAugment: the same layer here.
+    "SeqAugmentOps": Entry("seq_aug", contrastive.infer_seq_aug,
+                           "mtrec.backbone.contrastive:seq_aug",
+                           "SeqAugment (EasyRec's custom-op name)"),
+    "AuxiliaryLoss": Entry("auxiliary_loss", contrastive.infer_auxiliary_loss,
+                           "mtrec.backbone.contrastive:auxiliary_loss",
+                           "contrastive loss of two encodings added to training"),
+    # Component layers (protos/mtrec/protos/components.proto).
+    "FiBiNet": Entry("fibinet", shapes.infer_fibinet, _builder("fibinet"),
+                     "FiBiNet: SENet and bilinear interactions of a field list (+ MLP)"),
+    "Bilinear": Entry("bilinear", shapes.infer_bilinear, _builder("bilinear"),
+                      "FiBiNet bilinear interaction of a field list"),
+    "CIN": Entry("cin", shapes.infer_cin, _builder("cin"),
+                 "xDeepFM compressed interaction network on (batch, fields, d)"),
+    "AutoDisEmbedding": Entry("auto_dis_embedding", shapes.infer_autodis,
+                              _builder("auto_dis_embedding"),
+                              "AutoDis soft-bucket embeddings of numerical values"),
+    "PeriodicEmbedding": Entry("periodic_embedding", shapes.infer_periodic,
+                               _builder("periodic_embedding"),
+                               "periodic (sin/cos) embeddings of numerical values"),
+    "TextCNN": Entry("text_cnn", shapes.infer_text_cnn, _builder("text_cnn"),
+                     "1D convolutions + max pooling over a sequence input_layer"),
+    "Highway": Entry("highway", shapes.infer_highway, _builder("highway"),
+                     "highway network (gated residual Dense layers)"),
+    "Gate": Entry("gate", shapes.infer_gate, _builder("gate"),
+                  "CDN weighted sum of experts by a weights input"),
     # Built-in Keras layers (st_params are their keyword arguments).
     "Dense": Entry(None, shapes.infer_dense, "keras.layers:Dense", "keras Dense",
                    ("units", "activation", "use_bias", "kernel_initializer",

@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from mtrec.backbone.catalogue import CATALOGUE, build_layer
-from mtrec.backbone.plan import plan, sequence_group_widths
+from mtrec.backbone.plan import plan, run_step, sequence_group_widths
 from mtrec.backbone.specs import parse_slice
 from mtrec.errors import ConfigError
 from mtrec.layers.input_layer import GroupInput
@@ -79,6 +79,35 @@ def _pad_to(x, length):
     return ops.pad(x, widths)
 
 
+class TensorOps:
+    """The backbone functions' operations (mtrec.backbone.functions) on tensors."""
+
+    @staticmethod
+    def index(value, k):
+        return value[k]
+
+    @staticmethod
+    def slice(value, lower, upper):
+        return list(value)[lower:upper]
+
+    @staticmethod
+    def add_n(values):
+        return ops.sum(ops.stack(list(values), axis=0), axis=0)
+
+    @staticmethod
+    def stack(values, axis):
+        return ops.stack(list(values), axis=axis)
+
+    @staticmethod
+    def concat(values, axis):
+        return ops.concatenate(list(values), axis=axis)
+
+    @staticmethod
+    def reduce(kind, value, axis, keepdims):
+        return {"sum": ops.sum, "mean": ops.mean, "max": ops.max}[kind](
+            value, axis=axis, keepdims=keepdims)
+
+
 def take(value, input_slice: str):
     """input_slice "[i]" or "[a:b]" of a list value (parsed, never evaluated)."""
     index = parse_slice(input_slice)
@@ -102,7 +131,7 @@ class Backbone(keras.layers.Layer):
         self.l2_regularization = l2_regularization
         # Sub-layers by name (block name, or <block>_l<i> in `layers`); None: identity.
         self.block_layers = {}
-        self.layer_names = {}  # block -> [(layer name, class name)]
+        self.layer_names = {}  # block -> [[layer name of each copy] of each step]
         for block in self.plan.blocks:
             if block.config.WhichOneof("layer") == "input_layer" and \
                     block.config.input_layer.output_seq_and_normal_feature:
@@ -115,18 +144,24 @@ class Backbone(keras.layers.Layer):
                     form, c.do_batch_norm, c.do_layer_norm, c.dropout_rate,
                     c.feature_dropout_rate, name=block.name)
                 continue
+            base = self.plan.shared.get(block.name, block.name)  # package calls share layers
             names = []
-            for i, (keras_layer, params) in enumerate(block.layers):
-                name = f"{block.name}_l{i}" if block.config.layers else block.name
-                try:
-                    layer = build_layer(keras_layer.class_name, params, l2_regularization,
-                                        name, block.layer_specs[i])
-                except ValueError as e:
-                    raise ConfigError(f"backbone block {block.name!r} "
-                                      f"({keras_layer.class_name}): {e}") from None
-                if layer is not None:
-                    self.block_layers[name] = layer
-                names.append((name, keras_layer.class_name))
+            for step in block.steps:
+                # Layer names (plan.step_names) start with the block name; shared: base's.
+                step_layers = [base + n[len(block.name):] for n in step.names]
+                names.append(step_layers)
+                for name, spec in zip(step_layers, step.specs):
+                    if name in self.block_layers:
+                        continue
+                    class_name = step.keras_layer.class_name
+                    try:
+                        layer = build_layer(class_name, step.params, l2_regularization, name,
+                                            spec)
+                    except ValueError as e:
+                        raise ConfigError(f"backbone block {block.name!r} ({class_name}): "
+                                          f"{e}") from None
+                    if layer is not None:  # None: the identity
+                        self.block_layers[name] = layer
             self.layer_names[block.name] = names
         self.top_mlp = (MLP.from_config_proto(config.top_mlp, l2_regularization, name="top_mlp")
                         if config.HasField("top_mlp") else None)
@@ -154,16 +189,15 @@ class Backbone(keras.layers.Layer):
                          else ops.concatenate(list(groups[ref.name]), axis=-1))
                 if ref.slice is not None:
                     value = take(value, ref.slice)
+                if ref.fn is not None and not ref.ignore:
+                    value = ref.fn.apply(value, TensorOps)
                 if not ref.ignore:
                     values.append(value)
             x = merge(values, block.config.input_concat_axis, block.config.merge_inputs_into_list)
-            for name, class_name in self.layer_names.get(block.name, []):
-                layer = self.block_layers.get(name)
-                if layer is None:
-                    continue
-                x = layer(x, training=training)
-                if CATALOGUE[class_name].single_output:
-                    x = x[0]
+            if block.extra_fn is not None:
+                x = block.extra_fn.apply(x, TensorOps)
+            for step, names in zip(block.steps, self.layer_names.get(block.name, [])):
+                x = run_step(step, x, self._caller(step, names, training), TensorOps)
             outputs[block.name] = list(x) if isinstance(x, tuple) else x
         results = [outputs[n] for n in self.plan.output_names]
         if self.plan.as_list:
@@ -172,6 +206,19 @@ class Backbone(keras.layers.Layer):
         if self.top_mlp is not None:
             out = self.top_mlp(out, training=training)
         return out
+
+
+    def _caller(self, step, names, training):
+        """call(c, x) of plan.run_step: the step's c-th layer on x."""
+        def call(c, x):
+            layer = self.block_layers.get(names[c])
+            if layer is None:
+                return x
+            out = layer(x, training=training)
+            if CATALOGUE[step.keras_layer.class_name].single_output:
+                out = out[0]
+            return list(out) if isinstance(out, tuple) else out
+        return call
 
 
 def _sequence_widths(feature_groups) -> dict:

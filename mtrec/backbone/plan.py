@@ -12,7 +12,9 @@ import dataclasses
 import re
 from typing import Any
 
+from mtrec.backbone import packages
 from mtrec.backbone.catalogue import CATALOGUE, layer_params
+from mtrec.backbone.functions import Function, SpecOps, parse_function
 from mtrec.backbone.shapes import infer_mlp
 from mtrec.backbone.specs import Tensor, merge_specs, parse_slice, slice_spec, total
 
@@ -21,16 +23,11 @@ _NAME = re.compile(r"^[\w.-]+$")
 
 # Fields EasyRec has that mtrec does not implement: (message attribute, why).
 _INPUT_UNSUPPORTED = {
-    "input_fn": "mtrec never evaluates Python from a config; use input_slice or a layer",
-    "reset_input": "block packages are not supported",
-    "package_input": "block packages are not supported",
-    "package_input_fn": "block packages are not supported",
+    "reset_input": "a package call's reset_input is not supported",
+    "package_input": "package_input goes with package_name",
+    "package_input_fn": "a package call's package_input_fn is not supported",
 }
 _LAYER_UNSUPPORTED = {
-    "lambda": "mtrec never evaluates Python from a config; use a registered layer",
-    "recurrent": "recurrent blocks are not supported; chain blocks instead (e.g. Cross "
-                 "blocks reading [x0, previous])",
-    "repeat": "repeat blocks are not supported; write the copies as separate blocks",
     "raw_input": "raw_input blocks are not supported; use input_layer",
     "embedding_layer": "embedding_layer blocks are not supported; use input_layer",
 }
@@ -43,6 +40,24 @@ class InputRef:
     name: str
     slice: str | None
     ignore: bool
+    fn: Function | None = None   # input_fn, applied after the slice
+
+
+@dataclasses.dataclass
+class Step:
+    """One layer of a block, run on the block's input (then on the previous step's output).
+    kind "keras_layer": layer names[0]; "lambda": `function`; "repeat": names[c] is copy c
+    (reading repeat_input(x, c)); "recurrent": names[s] is step s. specs: the input spec of
+    each named layer, filled by inference."""
+    kind: str
+    names: list
+    keras_layer: Any = None          # the KerasLayer message of the named layers
+    params: Any = None               # its params (catalogue.layer_params)
+    config: Any = None               # the RepeatLayer / RecurrentLayer message
+    function: Function | None = None     # the lambda's expression
+    slice_fn: Function | None = None     # repeat input_slice, as lambda x, i: x<slice>
+    input_fn: Function | None = None     # repeat input_fn (lambda x, i: ...)
+    specs: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -52,8 +67,10 @@ class BlockPlan:
     name: str
     config: Any                      # the Block message
     inputs: list                     # [InputRef]
-    layers: list                     # [(KerasLayer message, params)] for keras_layer/layers
-    input_spec: Any = None           # the merged input
+    layers: list                     # [(KerasLayer message, params)] of its steps
+    steps: list = dataclasses.field(default_factory=list)  # [Step] in order
+    extra_fn: Function | None = None  # extra_input_fn, applied to the merged input
+    input_spec: Any = None           # the merged input (after extra_input_fn)
     layer_specs: list = dataclasses.field(default_factory=list)  # input spec of each layer
 
 
@@ -66,6 +83,9 @@ class Plan:
     as_list: bool                    # output_blocks: the output is the list of those blocks
     errors: list                     # [(message, field, value, nth)]
     warnings: list
+    # Blocks copied from a package call -> the name of the layers they share
+    # (mtrec.backbone.packages).
+    shared: dict = dataclasses.field(default_factory=dict)
 
 
 class _ErrorLog:
@@ -105,20 +125,25 @@ def _walk_fields(block, visit):
         for field in ("input_fn", "input_slice", "reset_input", "package_input",
                       "package_input_fn"):
             if inp.HasField(field):
-                visit(field, getattr(inp, field) if field == "input_slice" else None)
+                visit(field, getattr(inp, field)
+                      if field in ("input_fn", "input_slice", "package_input_fn") else None)
     if block.HasField("extra_input_fn"):
-        visit("extra_input_fn", None)
-    for layer in block.layers:
+        visit("extra_input_fn", block.extra_input_fn)
+    for layer in list(block.layers) + [block]:
         which = layer.WhichOneof("layer")
         if which == "keras_layer":
             visit("class_name", layer.keras_layer.class_name)
+        elif which == "lambda":
+            visit("expression", getattr(layer, "lambda").expression)
+        elif which in ("repeat", "recurrent"):
+            visit(which, None)
+            inner = getattr(layer, which)
+            for field in ("input_slice", "input_fn"):
+                if which == "repeat" and inner.HasField(field):
+                    visit(field, getattr(inner, field))
+            visit("class_name", inner.keras_layer.class_name)
         elif which:
             visit(which, None)
-    which = block.WhichOneof("layer")
-    if which == "keras_layer":
-        visit("class_name", block.keras_layer.class_name)
-    elif which:
-        visit(which, None)
 
 
 def plan(backbone, group_widths: dict, sequence_widths: dict | None = None) -> Plan:
@@ -132,9 +157,8 @@ def plan(backbone, group_widths: dict, sequence_widths: dict | None = None) -> P
     """
     blocks = list(backbone.blocks)
     log = _ErrorLog(blocks)
-    if backbone.packages:
-        log.error("backbone.packages (block packages) are not supported by mtrec; write the "
-                  "blocks into the backbone.", field="packages")
+    backbone, shared = packages.expand(backbone, log.error)  # calls -> copies of blocks
+    blocks = list(backbone.blocks)
     if not blocks:
         log.error("backbone has no blocks.", field="backbone")
         return Plan([], None, [], False, log.errors, log.warnings)
@@ -160,7 +184,7 @@ def plan(backbone, group_widths: dict, sequence_widths: dict | None = None) -> P
     if cycles or any(n not in specs for n in names):
         output = None
     ordered = [plans[n] for n in order if n in plans] if not cycles else []
-    return Plan(ordered, output, names, as_list, log.errors, log.warnings)
+    return Plan(ordered, output, names, as_list, log.errors, log.warnings, shared)
 
 
 # ---------------------------------------------------------------------------
@@ -195,14 +219,30 @@ def _check_layer_names(backbone, blocks: list, by_name: dict, log: _ErrorLog) ->
                       "block.", by_name["top_mlp"], "name", "top_mlp")
         taken["top_mlp"] = None
     for k, block in enumerate(blocks):
-        for i in range(len(block.layers)):
-            sub = f"{block.name}_l{i}"
+        for sub in [n for names in step_names(block) for n in names]:
+            if sub == block.name:
+                continue
             if sub in taken:
-                log.error(f"block {block.name!r}: its layers[{i}] is named {sub!r}, which is "
-                          f"already the name of "
+                log.error(f"block {block.name!r}: one of its layers is named {sub!r}, which "
+                          f"is already the name of "
                           f"{'the top_mlp' if taken[sub] is None else 'a block'}; rename the "
                           "block.", k, "name", block.name)
             taken[sub] = block.name
+
+
+def step_names(block) -> list:
+    """[[layer name, ...] per step] of a block: the block's name for its keras_layer,
+    <block>_l<i> for layers[i], and <name>_<c> for copy (or step) c of a repeat
+    (recurrent) layer; they key the weights in checkpoints."""
+    entries = ([(f"{block.name}_l{i}", layer) for i, layer in enumerate(block.layers)]
+               if block.layers else [(block.name, block)])
+    out = []
+    for base, holder in entries:
+        which = holder.WhichOneof("layer")
+        count = {"repeat": lambda: holder.repeat.num_repeat,
+                 "recurrent": lambda: holder.recurrent.num_steps}.get(which)
+        out.append([f"{base}_{c}" for c in range(count())] if count else [base])
+    return out
 
 
 def _resolve_block(k, block, blocks, by_name, group_widths, sequence_widths,
@@ -228,8 +268,14 @@ def _resolve_block(k, block, blocks, by_name, group_widths, sequence_widths,
                           f"{found or 'it has no SequenceFeature'}.", k,
                           "feature_group_name", group)
                 ok = False
-    layers, layers_ok = _resolve_layers(k, block, log)
-    return BlockPlan(block.name, block, refs, layers), layers_ok and ok
+    steps, layers_ok = _resolve_layers(k, block, log)
+    # One entry per built layer (every copy of a repeat, every step of a recurrent).
+    layers = [(step.keras_layer, step.params) for step in steps if step.keras_layer
+              for _ in step.names]
+    extra = parse_function(block.extra_input_fn) if block.HasField("extra_input_fn") and \
+        ok else None
+    return (BlockPlan(block.name, block, refs, layers, steps, extra),
+            layers_ok and ok)
 
 
 def _check_block(k, block, group_widths: dict, log: _ErrorLog) -> bool:
@@ -242,9 +288,12 @@ def _check_block(k, block, group_widths: dict, log: _ErrorLog) -> bool:
                   k, which)
         ok = False
     if block.HasField("extra_input_fn"):
-        log.error(f"block {name!r}: extra_input_fn is not supported: mtrec never evaluates "
-                  "Python from a config; use a registered layer.", k, "extra_input_fn")
-        ok = False
+        try:
+            parse_function(block.extra_input_fn)
+        except ValueError as e:
+            log.error(f"block {name!r}: extra_input_fn {e}.", k, "extra_input_fn",
+                      block.extra_input_fn)
+            ok = False
     if block.layers and which is not None:
         log.error(f"block {name!r} has both `layers` and `{which}`; use one.", k, "name", name)
         ok = False
@@ -272,8 +321,9 @@ def _resolve_inputs(k, block, blocks, by_name, group_widths, log) -> tuple[list,
                 log.error(f"block {name!r}: inputs.{field} is not supported: {why}.", k, field)
                 ok = False
         if kind in ("package_name", "use_package_input"):
-            log.error(f"block {name!r}: inputs.{kind} is not supported (no block packages).",
-                      k, kind, getattr(inp, kind) if kind == "package_name" else None)
+            if kind == "use_package_input":  # (a package call left here failed: reported)
+                log.error(f"block {name!r}: inputs.use_package_input is only for the blocks "
+                          "of a package.", k, kind)
             ok = False
             continue
         if kind is None:
@@ -290,8 +340,16 @@ def _resolve_inputs(k, block, blocks, by_name, group_widths, log) -> tuple[list,
                 log.error(f"block {name!r}: {e}", k, "input_slice", slice_text)
                 ok = False
 
+        fn = None
+        if inp.HasField("input_fn"):
+            try:
+                fn = parse_function(inp.input_fn)
+            except ValueError as e:
+                log.error(f"block {name!r}: input_fn {e}.", k, "input_fn", inp.input_fn)
+                ok = False
+
         def ref(ref_kind):
-            return InputRef(ref_kind, target, slice_text, inp.ignore_input)
+            return InputRef(ref_kind, target, slice_text, inp.ignore_input, fn)
 
         if kind == "feature_group_name":
             owner = by_name.get(target)
@@ -324,32 +382,118 @@ def _resolve_inputs(k, block, blocks, by_name, group_widths, log) -> tuple[list,
 
 
 def _resolve_layers(k, block, log: _ErrorLog) -> tuple[list, bool]:
-    """([(KerasLayer, params)] of the block's keras_layer or `layers`, whether all are
-    supported and their params fit)."""
+    """([Step] of the block's layer or `layers`, whether all are supported and their params
+    fit)."""
     name = block.name
-    ok = True
-    for i, layer in enumerate(block.layers):
-        kind = layer.WhichOneof("layer")
+    holders = list(block.layers) if block.layers else (
+        [block] if block.WhichOneof("layer") in ("keras_layer", "lambda", "repeat",
+                                                 "recurrent") else [])
+    steps, ok = [], True
+    for i, (holder, names) in enumerate(zip(holders, step_names(block) if holders else [])):
+        where = f"layers[{i}] " if block.layers else ""
+        kind = holder.WhichOneof("layer")
         if kind in _LAYER_UNSUPPORTED:
-            log.error(f"block {name!r}: layers[{i}] `{kind}` is not supported: "
+            log.error(f"block {name!r}: {where}`{kind}` is not supported: "
                       f"{_LAYER_UNSUPPORTED[kind]}.", k, kind)
             ok = False
-        elif kind is None:
-            log.error(f"block {name!r}: layers[{i}] is empty; give a keras_layer.", k, "name",
-                      name)
+            continue
+        if kind is None:
+            log.error(f"block {name!r}: {where}is empty; give a keras_layer.", k, "name", name)
             ok = False
-    keras_layers = [layer.keras_layer for layer in block.layers
-                    if layer.WhichOneof("layer") == "keras_layer"]
-    if block.WhichOneof("layer") == "keras_layer":
-        keras_layers.append(block.keras_layer)
-    layers = []
-    for keras_layer in keras_layers:
+            continue
+        if kind == "lambda":
+            expression = getattr(holder, "lambda").expression
+            try:
+                steps.append(Step("lambda", [], function=parse_function(expression)))
+            except ValueError as e:
+                log.error(f"block {name!r}: lambda {e}.", k, "expression", expression)
+                ok = False
+            continue
+        step = Step(kind, names)
+        keras_layer = holder.keras_layer
+        if kind in ("repeat", "recurrent"):
+            step.config = getattr(holder, kind)
+            keras_layer = step.config.keras_layer
+            count = step.config.num_repeat if kind == "repeat" else step.config.num_steps
+            if count < 1:
+                log.error(f"block {name!r}: {where}{kind} needs "
+                          f"{'num_repeat' if kind == 'repeat' else 'num_steps'} >= 1.", k, kind)
+                ok = False
+            if not keras_layer.class_name:
+                log.error(f"block {name!r}: {where}{kind} needs a keras_layer.", k, kind)
+                ok = False
+                continue
+        if kind == "repeat":
+            for field, text in (("input_slice", "lambda x, i: x" + step.config.input_slice),
+                                ("input_fn", step.config.input_fn)):
+                if not step.config.HasField(field):
+                    continue
+                try:
+                    setattr(step, "slice_fn" if field == "input_slice" else "input_fn",
+                            parse_function(text, with_index=True))
+                except ValueError as e:
+                    log.error(f"block {name!r}: repeat {field} {e}.", k, field,
+                              getattr(step.config, field))
+                    ok = False
         try:
-            layers.append((keras_layer, layer_params(keras_layer)))
+            step.keras_layer, step.params = keras_layer, layer_params(keras_layer)
         except ValueError as e:
             log.error(f"block {name!r}: {e}", k, "class_name", keras_layer.class_name)
             ok = False
-    return layers, ok
+            continue
+        steps.append(step)
+    return steps, ok
+
+
+def run_step(step: Step, x, call, ops):
+    """A step's output for input x (specs or tensors): call(c, value) runs the step's c-th
+    named layer; ops: the functions' operations (functions.SpecOps or tensor ops).
+    EasyRec's semantics: a repeat block calls copy c on input_fn(input_slice(x, c), c) and
+    gives the list of outputs (one output: itself; output_concat_axis: concatenated); a
+    recurrent block feeds each step's output back as its input, keeping the list item at
+    fixed_input_index and dropping it at the end."""
+    if step.kind == "lambda":
+        return step.function.apply(x, ops)
+    if step.kind == "keras_layer":
+        return call(0, x)
+    if step.kind == "repeat":
+        outputs = []
+        for c in range(len(step.names)):
+            value = x
+            if step.slice_fn is not None:
+                value = step.slice_fn.apply(value, ops, c)
+            if step.input_fn is not None:
+                value = step.input_fn.apply(value, ops, c)
+            outputs.append(call(c, value))
+        if len(outputs) == 1:
+            return outputs[0]
+        if step.config.HasField("output_concat_axis"):
+            return ops.concat(outputs, step.config.output_concat_axis)
+        return outputs
+    fixed = step.config.fixed_input_index if step.config.HasField("fixed_input_index") else -1
+    if fixed >= 0:
+        if not isinstance(x, (list, tuple)):
+            raise ValueError(f"recurrent with fixed_input_index {fixed} takes a list input "
+                             "(e.g. input_fn: 'lambda x: [x, x]')")
+        if fixed >= len(x):
+            raise ValueError(f"recurrent fixed_input_index {fixed} is out of range for a "
+                             f"list of {len(x)}")
+    value = list(x) if fixed >= 0 else x
+    for s in range(len(step.names)):
+        out = call(s, value)
+        if fixed < 0:
+            value = out
+            continue
+        others = [j for j in range(len(value)) if j != fixed]
+        if isinstance(out, (list, tuple)) and len(out) != len(others):
+            raise ValueError(f"recurrent: the layer gives {len(out)} outputs for the "
+                             f"{len(others)} inputs besides fixed_input_index {fixed}")
+        for n, j in enumerate(others):
+            value[j] = out[n] if isinstance(out, (list, tuple)) else out
+    if fixed < 0:
+        return value
+    del value[fixed]
+    return value[0] if len(value) == 1 else value
 
 
 def _output_names(backbone, by_name: dict, edges: dict, log: _ErrorLog) -> tuple[list, bool]:
@@ -553,19 +697,44 @@ def _block_output(p: BlockPlan, specs: dict, group_widths: dict, sequence_widths
                 spec = slice_spec(spec, ref.slice)
             except ValueError as e:
                 raise _Located(str(e), "input_slice", ref.slice) from None
+        if ref.fn is not None and not ref.ignore:
+            spec = _apply(ref.fn, spec, "input_fn")
         if not ref.ignore:
             values.append(spec)
     if not values:
         raise ValueError("every input has ignore_input; the block has nothing to read.")
     x = merge_specs(values, block.input_concat_axis, block.merge_inputs_into_list,
                     "merging the inputs")
+    if p.extra_fn is not None:
+        x = _apply(p.extra_fn, x, "extra_input_fn")
     p.input_spec = x
-    for keras_layer, params in p.layers:
-        p.layer_specs.append(x)
+    ops = SpecOps()
+    for step in p.steps:
         if x is None:
             return None
-        x = CATALOGUE[keras_layer.class_name].infer(params, x)
+        entry = CATALOGUE[step.keras_layer.class_name] if step.keras_layer else None
+
+        def call(c, value, step=step, entry=entry):
+            step.specs.append(value)
+            p.layer_specs.append(value)
+            return None if value is None else entry.infer(step.params, value)
+
+        try:
+            x = run_step(step, x, call, ops)
+        except ValueError as e:
+            if step.kind == "lambda":
+                raise _Located(f"lambda {step.function.text!r}: {e}.", "expression",
+                               step.function.text) from None
+            raise
     return x
+
+
+def _apply(fn: Function, spec, field: str):
+    """A function's output spec; _Located at the field's line if it does not fit."""
+    try:
+        return fn.apply(spec, SpecOps())
+    except ValueError as e:
+        raise _Located(f"{field} {fn.text!r}: {e}.", field, fn.text) from None
 
 
 def _topological(names: list, edges: dict) -> tuple[list, list]:

@@ -338,3 +338,141 @@ def infer_bst(p, x):
         return Tensor((p.hidden_size,))
     positions = p.max_position_embeddings + int(uses_target or p.reserve_target_position)
     return Tensor((positions * p.hidden_size,))
+
+
+# ---------------------------------------------------------------------------
+# Component layers (protos/mtrec/protos/components.proto).
+
+BILINEAR_TYPES = ("all", "each", "interaction")
+
+
+def infer_bilinear(p, x):
+    items = tensor_list(x, "Bilinear", min_len=2)
+    if p.type.lower() not in BILINEAR_TYPES:
+        raise ValueError(f"Bilinear type must be one of {', '.join(BILINEAR_TYPES)}, got "
+                         f"{p.type!r}.")
+    if p.num_output_units < 1:
+        raise ValueError("Bilinear needs num_output_units >= 1.")
+    widths = {s.width for s in items if s.width is not None}
+    if p.type.lower() != "interaction" and len(widths) > 1:
+        raise ValueError(f"Bilinear type {p.type!r} needs embeddings of one width, got "
+                         f"{sorted(widths)}; use type 'interaction'.")
+    return Tensor((p.num_output_units,))
+
+
+def infer_fibinet(p, x):
+    if not p.HasField("senet"):
+        raise ValueError("FiBiNet needs senet { ... }.")
+    width = infer_senet(p.senet, x).width
+    if p.HasField("bilinear"):
+        width = total([width, infer_bilinear(p.bilinear, x).width])
+    if p.HasField("mlp"):
+        width = mlp_units(p.mlp, "FiBiNet mlp")[-1]
+    return Tensor((width,))
+
+
+def infer_cin(p, x):
+    if not isinstance(x, Tensor) or len(x.shape) != 2:
+        raise ValueError(f"CIN takes a (batch, fields, d) tensor, got {describe(x)}; stack "
+                         "a feature list with extra_input_fn: 'lambda x: tf.stack(x, axis=1)' "
+                         "or use an input_layer with only_output_3d_tensor: true.")
+    sizes = list(p.hidden_feature_sizes)
+    if not sizes or any(h < 1 for h in sizes):
+        raise ValueError(f"CIN needs hidden_feature_sizes: positive sizes, got {sizes}.")
+    return Tensor((sum(sizes),))
+
+
+def _numeric_output(p, x, what):
+    x = one_tensor(x, what)
+    if p.embedding_dim < 1:
+        raise ValueError(f"{what} needs embedding_dim >= 1.")
+    if p.output_3d_tensor and p.output_tensor_list:
+        raise ValueError(f"{what}: set output_3d_tensor or output_tensor_list, not both.")
+    n, d = x.width, p.embedding_dim
+    flat = Tensor((None if n is None else n * d,))
+    if p.output_3d_tensor:
+        return [flat, Tensor((n, d))]
+    if p.output_tensor_list:
+        if n is None:
+            raise ValueError(f"{what} with output_tensor_list needs a known input width.")
+        return [flat, [Tensor((d,)) for _ in range(n)]]
+    return flat
+
+
+def numeric_output_form(p) -> str:
+    """The output form of mtrec.layers.numeric_embedding for AutoDis/Periodic params."""
+    return "3d" if p.output_3d_tensor else "list" if p.output_tensor_list else "tensor"
+
+
+def infer_autodis(p, x):
+    if p.num_bins < 1 or not p.temperature > 0:
+        raise ValueError("AutoDisEmbedding needs num_bins >= 1 and temperature > 0.")
+    return _numeric_output(p, x, "AutoDisEmbedding")
+
+
+def infer_periodic(p, x):
+    if p.embedding_dim % 2:
+        raise ValueError(f"PeriodicEmbedding needs an even embedding_dim, got "
+                         f"{p.embedding_dim}.")
+    if not p.sigma > 0:
+        raise ValueError("PeriodicEmbedding needs sigma > 0.")
+    if keras_activation(p.linear_activation) is None:
+        raise ValueError(f"PeriodicEmbedding linear_activation: "
+                         f"{unknown_activation(p.linear_activation)}")
+    return _numeric_output(p, x, "PeriodicEmbedding")
+
+
+def check_text_cnn(p, what: str = "TextCNN") -> int:
+    """TextCNN (TextCNNCombiner) params -> its output width; ValueError if unfit."""
+    sizes, filters = list(p.filter_sizes), list(p.num_filters)
+    if not sizes or len(sizes) != len(filters):
+        raise ValueError(f"{what} needs filter_sizes and num_filters of one (non-zero) "
+                         f"length, got {len(sizes)} and {len(filters)}.")
+    if min(sizes + filters) < 1:
+        raise ValueError(f"{what} filter_sizes and num_filters must be positive.")
+    if p.pad_sequence_length < max(sizes):
+        raise ValueError(f"{what} pad_sequence_length {p.pad_sequence_length} must be at least "
+                         f"the widest filter, {max(sizes)} (sequences are padded or cut to it).")
+    if keras_activation(p.activation) is None:
+        raise ValueError(f"{what} activation: {unknown_activation(p.activation)}")
+    if p.HasField("mlp"):
+        return mlp_units(p.mlp, f"{what} mlp")[-1]
+    return sum(filters)
+
+
+def infer_text_cnn(p, x):
+    if not (isinstance(x, Tensor) and len(x.shape) == 2):  # else a (batch, len, d) tensor
+        sequence_input(x, "TextCNN", need_target=False)
+    return Tensor((check_text_cnn(p),))
+
+
+def infer_highway(p, x):
+    x = one_tensor(x, "Highway")
+    if p.input:
+        raise ValueError("Highway: `input` names the feature group of EasyRec's HighWayTower "
+                         "model; in a backbone the block's inputs say that; remove it.")
+    if p.num_layers < 1:
+        raise ValueError("Highway needs num_layers >= 1.")
+    if not 0 <= p.dropout_rate < 1:
+        raise ValueError("Highway dropout_rate must be in [0, 1).")
+    if keras_activation(p.activation) is None:
+        raise ValueError(f"Highway activation: {unknown_activation(p.activation)}")
+    return Tensor((p.emb_size or x.width,))
+
+
+def infer_gate(p, x):
+    items = tensor_list(x, "Gate", min_len=2)
+    if p.weight_index >= len(items):
+        raise ValueError(f"Gate weight_index {p.weight_index} is out of range for a list of "
+                         f"{len(items)}.")
+    experts = [s for i, s in enumerate(items) if i != p.weight_index]
+    weights = items[p.weight_index].width
+    if weights is not None and weights != len(experts):
+        raise ValueError(f"Gate: the weights (input {p.weight_index}) are {weights} wide but "
+                         f"there are {len(experts)} experts; they must match.")
+    widths = {s.width for s in experts if s.width is not None}
+    if len(widths) > 1:
+        raise ValueError(f"Gate: the experts must have one width, got {sorted(widths)}.")
+    if p.HasField("mlp"):
+        return Tensor((mlp_units(p.mlp, "Gate mlp")[-1],))
+    return Tensor((widths.pop() if widths else None,))

@@ -31,10 +31,14 @@ def task_towers(model_config) -> list:
 
 
 def label_names(pipeline) -> list[str]:
-    """The label columns the towers read (with task-space indicators), in tower order."""
+    """The label columns the towers read (with task-space indicators), in tower order, then
+    the soft labels of model_config.kd."""
     names = []
     for tower in task_towers(pipeline.model_config):
         for name in (tower.label_name, tower.task_space_indicator_label):
             if name and name not in names:
                 names.append(name)
+    for kd in pipeline.model_config.kd:
+        if kd.soft_label_name and kd.soft_label_name not in names:
+            names.append(kd.soft_label_name)
     return names

@@ -7,6 +7,7 @@ import zlib
 from mtrec.config.paths import (COMPRESSION_TYPES, compression, expand, is_remote,
                                 open_binary, split_paths)
 from mtrec.config.source import Problems
+from mtrec.protos import train_pb2
 
 
 def check_data(pipeline, p: Problems) -> dict:
@@ -37,6 +38,13 @@ def check_data(pipeline, p: Problems) -> dict:
         p.error(f"data_config.separator must be one character, got {data.separator!r}.",
                 "separator")
     check_format(data, p)
+    if data.chief_redundant:
+        parameter_servers = pipeline.train_config.train_distribute == train_pb2.PSStrategy
+        p.warn("chief_redundant is ignored: " + (
+            "under PSStrategy mtrec's chief only coordinates and reads no training rows "
+            "already." if parameter_servers else "it only matters for EasyRec's "
+            "parameter-server jobs; every worker of mtrec's strategies trains."),
+            "chief_redundant")
     return inputs
 
 

@@ -37,7 +37,8 @@ def tower_prediction_kind(tower) -> str:
     kinds = [t.loss_type for t in tower.losses] or [tower.loss_type]
     if loss_pb2.L2_LOSS in kinds:
         return "regression"
-    if tower.num_class == 1 or loss_pb2.JRC_LOSS in kinds:
+    # ZILN: metrics read P(y > 0) against y > 0.
+    if tower.num_class == 1 or loss_pb2.JRC_LOSS in kinds or loss_pb2.ZILN_LOSS in kinds:
         return "binary"
     return "multi_class"
 
@@ -88,15 +89,22 @@ def check_eval(pipeline, inputs: dict, p: Problems) -> None:
     if not (math.isfinite(delta) and delta >= 0):
         p.error(f"export_config.early_stop_min_delta must be a finite number >= 0, got "
                 f"{delta:g}.", "early_stop_min_delta")
-    if export.early_stop_params:
+    if export.early_stop_func:
+        p.error(f"export_config.early_stop_func names Python code ({export.early_stop_func!r}"
+                "; EasyRec has no built-in one), which mtrec never runs from a config; remove "
+                "it (and early_stop_params) and use enable_early_stop with "
+                "best_exporter_metric, max_check_steps and early_stop_min_delta.",
+                "early_stop_func")
+    elif export.early_stop_params:
         p.error("export_config.early_stop_params are parameters of early_stop_func, which "
                 "mtrec does not run; use enable_early_stop with max_check_steps and "
                 "early_stop_min_delta.", "early_stop_params")
+    if pipeline.eval_config.eval_online:
+        p.error("eval_config.eval_online (metrics of the training batches) is not "
+                "supported; remove it: mtrec evaluates eval_input_path after every "
+                "checkpoint (save_checkpoints_steps), and the progress line and train "
+                "summaries show the training losses.", "eval_online")
     check_export_signature(pipeline, p)
-    if export.early_stop_func:
-        p.error("export_config.early_stop_func names code, which mtrec never runs; use "
-                "enable_early_stop with best_exporter_metric and max_check_steps.",
-                "early_stop_func")
 
 
 

@@ -6,7 +6,8 @@ import os
 from typing import Any
 
 from mtrec.config.accessors import all_features, feature_name, model_message
-from mtrec.config.dynamic_params import capacities, eligible, is_dynamic
+from mtrec.config.dynamic_params import (capacities, eligible, is_dynamic,
+                                         parameter_server_note)
 from mtrec.config.expression import NORMALIZERS, parse_expression
 from mtrec.config.source import Problems
 from mtrec.protos import feature_pb2, train_pb2
@@ -67,13 +68,8 @@ def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
         p.error("model_config.variational_dropout: regularization_lambda must be >= 0, got "
                 f"{vd.regularization_lambda:g}.", "regularization_lambda")
     dynamic = [n for n, f in features.items() if is_dynamic(f)]
-    strategy = pipeline.train_config.train_distribute
-    if dynamic and strategy != train_pb2.NoStrategy:
-        p.error(f"dynamic tables (ev_params of {', '.join(map(repr, dynamic[:3]))}"
-                f"{' ...' if len(dynamic) > 3 else ''}) train in one process for now, not under "
-                f"train_distribute {train_pb2.DistributionStrategy.Name(strategy)}; remove "
-                "train_distribute, or use hash_bucket_size instead of ev_params.",
-                "train_distribute")
+    if dynamic and pipeline.train_config.train_distribute == train_pb2.PSStrategy:
+        p.warn(parameter_server_note(dynamic), "train_distribute")
     return features, _embedding_tables(features, vocab_rows)
 
 
@@ -249,10 +245,17 @@ def _check_sequence(feature, name: str, sources: list, p: Problems) -> None:
                 f"({feature.separator!r}).", "seq_multi_sep")
     which = (feature.sequence_combiner.WhichOneof("combiner")
              if feature.HasField("sequence_combiner") else None)
-    if which in ("multi_head_attention", "text_cnn"):
+    if which == "multi_head_attention":
         p.error(f"SequenceFeature {name!r}: sequence_combiner {which} is not supported by "
                 "mtrec; use `attention {}` (learned attention pooling), or mean / sum / max, "
-                "or a target attention in the group's sequence_features.", which)
+                "text_cnn, or a target attention in the group's sequence_features.", which)
+    elif which == "text_cnn":
+        from mtrec.backbone.shapes import check_text_cnn
+        try:
+            check_text_cnn(feature.sequence_combiner.text_cnn,
+                           f"SequenceFeature {name!r}: sequence_combiner text_cnn")
+        except ValueError as e:
+            p.error(str(e), which)
     elif feature.HasField("sequence_combiner") and which is None:
         p.error(f"SequenceFeature {name!r}: sequence_combiner is empty; set one of attention, "
                 "mean, sum, max.", "sequence_combiner")

@@ -2,6 +2,7 @@
 towers, DNN settings, FM / linear logits, the model's own block (the check its row in
 mtrec.models.registry names) and the backbone."""
 from mtrec.config.accessors import model_message, task_towers
+from mtrec.config.check_kd import check_kd
 from mtrec.config.check_towers import check_towers
 from mtrec.config.sizes import DenseSizes
 from mtrec.config.source import Problems
@@ -27,6 +28,7 @@ def check_model(pipeline, inputs: dict, features: dict, p: Problems) -> DenseSiz
     which = model_config.WhichOneof("model")
     towers = task_towers(model_config)
     check_towers(pipeline, which, towers, inputs, p)
+    check_kd(pipeline, checks.output_towers(which, towers), inputs, p)
     _check_dnns(model, towers, p)
     _check_deepfm_logits(which, model, features, groups, p)
     if model_config.seq_att_groups and which != "multi_tower":

@@ -21,8 +21,10 @@ BINARY = PAIRWISE | {loss_pb2.BINARY_FOCAL_LOSS, loss_pb2.F1_REWEIGHTED_LOSS}
 # Losses whose labels are class ids (0/1, or 0..num_class-1).
 CLASS_LABELS = frozenset({CLASSIFICATION, SOFTMAX_CROSS_ENTROPY, loss_pb2.BINARY_FOCAL_LOSS,
                           loss_pb2.F1_REWEIGHTED_LOSS, JRC_LOSS})
+# Zero-inflated log-normal: a num_class 3 tower on a real label >= 0.
+ZILN_LOSS = loss_pb2.ZILN_LOSS
 # Every loss type mtrec computes (the other EasyRec types are config errors).
-SUPPORTED = CLASS_LABELS | PAIRWISE | {L2_LOSS, ORDER_CALIBRATE_LOSS}
+SUPPORTED = CLASS_LABELS | PAIRWISE | {L2_LOSS, ORDER_CALIBRATE_LOSS, ZILN_LOSS}
 # The loss_param member each loss type reads.
 PARAM_FIELD = {
     PAIR_WISE_LOSS: "pairwise_loss", loss_pb2.PAIRWISE_FOCAL_LOSS: "pairwise_focal_loss",
@@ -30,6 +32,7 @@ PARAM_FIELD = {
     loss_pb2.PAIRWISE_HINGE_LOSS: "pairwise_hinge_loss",
     loss_pb2.BINARY_FOCAL_LOSS: "binary_focal_loss",
     loss_pb2.F1_REWEIGHTED_LOSS: "f1_reweighted_loss", JRC_LOSS: "jrc_loss",
+    ZILN_LOSS: "ziln_loss",
 }
 
 
@@ -118,9 +121,11 @@ def _check_labels(tower, inputs: dict, p: Problems) -> None:
 # Where EasyRec uses the loss types mtrec does not compute, and what to use instead.
 _UNSUPPORTED = {
     "SIGMOID_L2_LOSS": "use L2_LOSS",
-    "CROSS_ENTROPY_LOSS": "EasyRec uses it for distillation (kd); use CLASSIFICATION",
-    "BINARY_CROSS_ENTROPY_LOSS": "EasyRec uses it for distillation (kd); use CLASSIFICATION",
-    "KL_DIVERGENCE_LOSS": "EasyRec uses it for distillation (kd)",
+    "CROSS_ENTROPY_LOSS": "a distillation loss: use it in model_config.kd; towers use "
+                          "CLASSIFICATION",
+    "BINARY_CROSS_ENTROPY_LOSS": "a distillation loss: use it in model_config.kd; towers use "
+                                 "CLASSIFICATION",
+    "KL_DIVERGENCE_LOSS": "a distillation loss: use it in model_config.kd",
     "CIRCLE_LOSS": "a retrieval (metric learning) loss; mtrec has no retrieval models",
     "MULTI_SIMILARITY_LOSS": "a retrieval (metric learning) loss; mtrec has no retrieval "
                              "models",
@@ -128,7 +133,6 @@ _UNSUPPORTED = {
                                                   "models",
     "LISTWISE_RANK_LOSS": "use PAIRWISE_LOGISTIC_LOSS with a session_name",
     "LISTWISE_DISTILL_LOSS": "use PAIRWISE_LOGISTIC_LOSS with a session_name",
-    "ZILN_LOSS": "use L2_LOSS",
 }
 
 
@@ -181,10 +185,12 @@ def _check_losses(tower, towers: list, which: str, pipeline, inputs: dict, where
         if term.learn_loss_weight:
             _check_learned(tower, which, pipeline, p)
     kinds = set(loss_types) - {ORDER_CALIBRATE_LOSS}
-    if L2_LOSS in kinds and len(kinds) > 1:
-        others = ", ".join(sorted(loss_pb2.LossType.Name(k) for k in kinds - {L2_LOSS}))
-        p.error(f"tower {name!r}: L2_LOSS (a regression output) cannot be combined with "
-                f"{others} in one tower; use a separate tower per label kind.", "losses")
+    for alone, what in ((L2_LOSS, "a regression output"), (ZILN_LOSS, "a three-logit output")):
+        if alone in kinds and len(kinds) > 1:
+            others = ", ".join(sorted(loss_pb2.LossType.Name(k) for k in kinds - {alone}))
+            p.error(f"tower {name!r}: {loss_pb2.LossType.Name(alone)} ({what}) cannot be "
+                    f"combined with {others} in one tower; use a separate tower per label "
+                    "kind.", "losses")
 
 
 def _check_term_fits(tower, kind: int, kind_name: str, at: tuple, p: Problems) -> None:
@@ -199,6 +205,9 @@ def _check_term_fits(tower, kind: int, kind_name: str, at: tuple, p: Problems) -
     elif kind == SOFTMAX_CROSS_ENTROPY and num_class < 2:
         p.error(f"tower {name!r}: SOFTMAX_CROSS_ENTROPY needs num_class >= 2 (it is "
                 f"{num_class}); a binary tower uses CLASSIFICATION.", *at[:2], nth=at[2])
+    elif kind == ZILN_LOSS and num_class != 3:
+        p.error(f"tower {name!r}: ZILN_LOSS reads three logits (P(y > 0), mu, sigma); set "
+                f"num_class: 3 (it is {num_class}).", *at[:2], nth=at[2])
     elif kind == JRC_LOSS and num_class != 2:
         p.error(f"tower {name!r}: JRC_LOSS reads two logits (negative, positive); set "
                 f"num_class: 2 (it is {num_class}).", *at[:2], nth=at[2])
@@ -225,7 +234,8 @@ def _check_term_params(tower, term, kind_name: str, at: tuple, inputs: dict,
               ("gamma", lambda v: v >= 0, ">= 0"),
               ("alpha", lambda v: 0 <= v <= 1, "in [0, 1]"),
               ("label_smoothing", lambda v: 0 <= v <= 1, "in [0, 1]"),
-              ("f1_beta_square", lambda v: v > 0, "> 0")]
+              ("f1_beta_square", lambda v: v > 0, "> 0"),
+              ("max_sigma", lambda v: v > 0, "> 0")]
     for field, ok, bound in checks:
         if field in fields and not ok(getattr(params, field)):
             p.error(f"tower {name!r}: {kind_name} {field} must be {bound} (it is "

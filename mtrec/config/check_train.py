@@ -1,5 +1,7 @@
 """Validation of train_config: optimizers, distribution strategy, step counts."""
+import datetime
 import math
+import re
 
 from mtrec.config.source import Problems
 from mtrec.protos import train_pb2
@@ -135,6 +137,31 @@ def check_mixed_precision(train, p: Problems) -> None:
                 f"with {_STRATEGY.Name(train.train_distribute)}.", "mixed_precision")
 
 
+def dead_line_seconds(text: str) -> float | None:
+    """train_config.dead_line as Unix seconds: "YYYYmmdd HH:MM:SS" in local time, or 10
+    digits of Unix seconds (EasyRec's two formats); None if it is neither."""
+    if re.fullmatch(r"\d{10}", text):
+        return float(text)
+    try:
+        return datetime.datetime.strptime(text, "%Y%m%d %H:%M:%S").timestamp()
+    except ValueError:
+        return None
+
+
+def check_stops(train, p: Problems) -> None:
+    """freeze_gradient patterns and dead_line."""
+    for pattern in train.freeze_gradient:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            p.error(f"freeze_gradient {pattern!r} is not a regular expression ({e}).",
+                    "freeze_gradient")
+    if train.HasField("dead_line") and dead_line_seconds(train.dead_line) is None:
+        p.error(f"dead_line {train.dead_line!r} is not a time: write \"YYYYmmdd HH:MM:SS\" "
+                "(local time, e.g. \"20220508 23:59:59\") or 10 digits of Unix seconds.",
+                "dead_line")
+
+
 def check_train(pipeline, p: Problems) -> None:
     """Optimizers, train_distribute, and steps that let training end and checkpoint."""
     train = pipeline.train_config
@@ -142,7 +169,8 @@ def check_train(pipeline, p: Problems) -> None:
         if optimizer.WhichOneof("optimizer") is None:
             p.error("optimizer_config has no optimizer (adam_optimizer, lazy_adam_optimizer, "
                     "adagrad_optimizer, adamw_optimizer, momentum_optimizer, "
-                    "rms_prop_optimizer or ftrl_optimizer).", "optimizer_config")
+                    "momentumw_optimizer, rms_prop_optimizer or ftrl_optimizer).",
+                    "optimizer_config")
         if optimizer.use_moving_average:
             p.error("use_moving_average: true is not supported by mtrec yet; set it to false.",
                     "use_moving_average")
@@ -179,6 +207,7 @@ def check_train(pipeline, p: Problems) -> None:
         name = _STRATEGY.Name(train.train_distribute)
         p.error(unsupported_strategy(name), "train_distribute")
     check_mixed_precision(train, p)
+    check_stops(train, p)
     if train.save_checkpoints_steps == 0:
         p.error("save_checkpoints_steps must be at least 1.", "save_checkpoints_steps")
     if train.log_step_count_steps == 0:

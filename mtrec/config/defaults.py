@@ -53,8 +53,8 @@ def is_rank_model(model_config) -> bool:
 
 def _fill_rank_model(model_config, labels: list) -> None:
     """A RankModel on a backbone gets `model_params` if it has none; a rank model's block
-    gets a tower named after the first label (with model_config's loss_type, num_class and
-    losses) if it has none."""
+    gets a tower named after model_config.label_name, else the first label (with
+    model_config's loss_type, num_class and losses) if it has none."""
     if not is_rank_model(model_config):
         return
     which = model_config.WhichOneof("model")
@@ -65,7 +65,7 @@ def _fill_rank_model(model_config, labels: list) -> None:
         which = "model_params"
     params = getattr(model_config, which)
     if not params.task_towers:
-        label = labels[0] if labels else ""
+        label = model_config.label_name or (labels[0] if labels else "")
         params.task_towers.add(tower_name=label, label_name=label,
                                loss_type=model_config.loss_type,
                                num_class=model_config.num_class,

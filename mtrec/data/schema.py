@@ -47,6 +47,9 @@ _INT_RANGE = {tf.int32: (-2**31, 2**31 - 1), tf.int64: (-2**63, 2**63 - 1)}
 # WHITESPACE): digits with an optional "+", or a negative zero; at most 18 digits after
 # leading zeros, so that parsing it cannot overflow.
 ID = r"\+?0*[0-9]{1,18}|-0+"
+# A raw SequenceFeature's integer id token: parsing it as int64 cannot overflow (a negative
+# one is an out-of-range id, as the feature reads it).
+_RAW_INTEGER = r"[-+]?0*[0-9]{1,18}"
 # Separators commonly written between values (\x1d and \x1e are EasyRec's): one of them in
 # a SequenceFeature cell that is not the feature's own separator means the config names
 # the wrong one.
@@ -76,6 +79,14 @@ class ColumnRule:
     sequence_separators: tuple = ()
     # The SequenceFeature those separators belong to (named in messages).
     sequence_feature: str = ""
+    # A raw-value SequenceFeature (sub_feature_type RawFeature) reads the column: each of
+    # its tokens (split by raw_separators, empty ones dropped) must be a number ("number")
+    # or, for raw integer ids (num_buckets), an integer ("integer"); "": no such feature.
+    raw_tokens: str = ""
+    # separator, then seq_multi_sep if set, of that feature.
+    raw_separators: tuple = ()
+    # That feature (named in messages).
+    raw_feature: str = ""
 
     def stray_separators(self) -> tuple:
         """The USUAL_SEPARATORS a cell of this column must not hold."""
@@ -121,8 +132,21 @@ def column_rules(pipeline, labels: dict | None = None) -> dict:
                     s for s in separators if s and s not in rule.id_separators),
                 kv_separator=rule.kv_separator or (
                     feature.kv_separator if kind == _FC.TagFeature else ""))
+        if kind == _FC.SequenceFeature and not rule.raw_tokens and getattr(
+                feature, "sub_feature_type", _FC.IdFeature) == _FC.RawFeature:
+            rule = dataclasses.replace(
+                rule, raw_tokens=_raw_token_kind(feature),
+                raw_separators=tuple(s for s in separators if s), raw_feature=name)
         rules[column] = rule
     return {column: rule for column, rule in rules.items() if rule != ColumnRule()}
+
+
+def _raw_token_kind(feature) -> str:
+    """"integer" for a raw SequenceFeature whose tokens are ids (num_buckets without the
+    min_val/max_val scaling; mtrec.features.feature.SequenceFeature.integer_ids), else
+    "number"."""
+    scaled = feature.num_buckets > 1 and feature.max_val > feature.min_val
+    return "integer" if feature.num_buckets > 1 and not scaled else "number"
 
 
 def _rule(rules: dict | None, column: str) -> ColumnRule | None:
@@ -196,6 +220,8 @@ def row_rules(field, values: tf.Tensor, missing: tf.Tensor, rules: dict) -> tf.T
         checks.append(missing | _ids_in_range(values, rule))
     elif rule.num_ids and numeric:
         checks.append(missing | _numbers_in_range(values, rule.num_ids))
+    if rule.raw_tokens and values.dtype == tf.string:
+        checks.append(missing | _raw_tokens_ok(values, rule))
     if not checks:
         return None
     ok = checks[0]
@@ -228,6 +254,19 @@ def _ids_in_range(values: tf.Tensor, rule: ColumnRule) -> tf.Tensor:
     if not rule.id_separators:
         return good
     good |= tf.equal(flat, "")  # an empty id between separators is dropped, as features do
+    return tf.reduce_all(tokens.with_flat_values(good), axis=1)
+
+
+def _raw_tokens_ok(values: tf.Tensor, rule: ColumnRule) -> tf.Tensor:
+    """Per text cell, whether every token of a raw SequenceFeature parses: a number
+    (NUMBER) or an integer (INTEGER), WHITESPACE around it allowed; empty tokens are
+    dropped (or, between seq_multi_sep, zeros) as the feature does."""
+    tokens = tf.strings.split(values, rule.raw_separators[0])  # (batch, None)
+    for separator in rule.raw_separators[1:]:
+        tokens = tf.strings.split(tokens, separator).merge_dims(1, 2)
+    flat = tf.strings.strip(tokens.flat_values)  # (tokens,)
+    pattern = _RAW_INTEGER if rule.raw_tokens == "integer" else NUMBER
+    good = tf.equal(flat, "") | tf.strings.regex_full_match(flat, pattern)
     return tf.reduce_all(tokens.with_flat_values(good), axis=1)
 
 
@@ -398,6 +437,8 @@ def text_problem(text: str, field, rules: dict | None = None) -> str | None:
     rule = _rule(rules, field.input_name)
     if rule is None:
         return None
+    if isinstance(text, bytes):  # (the Parquet reader hands text columns over as bytes)
+        text = text.decode("utf-8", "replace")
     stray = [c for c in rule.stray_separators() if c in text]
     if stray:
         found = min(stray, key=text.index)
@@ -406,6 +447,10 @@ def text_problem(text: str, field, rules: dict | None = None) -> str | None:
             if len(rule.sequence_separators) > 1 else "")
         return (f"{text!r} looks separated by {_quoted(found)} but the config says {said} "
                 f"(feature {rule.sequence_feature!r})")
+    if rule.raw_tokens:
+        problem = _raw_token_problem(text, rule)
+        if problem:
+            return problem
     if not rule.num_ids:
         return None
     tokens = [text]
@@ -418,6 +463,23 @@ def text_problem(text: str, field, rules: dict | None = None) -> str | None:
         problem = _id_problem(key, rule, text if rule.id_separators else None)
         if problem:
             return problem
+    return None
+
+
+def _raw_token_problem(text: str, rule: ColumnRule) -> str | None:
+    """Why a raw SequenceFeature cell has a token that is not a number (or not an integer
+    for raw ids), or None; the same rule as _raw_tokens_ok."""
+    tokens = [text]
+    for separator in rule.raw_separators:
+        tokens = [part for token in tokens for part in token.split(separator)]
+    pattern = _RAW_INTEGER if rule.raw_tokens == "integer" else NUMBER
+    for token in tokens:
+        key = token.strip(WHITESPACE)
+        if key and not re.fullmatch(pattern, key):
+            what = "an integer" if rule.raw_tokens == "integer" else "a number"
+            return (f"token {token!r} in {text!r} is not {what}: feature "
+                    f"{rule.raw_feature!r} is a SequenceFeature of raw values "
+                    f"(sub_feature_type: RawFeature)")
     return None
 
 

@@ -29,14 +29,21 @@ depends only on the batches seen: a resumed run continues with the same map.
 
 Outside training (evaluation, serving) keys are only looked up, never inserted. An export
 serves from a compacted snapshot (freeze): the rows in use only, and a map of their keys.
+
+Distribution (docs/dynamic_tables.md): under a Mirrored strategy the keys of every replica
+are gathered and given rows once per step, in cross-replica context (assign_replicas), so
+every replica and worker holds the same map; under a ParameterServerStrategy a table's map
+and state live on one ps task, it starts at max_capacity (it cannot grow there), and the
+workers give rows one at a time inside a CriticalSection.
 """
+import contextlib
 import random
 
 import numpy as np
 import tensorflow as tf
 
-from mtrec.config.dynamic_params import (SKETCH_DEPTH, capacities, eviction_interval,
-                                         is_dynamic, sketch_width)
+from mtrec.config import dynamic_params
+from mtrec.config.dynamic_params import SKETCH_DEPTH, eviction_interval, is_dynamic, sketch_width
 from mtrec.protos import dynamic_pb2
 
 EV = dynamic_pb2.EVParams
@@ -49,6 +56,18 @@ FREE = -1
 INIT_RANGE = 0.05
 # The counters, in order.
 COUNTERS = ("admitted", "evicted", "refused", "filtered")
+
+
+def parameter_servers() -> bool:
+    """Whether this runs under a ParameterServerStrategy (its scope, or a worker's step)."""
+    return isinstance(tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy)
+
+
+def capacities(ev) -> tuple[int, int]:
+    """(rows at the start, most rows) of a table; under a ParameterServerStrategy the table
+    starts at its most rows and never grows (see DynamicTable)."""
+    init, most = dynamic_params.capacities(ev)
+    return (most, most) if parameter_servers() else (init, most)
 
 
 def keys(values):
@@ -112,17 +131,23 @@ class DynamicTable(tf.Module):
         self.ev = EV()
         self.ev.CopyFrom(ev)
         init, self.max_capacity = capacities(ev)
-        self.map = tf.lookup.experimental.MutableHashTable(
-            tf.int64, tf.int64, default_value=-1, name=self.name + "_map")
-        self.row_keys = _vector(np.zeros(init, np.int64), tf.int64)
-        self.last_seen = _vector(np.full(init, FREE, np.int64), tf.int64)
-        self.freq = _vector(np.zeros(init, np.int64), tf.int64)
-        # Popped from the end of the valid prefix: rows 0, 1, 2, ... are given first.
-        self.free_rows = _vector(np.arange(init - 1, -1, -1, dtype=np.int64), tf.int64)
         self.num_free = tf.Variable(init, dtype=tf.int64, trainable=False)
-        self.sketch = (tf.Variable(tf.zeros([SKETCH_DEPTH, sketch_width(ev)], tf.int32),
-                                   trainable=False) if ev.filter_freq > 1 else None)
-        self.counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64), trainable=False)
+        # Under a ParameterServerStrategy all of this lives on the ps task of num_free, and
+        # the workers give rows one at a time (a CriticalSection on that ps).
+        self.mutex = None
+        with _colocated(self.num_free) as device:
+            self.map = tf.lookup.experimental.MutableHashTable(
+                tf.int64, tf.int64, default_value=-1, name=self.name + "_map")
+            if device is not None:
+                self.mutex = tf.CriticalSection(name=self.name + "_mutex")
+            self.row_keys = _vector(np.zeros(init, np.int64), tf.int64)
+            self.last_seen = _vector(np.full(init, FREE, np.int64), tf.int64)
+            self.freq = _vector(np.zeros(init, np.int64), tf.int64)
+            # Popped from the end of the valid prefix: rows 0, 1, 2, ... are given first.
+            self.free_rows = _vector(np.arange(init - 1, -1, -1, dtype=np.int64), tf.int64)
+            self.sketch = (tf.Variable(tf.zeros([SKETCH_DEPTH, sketch_width(ev)], tf.int32),
+                                       trainable=False) if ev.filter_freq > 1 else None)
+            self.counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64), trainable=False)
 
     # -- reading ---------------------------------------------------------------
     def lookup(self, keys: tf.Tensor) -> tf.Tensor:
@@ -140,6 +165,14 @@ class DynamicTable(tf.Module):
         """Give rows to the admitted new keys of one batch (flat int64, MISSING allowed).
         grow_fn(capacity) grows the embedding tables (and slots) to `capacity` rows;
         fresh_fn(rows) resets rows given to new ids."""
+        if self.mutex is None:
+            self._assign(keys, step, grow_fn, fresh_fn)
+            return
+        # Parameter servers: the workers' steps run at once; one at a time gives rows.
+        self.mutex.execute(lambda: self._assign(keys, step, grow_fn, fresh_fn) or _nothing(),
+                           exclusive_resource_access=False)
+
+    def _assign(self, keys, step, grow_fn, fresh_fn) -> None:
         step = tf.cast(step, tf.int64)
         ev = self.ev
         if ev.steps_to_live:
@@ -276,6 +309,18 @@ class DynamicTable(tf.Module):
         return FrozenTable(self.name, keys)
 
 
+@contextlib.contextmanager
+def _colocated(variable):
+    """Under a ParameterServerStrategy: the variables and resources created inside go to
+    `variable`'s ps task (yields its device); otherwise nothing changes (yields None)."""
+    if not parameter_servers():
+        yield None
+        return
+    with tf.distribute.get_strategy().extended.colocate_vars_with(variable), \
+            tf.device(variable.device):
+        yield variable.device
+
+
 def _lookup(table, keys: tf.Tensor) -> tf.Tensor:
     """table.lookup with the keys' shape (a traced lookup's shape is unknown)."""
     return tf.reshape(table.lookup(keys), tf.shape(keys))
@@ -283,6 +328,14 @@ def _lookup(table, keys: tf.Tensor) -> tf.Tensor:
 
 def _nothing():
     return tf.constant(0)
+
+
+def _replicated() -> bool:
+    """Whether this runs in a replica of a Mirrored strategy (whose rows
+    DynamicTables.assign_replicas gives in cross-replica context)."""
+    return (tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
+            and not isinstance(tf.distribute.get_strategy(),
+                               tf.distribute.ParameterServerStrategy))
 
 
 class FrozenTable(tf.Module):
@@ -351,17 +404,39 @@ class DynamicTables(tf.Module):
     def train_rows(self, features: dict, step, tables: dict, optimizer) -> dict:
         """In the train step, before the forward pass: give rows to the batch's admitted
         new ids (resetting those rows and their optimizer slots, growing or evicting as
-        needed), then -> rows(features)."""
-        for space, table in self.tables.items():
-            names = [n for n, s in self.features.items() if s == space and n in features]
-            if not names:
-                continue
-            keys = tf.concat([_flat(features[n]["keys"]) for n in names], axis=0)
-            variables = [(n, tables[n]) for n in self.bound[space]]
-            table.assign(keys, step,
-                         lambda capacity, v=variables: self._grow(v, capacity, optimizer),
-                         lambda rows, v=variables: self._fresh(v, rows, optimizer))
+        needed), then -> rows(features). Under a Mirrored strategy the replicas only look
+        up: assign_replicas gave the rows before the replicas' step."""
+        if not _replicated():
+            self._assign_all(self._space_keys(features), step, tables, optimizer)
         return self.rows(features)
+
+    def assign_replicas(self, strategy, features, step, tables: dict, optimizer) -> None:
+        """MirroredStrategy / MultiWorkerMirroredStrategy, in cross-replica context before
+        the replicas' step: every replica's keys (all workers', in replica order, by an
+        all-gather) get rows once, on the one map of this process, with the same result
+        in every worker (the same keys in the same order). No-op otherwise."""
+        if not self.tables or strategy is None or isinstance(
+                strategy, tf.distribute.ParameterServerStrategy):
+            return
+        local = strategy.run(self._space_keys, args=(features,))
+        gathered = {space: strategy.gather(value, axis=0) for space, value in local.items()}
+        self._assign_all(gathered, step, tables, optimizer)
+
+    def _space_keys(self, features: dict) -> dict:
+        """{id space: the flat keys of its features in this batch}."""
+        out = {}
+        for space in self.tables:
+            names = [n for n, s in self.features.items() if s == space and n in features]
+            if names:
+                out[space] = tf.concat([_flat(features[n]["keys"]) for n in names], axis=0)
+        return out
+
+    def _assign_all(self, space_keys: dict, step, tables: dict, optimizer) -> None:
+        for space, keys in space_keys.items():
+            variables = [(n, tables[n]) for n in self.bound[space]]
+            self.tables[space].assign(
+                keys, step, lambda capacity, v=variables: self._grow(v, capacity, optimizer),
+                lambda rows, v=variables: self._fresh(v, rows, optimizer))
 
     @staticmethod
     def _grow(variables, capacity, optimizer) -> None:

@@ -44,6 +44,19 @@ def feature_width(config, wide: bool, wide_dim: int = 1) -> int:
     return config.embedding_dim
 
 
+def group_feature_width(config, wide: bool, wide_dim: int = 1) -> int:
+    """Width of a feature's output in a group's feature_names: feature_width, except that a
+    SequenceFeature pooled by a text_cnn sequence_combiner gives its filters (or its mlp's
+    last width) instead of embedding_dim."""
+    combiner = config.sequence_combiner
+    if (not wide and config.feature_type == FC.SequenceFeature
+            and config.HasField("sequence_combiner")
+            and combiner.WhichOneof("combiner") == "text_cnn"):
+        cnn = combiner.text_cnn
+        return cnn.mlp.hidden_units[-1] if cnn.mlp.hidden_units else sum(cnn.num_filters)
+    return feature_width(config, wide, wide_dim)
+
+
 def is_wide(group) -> bool:
     """Whether a FeatureGroupConfig is a WIDE group (WIDE_AND_DEEP counts as DEEP)."""
     return group.wide_deep == feature_pb2.WIDE
@@ -74,7 +87,7 @@ def group_widths(groups: dict, features: dict, wide_dim: int = 1) -> dict:
     out = {}
     for name, group in groups.items():
         out[name] = [None if features.get(f) is None
-                     else feature_width(features[f], is_wide(group), wide_dim)
+                     else group_feature_width(features[f], is_wide(group), wide_dim)
                      for f in group.feature_names]
         for att in group.sequence_features:
             out[name] += attention_widths(att, features)

@@ -12,8 +12,9 @@ from mtrec.features.embedding import FeatureGroups
 from mtrec.layers.fm import FM
 from mtrec.layers.dnn import dnn_args
 from mtrec.layers.tower import TaskTower
-from mtrec.models.losses import (head_outputs, loss_keys, loss_terms, prediction,
-                                  tower_term_losses, uncertainty_weighted)
+from mtrec.models.checks import output_towers
+from mtrec.models.losses import (head_outputs, kd_losses, loss_keys, loss_terms, metric_label,
+                                  prediction, tower_term_losses, uncertainty_weighted)
 from mtrec.protos import feature_pb2, model_pb2
 
 # Multi-scenario models: the domain feature is looked up as a hidden group (sharing its
@@ -34,7 +35,11 @@ class MultiTaskModel(keras.Model):
         super().__init__(**kwargs)
         model_config = pipeline.model_config
         self.params = config_lib.model_message(model_config)
-        self.tower_configs = config_lib.task_towers(model_config)
+        # The towers of the model's outputs (RocketLaunching: its one tower, per net).
+        self.tower_configs = output_towers(model_config.WhichOneof("model"),
+                                           config_lib.task_towers(model_config))
+        # Distillation terms (model_config.kd), added to the tower losses.
+        self.kd_configs = list(model_config.kd)
         self.sample_weight_field = pipeline.data_config.sample_weight
         self.l2_regularization = getattr(self.params, "l2_regularization", 0.0)
         # The DeepFM terms of the multi-task models: use_linear_logits needs one WIDE
@@ -189,7 +194,13 @@ class MultiTaskModel(keras.Model):
             if extra is not None:
                 logits = logits + extra[i]
             outputs.update(head_outputs(tower, logits))
+        outputs.update(self.extra_outputs(groups))
         return outputs
+
+    def extra_outputs(self, groups: dict) -> dict:
+        """Outputs besides the towers' (per-row values its losses read, which the model's
+        tower_inputs left in `groups`, this call's scratch dict); none by default."""
+        return {}
 
     # -- losses and evaluation ------------------------------------------------
     def weighted_losses(self, outputs: dict, labels: dict) -> dict:
@@ -216,13 +227,15 @@ class MultiTaskModel(keras.Model):
 
     def compute_losses(self, outputs: dict, labels: dict) -> dict:
         """{loss key (losses.loss_keys): scalar}: each term of each tower times its weight and
-        the tower's `weight`; a learn_loss_weight term unweighted (weighted_losses learns it)."""
+        the tower's `weight`; a learn_loss_weight term unweighted (weighted_losses learns it);
+        then the kd terms times their loss_weight."""
         losses = {}
         for t in self.tower_configs:
             terms = tower_term_losses(t, outputs, labels, self._weights(t, labels))
             for key, (term, value) in terms.items():
                 losses[key] = value if key in self.learned_terms else (
                     t.weight * term.weight * value)
+        losses.update(kd_losses(self.kd_configs, self.tower_configs, outputs, labels))
         return losses
 
     def _weights(self, tower, labels):
@@ -265,6 +278,7 @@ class MultiTaskModel(keras.Model):
 
     def eval_targets(self, outputs: dict, labels: dict) -> dict:
         """{tower_name: (prediction, label, mask or None, tower_config)} for metrics."""
-        return {t.tower_name: (prediction(t, outputs), labels[t.label_name], None, t)
+        return {t.tower_name: (prediction(t, outputs), metric_label(t, labels[t.label_name]),
+                               None, t)
                 for t in self.tower_configs}
 

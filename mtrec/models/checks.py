@@ -86,6 +86,8 @@ def check_dbmtl(m: ModelContext, p: Problems) -> None:
         p.error("dbmtl.expert_dnn needs num_expert >= 1 (0 means no MMoE; remove "
                 "expert_dnn).", "expert_dnn")
     _check_relations(m.towers, model.ait_label_constraint_weight, p)
+    from mtrec.models.multimodal_checks import check_dbmtl_bottom
+    check_dbmtl_bottom(m, p)
 
 
 def check_pepnet(m: ModelContext, p: Problems) -> None:
@@ -405,6 +407,20 @@ def check_dlrm(m: ModelContext, p: Problems) -> None:
                 f"bot_dnn hidden_units {known[0]}.", "bot_dnn")
 
 
+def check_cmbf(m: ModelContext, p: Problems) -> None:
+    """CMBF: one tower, no backbone, its feature groups and encoder settings."""
+    from mtrec.models.multimodal_checks import check_multimodal
+    _check_rank(m, p)
+    check_multimodal(m, p, "cmbf", m.params.config, "cmbf.config")
+
+
+def check_uniter(m: ModelContext, p: Problems) -> None:
+    """Uniter: one tower, no backbone, its feature groups and encoder settings."""
+    from mtrec.models.multimodal_checks import check_multimodal
+    _check_rank(m, p)
+    check_multimodal(m, p, "uniter", m.params.config, "uniter.config")
+
+
 def _check_num_expert(m: ModelContext, p: Problems) -> None:
     if m.params.num_expert == 0:
         p.error(f"{m.which}.num_expert must be at least 1.", "num_expert")
@@ -640,3 +656,91 @@ def _spec_width(spec) -> int | None:
         return None if None in widths else sum(widths)
     width = getattr(spec, "width", None)
     return width if isinstance(width, int) else None
+
+
+# ---------------------------------------------------------------------------
+# AutoInt, FM, RocketLaunching (rank models).
+
+
+def output_towers(which: str, towers: list) -> list:
+    """The towers whose outputs a model gives: RocketLaunching's one tower twice, named
+    "booster" and "light" (outputs logits_booster, probs_light ...); else `towers`."""
+    if which != "rocket_launching" or not towers:
+        return towers
+    copies = []
+    for name in ("booster", "light"):
+        tower = type(towers[0])()
+        tower.CopyFrom(towers[0])
+        tower.tower_name = name
+        copies.append(tower)
+    return copies
+
+
+def check_autoint(m: ModelContext, p: Problems) -> None:
+    """Group "all" (DEEP): one embedding width d for its features (a sequence_features
+    output of k * d counts as k fields); heads of a positive width."""
+    from mtrec.features.width import attention_widths, feature_width
+    _check_rank(m, p)
+    params = m.params
+    if params.multi_head_num < 1 or params.multi_head_size < 1:
+        p.error("autoint needs multi_head_num >= 1 and multi_head_size >= 1 (the width of "
+                "each head).", "multi_head_size" if params.multi_head_num else "multi_head_num")
+    if params.interacting_layer_num < 1:
+        p.error("autoint.interacting_layer_num must be at least 1.", "interacting_layer_num")
+    if not _check_group(m, p, "all", False, "the fields that attend to each other"):
+        return
+    group = m.groups["all"]
+    if not all(n in m.features for n in group.feature_names):
+        return  # reported by the group checks
+    widths = {}
+    for name in group.feature_names:
+        widths.setdefault(feature_width(m.features[name], False), name)
+    if len(widths) > 1:
+        named = ", ".join(f"{n!r} ({d})" for d, n in sorted(widths.items()))
+        p.error(f"autoint: the fields of feature group 'all' attend to each other, so they "
+                f"need one width (embedding_dim); they differ: {named}.", "group_name", "all")
+        return
+    dim = next(iter(widths), None)
+    for att in group.sequence_features:
+        for width in attention_widths(att, m.features):
+            if dim and width is not None and width % dim:
+                p.error(f"autoint: a sequence_features output of feature group 'all' is "
+                        f"{width} wide, not a multiple of the fields' width {dim}.",
+                        "sequence_features")
+
+
+def check_fm(m: ModelContext, p: Problems) -> None:
+    """Groups "wide" (WIDE) and "deep" (its embeddings, one width, pair in the FM)."""
+    _check_rank(m, p)
+    _check_group(m, p, "wide", True, "the linear part")
+    if _check_group(m, p, "deep", False, "the FM's embeddings") and all(
+            n in m.features for n in m.groups["deep"].feature_names):
+        widths = _embedding_widths(m, "deep")
+        if len(widths) > 1:
+            named = ", ".join(f"{n!r} ({d})" for d, n in sorted(widths.items()))
+            p.error(f"fm: the FM pairs the embeddings of feature group 'deep', so they need "
+                    f"one embedding_dim; they differ: {named}.", "group_name", "deep")
+        elif not widths:
+            p.error("fm: feature group 'deep' has no embedded features for the FM.",
+                    "group_name", "deep")
+    if m.params.HasField("use_variant"):
+        p.warn("fm.use_variant has no effect on the FM model (as in EasyRec).", "use_variant")
+
+
+def check_rocket_launching(m: ModelContext, p: Problems) -> None:
+    """Group "all" (DEEP); booster_dnn and light_dnn; COSINE or EUCLID similarity."""
+    _check_rank(m, p)
+    params = m.params
+    _check_group(m, p, "all", False, "the nets' input")
+    for field in ("booster_dnn", "light_dnn"):
+        if not getattr(params, field).hidden_units:
+            p.error(f"rocket_launching needs {field} {{ hidden_units: ... }}.",
+                    field if params.HasField(field) else "rocket_launching")
+    if params.feature_distillation_function == params.INNER_PRODUCT:
+        p.error("rocket_launching feature_distillation_function INNER_PRODUCT is not "
+                "supported; use COSINE or EUCLID.", "feature_distillation_function")
+    if params.feature_based_distillation and not (
+            set(params.light_dnn.hidden_units) & set(params.booster_dnn.hidden_units)):
+        p.warn("rocket_launching feature_based_distillation matches light and booster layers "
+               "of equal width, and light_dnn and booster_dnn share none: it adds nothing.",
+               "feature_based_distillation")

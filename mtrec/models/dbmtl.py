@@ -1,6 +1,8 @@
 """DBMTL (Deep Bayesian Multi-Target Learning, as in EasyRec), with optional AITM towers.
 
   x = concat(DEEP groups) -> [bottom_dnn] -> [MMoE: one input per task] -> x_t
+      (with bottom_cmbf / bottom_uniter, x is instead the CMBF / UNITER encoding of the
+      groups image / general / text / other, mtrec.models.multimodal)
   x_t -> the relation towers (RelationTowers, mtrec/models/relation_towers.py):
          h_t = dnn_t(x_t), r_t from h_t and the parents' r_p, logits_t = Dense(r_t)
 
@@ -12,6 +14,7 @@ tower wiring.
 from mtrec.layers.dnn import DNN
 from mtrec.layers.mmoe import MMoE as MMoELayer
 from mtrec.models.base import MultiTaskModel
+from mtrec.models.multimodal import MultimodalBottom
 from mtrec.models.relation_towers import RelationTowers
 
 
@@ -23,6 +26,12 @@ class DBMTL(RelationTowers, MultiTaskModel):
         l2 = self.l2_regularization
         self.bottom = (DNN.from_config_proto(p.bottom_dnn, l2, name="bottom")
                        if p.HasField("bottom_dnn") else None)
+        self.multimodal = None
+        for kind in ("cmbf", "uniter"):
+            if p.HasField(f"bottom_{kind}"):
+                self.multimodal = MultimodalBottom(kind, getattr(p, f"bottom_{kind}"),
+                                                   self.feature_groups, l2,
+                                                   name=f"bottom_{kind}")
         self.mmoe = None
         if p.num_expert > 0:
             self.mmoe = MMoELayer.from_config_proto(p.expert_dnn, len(self.tower_configs),
@@ -30,7 +39,10 @@ class DBMTL(RelationTowers, MultiTaskModel):
         self.init_relation_towers()
 
     def tower_inputs(self, groups, training):
-        x = self.group_tensor(groups)
+        if self.multimodal is not None:
+            x = self.multimodal(groups, training=training)
+        else:
+            x = self.group_tensor(groups)
         if self.bottom is not None:
             x = self.bottom(x, training=training)
         if self.mmoe is not None:

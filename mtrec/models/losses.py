@@ -10,9 +10,12 @@ times task-space weight; a pair weighs w_i): sum(w * value) / sum(w). Terms with
 `session_name` read that input column from the side columns (Job.split) and only compare
 rows of one session.
 """
+import math
+
 import tensorflow as tf
 
 # Which loss types need what (class labels, a parameter message) is config knowledge.
+from mtrec.config.check_kd import kd_key, kd_output
 from mtrec.config.check_towers import CLASS_LABELS, JRC_STRATEGIES, term_name, term_params
 from mtrec.protos import loss_pb2
 
@@ -26,6 +29,10 @@ PAIRWISE_HINGE_LOSS = loss_pb2.PAIRWISE_HINGE_LOSS
 BINARY_FOCAL_LOSS = loss_pb2.BINARY_FOCAL_LOSS
 F1_REWEIGHTED_LOSS = loss_pb2.F1_REWEIGHTED_LOSS
 JRC_LOSS = loss_pb2.JRC_LOSS
+ZILN_LOSS = loss_pb2.ZILN_LOSS
+CROSS_ENTROPY_LOSS = loss_pb2.CROSS_ENTROPY_LOSS
+BINARY_CROSS_ENTROPY_LOSS = loss_pb2.BINARY_CROSS_ENTROPY_LOSS
+KL_DIVERGENCE_LOSS = loss_pb2.KL_DIVERGENCE_LOSS
 # An extra term comparing a tower with its relation towers (RelationTowers), not its loss.
 ORDER_CALIBRATE_LOSS = loss_pb2.ORDER_CALIBRATE_LOSS
 
@@ -46,21 +53,24 @@ def loss_terms(tower) -> list:
 
 
 def tower_loss_type(tower) -> int:
-    """The kind of labels and head of the tower: L2_LOSS (regression), CLASSIFICATION (class
-    ids; every term but L2 and the pairwise ones), else the first term's pairwise type (a
-    ranking tower with graded labels)."""
+    """The kind of labels and head of the tower: L2_LOSS (regression), ZILN_LOSS (a real
+    label >= 0, three logits), CLASSIFICATION (class ids; every term but L2 and the pairwise
+    ones), else the first term's pairwise type (a ranking tower with graded labels)."""
     kinds = [t.loss_type for t in loss_terms(tower)]
     if L2_LOSS in kinds:
         return L2_LOSS
+    if ZILN_LOSS in kinds:
+        return ZILN_LOSS
     if any(k in CLASS_LABELS for k in kinds):
         return CLASSIFICATION
     return kinds[0]
 
 
 def binary_output(tower) -> bool:
-    """Whether probs_<tower> is one probability per row: num_class 1, or a JRC tower (two
-    logits, probs the positive class's)."""
-    return tower.num_class == 1 or any(t.loss_type == JRC_LOSS for t in loss_terms(tower))
+    """Whether probs_<tower> is one probability per row: num_class 1, a JRC tower (two
+    logits, probs the positive class's) or a ZILN tower (probs = P(y > 0))."""
+    return tower.num_class == 1 or any(t.loss_type in (JRC_LOSS, ZILN_LOSS)
+                                       for t in loss_terms(tower))
 
 
 def loss_keys(tower) -> list[str]:
@@ -87,9 +97,15 @@ def session_columns(towers) -> list[str]:
 def head_outputs(tower, logits) -> dict:
     """Tower logits (batch, num_class) -> the named outputs of the task."""
     name = tower.tower_name
-    if tower_loss_type(tower) == L2_LOSS:
+    kind = tower_loss_type(tower)
+    if kind == L2_LOSS:
         y = logits[:, 0]
         return {f"logits_{name}": y, f"y_{name}": y}
+    if kind == ZILN_LOSS:
+        params = loss_terms(tower)[0].ziln_loss
+        probs, y = ziln_prediction(logits, params.max_sigma, params.max_log_clip_value,
+                                   params.return_log_pred_value)
+        return {f"logits_{name}": logits, f"probs_{name}": probs, f"y_{name}": y}
     if tower.num_class == 1:
         logits = logits[:, 0]
         return {f"logits_{name}": logits, f"probs_{name}": tf.sigmoid(logits)}
@@ -104,6 +120,14 @@ def prediction(tower, outputs):
     if tower_loss_type(tower) == L2_LOSS:
         return outputs[f"y_{tower.tower_name}"]
     return outputs[f"probs_{tower.tower_name}"]
+
+
+def metric_label(tower, label):
+    """The label metrics compare prediction() with: y > 0 for a ZILN tower (its metrics
+    read P(y > 0)), else the label itself."""
+    if tower_loss_type(tower) == ZILN_LOSS:
+        return tf.cast(tf.cast(label, tf.float32) > 0, tf.float32)
+    return label
 
 
 # -- reductions --------------------------------------------------------------------------
@@ -301,6 +325,43 @@ def jrc_loss(labels, logits, session_ids, weights=None, alpha=0.5, same_label_lo
     return ce_weight * ce + ge_weight * ge
 
 
+def ziln_prediction(logits, max_sigma=5.0, max_log_clip=20.0, return_log=False):
+    """(batch, 3) logits [p, mu, s] -> (P(y > 0) = sigmoid(p), the expected value
+    sigmoid(p) * exp(mu + sigma^2 / 2)), sigma = clip(softplus(s), sqrt(1e-7), max_sigma);
+    the expected value's log is clipped to [-100, max_log_clip] (or returned, return_log)."""
+    sigma = _ziln_sigma(logits[:, 2], max_sigma)
+    log_value = tf.math.log_sigmoid(logits[:, 0]) + logits[:, 1] + 0.5 * tf.square(sigma)
+    if return_log:
+        return tf.sigmoid(logits[:, 0]), log_value
+    return tf.sigmoid(logits[:, 0]), tf.exp(tf.clip_by_value(log_value, -100.0, max_log_clip))
+
+
+def _ziln_sigma(scale_logits, max_sigma):
+    return tf.clip_by_value(tf.nn.softplus(scale_logits), _EPSILON ** 0.5, max_sigma)
+
+
+def ziln_loss(labels, logits, weights=None, max_sigma=5.0, mu_regularization=0.01,
+              sigma_regularization=0.01, classification_weight=1.0, regression_weight=1.0):
+    """ZILN_LOSS of (batch,) real labels y >= 0 and (batch, 3) logits [p, mu, s]:
+    classification_weight * CE(y > 0, p) + regression_weight * the mean over rows with
+    y > 0 of -log LogNormal(y; mu, sigma) + mu_regularization * mean(mu^2) +
+    sigma_regularization * mean(s^2); both means weighted by the rows' weights."""
+    y = tf.cast(labels, tf.float32)
+    positive = tf.cast(y > 0, tf.float32)
+    mu, scale = logits[:, 1], logits[:, 2]
+    ce = _weighted_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=positive,
+                                                                logits=logits[:, 0]), weights)
+    sigma = _ziln_sigma(scale, max_sigma)
+    log_y = tf.math.log(tf.where(y > 0, y, 1.0))
+    log_prob = (-log_y - tf.math.log(sigma) - 0.5 * tf.math.log(2.0 * math.pi)
+                - tf.square(log_y - mu) / (2.0 * tf.square(sigma)))
+    row = positive if weights is None else positive * weights
+    nll = -tf.reduce_sum(row * log_prob) / (tf.reduce_sum(row) + 1e-8)
+    return (classification_weight * ce + regression_weight * nll
+            + mu_regularization * tf.reduce_mean(tf.square(mu))
+            + sigma_regularization * tf.reduce_mean(tf.square(scale)))
+
+
 def term_loss(tower, term, outputs, labels, weights=None):
     """Scalar value of one loss term of a tower (before its weight)."""
     name = tower.tower_name
@@ -347,6 +408,10 @@ def term_loss(tower, term, outputs, labels, weights=None):
     if kind == JRC_LOSS:
         return jrc_loss(label, logits, session, weights, params.alpha, params.same_label_loss,
                         params.loss_weight_strategy)
+    if kind == ZILN_LOSS:
+        return ziln_loss(label, logits, weights, params.max_sigma, params.mu_regularization,
+                         params.sigma_regularization, params.classification_weight,
+                         params.regression_weight)
     # Config validation rejects the other types first.
     raise ValueError(f"tower {name!r}: loss_type {loss_pb2.LossType.Name(kind)} is not "
                      "supported.")
@@ -379,3 +444,64 @@ def uncertainty_weighted(loss, log_variance, tower, loss_type=None):
     kind = tower_loss_type(tower) if loss_type is None else loss_type
     scale = 0.5 if kind == L2_LOSS else 1.0
     return scale * tf.exp(-log_variance) * loss + 0.5 * log_variance
+
+
+# -- knowledge distillation (model_config.kd) ---------------------------------------------
+def _logit(probs):
+    """Probabilities -> logits, clipped to [1e-7, 1 - 1e-7] first."""
+    probs = tf.clip_by_value(probs, _EPSILON, 1 - _EPSILON)
+    return tf.math.log(probs) - tf.math.log1p(-probs)
+
+
+def distill_loss(kd, pred, soft_label, session_ids=None):
+    """Scalar value of one KD term (before its loss_weight) of (batch,) outputs `pred` and
+    teacher scores `soft_label` (loss.proto KD has the formulas)."""
+    kind = kd.loss_type
+    pred = tf.cast(pred, tf.float32)
+    label = tf.cast(soft_label, tf.float32)
+    if kind == L2_LOSS:
+        return tf.reduce_mean(tf.square(pred - label))
+    params = term_params(kd)  # KD has the pairwise losses' parameter fields of a Loss
+    if kind == PAIR_WISE_LOSS:
+        return pair_wise_loss(label, pred, None, session_ids, params.margin,
+                              params.temperature)
+    optional = lambda field: getattr(params, field) if params.HasField(field) else None  # noqa
+    if kind == PAIRWISE_LOGISTIC_LOSS:
+        return pairwise_logistic_loss(label, pred, None, session_ids, params.temperature,
+                                      optional("hinge_margin"), params.ohem_ratio,
+                                      params.use_label_margin)
+    if kind == PAIRWISE_HINGE_LOSS:
+        return pairwise_hinge_loss(label, pred, None, session_ids, params.temperature,
+                                   params.margin, params.ohem_ratio, params.label_is_logits,
+                                   params.use_label_margin, params.use_exponent)
+    if kind == PAIRWISE_FOCAL_LOSS:
+        return pairwise_focal_loss(label, pred, None, session_ids, params.gamma,
+                                   optional("alpha"), optional("hinge_margin"),
+                                   params.ohem_ratio, params.temperature)
+    student = (pred if kd.pred_is_logits else _logit(pred)) / kd.temperature
+    teacher = tf.sigmoid((label if kd.label_is_logits else _logit(label)) / kd.temperature)
+    if kind == BINARY_CROSS_ENTROPY_LOSS:
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=teacher,
+                                                                      logits=student))
+    p = tf.sigmoid(student)
+    if kind == CROSS_ENTROPY_LOSS:
+        return tf.reduce_mean(-teacher * tf.math.log(p + _EPSILON)
+                              - (1 - teacher) * tf.math.log(1 - p + _EPSILON))
+    if kind == KL_DIVERGENCE_LOSS:
+        q = tf.stack([1 - teacher, teacher], axis=-1)  # (batch, 2)
+        p = tf.stack([1 - p, p], axis=-1)
+        q, p = tf.clip_by_value(q, _EPSILON, 1.0), tf.clip_by_value(p, _EPSILON, 1.0)
+        return tf.reduce_mean(tf.reduce_sum(q * tf.math.log(q / p), axis=-1))
+    # Config validation rejects the other types first.
+    raise ValueError(f"kd loss_type {loss_pb2.LossType.Name(kind)} is not supported.")
+
+
+def kd_losses(kds, towers, outputs, labels) -> dict:
+    """{kd term name: loss_weight * value} of model_config.kd."""
+    losses = {}
+    for kd in kds:
+        session = getattr(term_params(kd), "session_name", "")
+        value = distill_loss(kd, outputs[kd_output(kd.pred_name, towers)],
+                             labels[kd.soft_label_name], labels[session] if session else None)
+        losses[kd_key(kd)] = kd.loss_weight * value
+    return losses

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 
 import tensorflow as tf
 
@@ -56,6 +57,8 @@ class Cluster:
 
     def scope(self):
         """The strategy's scope (variables become mirrored), or nothing under NoStrategy."""
+        if self.coordinator is not None:
+            return _fixed_shapes(self.strategy.scope())
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def scratch_dir(self) -> str:
@@ -201,6 +204,29 @@ def peer_error(error, step: int, model_dir: str, parameter_servers: bool = False
 
 # Tables smaller than this stay whole on one ps (placed round-robin like dense weights).
 SPLIT_TABLES_FROM_BYTES = 64 * 1024
+# On while _fixed_shapes creates a variable: TablePartitioner keeps it whole.
+_WHOLE = threading.local()
+
+
+@contextlib.contextmanager
+def _fixed_shapes(scope):
+    """PSStrategy: a variable declared with a dimension of unknown size (a dynamic table's
+    rows and state, which grow in one process) takes its initial value's shape and stays
+    whole: TF 2.21 workers abort (tensor_shape.cc "Check failed: size >= 0") on a remote
+    variable whose shape has an unknown dimension."""
+    def creator(next_creator, **kwargs):
+        shape = kwargs.get("shape")
+        if shape is None or tf.TensorShape(shape).is_fully_defined():
+            return next_creator(**kwargs)
+        kwargs["shape"] = None
+        _WHOLE.on = True
+        try:
+            return next_creator(**kwargs)
+        finally:
+            _WHOLE.on = False
+
+    with scope, tf.variable_creator_scope(creator):
+        yield
 
 
 class TablePartitioner:
@@ -216,7 +242,8 @@ class TablePartitioner:
     def __call__(self, shape, dtype, axis=0):
         shape = tf.TensorShape(shape)
         whole = [1] * shape.rank
-        if not is_creating_tables() or not shape.rank or shape.num_elements() is None:
+        if (not is_creating_tables() or getattr(_WHOLE, "on", False) or not shape.rank
+                or shape.num_elements() is None):
             return whole
         if shape.num_elements() * tf.as_dtype(dtype).size < self.min_bytes:
             return whole
@@ -224,10 +251,11 @@ class TablePartitioner:
 
 
 def ps_memory_lines(tables: dict, table_slots: int, dense_floats: int, dense_slots: int,
-                    num_ps: int | None = None) -> list[str]:
+                    num_ps: int | None = None, unsplit=()) -> list[str]:
     """`mtrec check`'s lines on PSStrategy: how the tables split over the ps tasks (as
     TablePartitioner splits them) and the memory per task, optimizer slots included.
-    tables: {name: (rows, dim)}; num_ps: TF_CONFIG's ps count, else 2, 4 and 8 are shown."""
+    tables: {name: (rows, dim)}; num_ps: TF_CONFIG's ps count, else 2, 4 and 8 are shown;
+    unsplit: tables never split (dynamic ones, see _fixed_shapes)."""
     counts = [num_ps] if num_ps else [2, 4, 8]
     lines = ["  parameter servers (PSStrategy): tables of "
              f"{SPLIT_TABLES_FROM_BYTES // 1024} KiB or more split row-wise, one part per ps; "
@@ -235,8 +263,8 @@ def ps_memory_lines(tables: dict, table_slots: int, dense_floats: int, dense_slo
              + ("" if num_ps else " (TF_CONFIG lists no ps tasks: 2, 4 and 8 shown)")]
     for n in counts:
         split = whole = 0
-        for rows, dim in tables.values():
-            if rows * dim * 4 >= SPLIT_TABLES_FROM_BYTES:
+        for name, (rows, dim) in tables.items():
+            if rows * dim * 4 >= SPLIT_TABLES_FROM_BYTES and name not in unsplit:
                 split += -(-rows // n) * dim * (1 + table_slots)  # the largest part
             else:
                 whole += rows * dim * (1 + table_slots)
@@ -307,7 +335,7 @@ def log_placement(tables, dense) -> None:
         name = parts[0].name.split(":")[0].rsplit("/part_", 1)[0]
         start, where = 0, []
         for part in parts:
-            rows = int(part.shape[0])
+            rows = int(part.shape[0] if part.shape[0] is not None else tf.shape(part)[0])
             task = tf.DeviceSpec.from_string(part.device)
             where.append(f"rows {start}-{start + rows - 1} on {task.job}:{task.task}")
             start += rows

@@ -5,6 +5,7 @@ import dataclasses
 import tensorflow as tf
 
 from mtrec import config as config_lib
+from mtrec.config.check_kd import kd_session_columns
 from mtrec.data.schema import field_dtype
 from mtrec.features.feature import FeatureSet
 from mtrec.models.losses import CLASSIFICATION, session_columns, tower_loss_type
@@ -28,6 +29,7 @@ def side_columns(pipeline) -> list[str]:
             elif metric.WhichOneof("metric") == "session_auc":
                 names.append(metric.session_auc.session_id_field)
     names += session_columns(config_lib.task_towers(pipeline.model_config))
+    names += kd_session_columns(pipeline.model_config)
     return list(dict.fromkeys(names))
 
 

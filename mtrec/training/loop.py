@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from mtrec import config as config_lib
+from mtrec.config import check_train
 from mtrec.errors import TrainingError
 from mtrec.features.dynamic import StatsWindow
 from mtrec.training import (checkpoints, distribute, inputs, precision, step as step_lib,
@@ -66,6 +67,7 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
     progress = _Progress(job, write_dir, pipeline.data_config.batch_size * cluster.num_replicas,
                          start)
     saver = _Saver(job, manager, cluster, eval_files, after_evaluation, start)
+    stop_signal = _StopSignal(train_config, cluster, model_dir)
     log.info("training %s from step %d%s", pipeline.model_config.model_class, start,
              f" to {num_steps}" if num_steps else " until the data ends")
     # A lost worker or ps may surface in a step, a checkpoint or an evaluation.
@@ -89,6 +91,8 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                 break
             if saver.due(step) and saver.save_and_evaluate(step):
                 log.info("early stop at step %d.", step)
+                break
+            if stop_signal.stop(step):
                 break
         saver.finish(step, start)
     progress.close()
@@ -225,6 +229,38 @@ class _Progress:
             tf.summary.scalar("learning_rate",
                               float(self.job.sparse_optimizer.learning_rate(step)))
             StatsWindow.write(self.dynamic_summary.take())
+
+
+class _StopSignal:
+    """train_config.dead_line and enable_oss_stop_signal: whether to stop after a step (all
+    workers of a collective job agree, as they must stop at the same step)."""
+    # Seconds between looks for model_dir/OSS_STOP_SIGNAL (as EasyRec's).
+    EVERY_SECS = 10
+
+    def __init__(self, train_config, cluster, model_dir: str):
+        self.cluster, self.model_dir = cluster, model_dir
+        self.dead_line = (check_train.dead_line_seconds(train_config.dead_line)
+                          if train_config.HasField("dead_line") else None)
+        self.signal = (os.path.join(model_dir, "OSS_STOP_SIGNAL")
+                       if train_config.enable_oss_stop_signal else None)
+        self.last_look = -math.inf
+
+    def stop(self, step: int) -> bool:
+        if self.dead_line is None and self.signal is None:
+            return False
+        why = None
+        if self.dead_line is not None and time.time() > self.dead_line:
+            why = "train_config.dead_line has passed"
+        elif self.signal and time.monotonic() - self.last_look >= self.EVERY_SECS:
+            self.last_look = time.monotonic()
+            if tf.io.gfile.exists(self.signal):
+                why = f"{self.signal} exists"
+        stop = why is not None
+        if self.cluster.collective:
+            stop = distribute.any_worker(self.cluster.strategy, stop, step, self.model_dir)
+        if stop:
+            log.info("stopping at step %d: %s.", step, why or "another worker stops")
+        return stop
 
 
 class _Saver:

@@ -4,7 +4,9 @@ optimizer for embedding tables that reads and writes only the rows a batch touch
 Keras 3 optimizers densify IndexedSlices gradients (Adam rewrote every row and both
 moment slots each step: 85 ms/step on one 2e6x16 table against 9 ms sparse).
 """
+import logging
 import math
+import re
 
 import keras
 import tensorflow as tf
@@ -12,6 +14,8 @@ import tensorflow as tf
 from tensorflow.python.distribute.sharded_variable import ShardedVariable
 
 from mtrec.protos import optimizer_pb2
+
+log = logging.getLogger("mtrec")
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -99,7 +103,13 @@ EPSILON = 1e-7
 SLOT_NAMES = {"adam_optimizer": ("m", "v"), "adamw_optimizer": ("m", "v"),
               "lazy_adam_optimizer": ("m", "v"), "adagrad_optimizer": ("accumulator",),
               "momentum_optimizer": ("momentum",), "rms_prop_optimizer": ("rms", "momentum"),
-              "ftrl_optimizer": ("accumulator", "linear")}
+              "ftrl_optimizer": ("accumulator", "linear"),
+              "adam_async_optimizer": ("m", "v"), "adam_asyncw_optimizer": ("m", "v"),
+              "momentumw_optimizer": ("momentum",)}
+# EasyRec's PAI-only optimizers that mtrec trains as the one they are a variant of: the
+# asynchronous application of updates is a property of PAI-TF's parameter servers.
+SAME_UPDATE = {"adam_async_optimizer": "adam_optimizer",
+               "adam_asyncw_optimizer": "adamw_optimizer"}
 
 
 def optimizer_configs(train_config):
@@ -111,6 +121,7 @@ def optimizer_configs(train_config):
 def build_dense_optimizer(config: optimizer_pb2.Optimizer) -> keras.optimizers.Optimizer:
     kind = config.WhichOneof("optimizer")
     params = getattr(config, kind)
+    kind = SAME_UPDATE.get(kind, kind)
     lr = LearningRate(params.learning_rate)
     if kind in ("adam_optimizer", "lazy_adam_optimizer"):
         return keras.optimizers.Adam(lr, beta_1=params.beta1, beta_2=params.beta2)
@@ -129,7 +140,36 @@ def build_dense_optimizer(config: optimizer_pb2.Optimizer) -> keras.optimizers.O
             initial_accumulator_value=params.initial_accumulator_value,
             l1_regularization_strength=params.l1_reg, l2_regularization_strength=params.l2_reg,
             l2_shrinkage_regularization_strength=params.l2_shrinkage_reg)
+    if kind == "momentumw_optimizer":
+        return keras.optimizers.SGD(lr, momentum=params.momentum_optimizer_value,
+                                    weight_decay=params.weight_decay)
     return keras.optimizers.SGD(lr, momentum=params.momentum_optimizer_value)
+
+
+def trained(tables: list, dense: list, train_config) -> tuple[list, list]:
+    """(tables, dense variables) training updates: all but those whose name a
+    train_config.freeze_gradient pattern finds (re.search, as EasyRec). A pattern that
+    finds none is logged with a few names, as mtrec's names differ from EasyRec's."""
+    if not train_config.freeze_gradient:
+        return list(tables), list(dense)
+    names = [_variable_name(v) for v in list(tables) + list(dense)]
+    frozen = set()
+    for pattern in map(re.compile, train_config.freeze_gradient):
+        hits = {name for name in names if pattern.search(name)}
+        if not hits:
+            log.warning("train_config.freeze_gradient %r matches no variable; variables are "
+                        "named like: %s.", pattern.pattern, ", ".join(names[:8]))
+        frozen |= hits
+    for name in sorted(frozen):
+        log.info("freeze_gradient: %s is not trained.", name)
+    return ([v for v in tables if _variable_name(v) not in frozen],
+            [v for v in dense if _variable_name(v) not in frozen])
+
+
+def _variable_name(variable) -> str:
+    """A Keras variable's path (`MMoE/tower_ctr/logits/kernel`), else a tf.Variable's name
+    (`MMoE/feature_groups/user:0`)."""
+    return getattr(variable, "path", None) or variable.name
 
 
 class ScaledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -165,6 +205,7 @@ class SparseOptimizer(tf.Module):
         super().__init__(name=name)
         kind = config.WhichOneof("optimizer")
         self.params = getattr(config, kind)
+        kind = SAME_UPDATE.get(kind, kind)
         self.dense_moments = kind == "adam_optimizer" and self.params.dense_moments
         # lazy_adam_optimizer is adam_optimizer's update with dense_moments off.
         self.kind = "adam_optimizer" if kind == "lazy_adam_optimizer" else kind
@@ -295,7 +336,11 @@ class SparseOptimizer(tf.Module):
                 var=table.handle, accum=slots["accumulator"].handle, lr=lr,
                 epsilon=tf.constant(1e-7), grad=grad, indices=rows)
             return
-        if self.kind == "momentum_optimizer":
+        if self.kind == "momentumw_optimizer":
+            # Keras' order: decay the weights, then the momentum step.
+            table.scatter_sub(tf.IndexedSlices(
+                lr * p.weight_decay * tf.gather(table, rows), rows))
+        if self.kind in ("momentum_optimizer", "momentumw_optimizer"):
             tf.raw_ops.ResourceSparseApplyKerasMomentum(
                 var=table.handle, accum=slots["momentum"].handle, lr=lr, grad=grad, indices=rows,
                 momentum=tf.constant(p.momentum_optimizer_value))

@@ -94,10 +94,12 @@ def model_report(pipeline) -> list[str]:
         lines += _dynamic_memory(model, slots)
     if pipeline.train_config.train_distribute == train_pb2.PSStrategy:
         dense_optimizer, _ = optimizer_configs(pipeline.train_config)
-        shapes = {name: tuple(int(n) for n in table.shape)
+        # A dynamic table is one whole variable of max_capacity rows under PSStrategy.
+        shapes = {name: (growing.get(name) or int(table.shape[0]), int(table.shape[1]))
                   for name, table in model.feature_groups.tables.items()}
         lines += ps_memory_lines(shapes, slots, dense, len(SLOT_NAMES.get(
-            dense_optimizer.WhichOneof("optimizer"), ("m", "v"))), num_ps_tasks())
+            dense_optimizer.WhichOneof("optimizer"), ("m", "v"))), num_ps_tasks(),
+            unsplit=set(growing))
     flops = _flops_per_example(job)
     lines.append(f"  FLOPs per example (forward): {flops:,}" if flops else
                  "  FLOPs per example: unknown")

@@ -52,7 +52,8 @@ NUM_SPARSE, NUM_DENSE = 20, 5
 
 def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_size: int,
                  rows_file: str = "train", steps_per_loop: int = 0, ids: str = "hash",
-                 dense_moments: bool = True, sequence: str = "", seq_len: int = 50) -> str:
+                 dense_moments: bool = True, sequence: str = "", seq_len: int = 50,
+                 mixed_precision: str = "") -> str:
     """The mtrec config of the workload (one epoch, one checkpoint at the end; no
     evaluation and no export during training: run_mtrec evaluates afterwards).
     sequence: "" the workload; "id" plus the 1-id feature item; "mean" / "din" plus item
@@ -120,6 +121,7 @@ train_config {{
   save_checkpoints_steps: 100000000
   log_step_count_steps: 50
   steps_per_loop: {steps_per_loop}
+  mixed_precision: "{mixed_precision}"
 }}
 data_config {{
   batch_size: {batch_size}
@@ -142,7 +144,9 @@ model_config {{
 
 
 def _run_logged(cmd, env=None):
-    """Run cmd; return (stderr lines with arrival times, wall seconds, peak RSS MB)."""
+    """Run cmd; return (stderr lines with arrival times, wall seconds, peak RSS MB, CPU
+    seconds of the process: user + system, all threads; unlike wall time it barely moves
+    with the machine's load)."""
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env=env)
@@ -152,7 +156,7 @@ def _run_logged(cmd, env=None):
     if status != 0:
         sys.stderr.write("\n".join(text for _, text in lines[-20:]) + "\n")
         raise SystemExit(f"failed: {' '.join(cmd)}")
-    return lines, wall, usage.ru_maxrss / 1024
+    return lines, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def steady_rate(lines, batch_size: int, warmup_steps: int) -> float:
@@ -172,24 +176,27 @@ def steady_rate(lines, batch_size: int, warmup_steps: int) -> float:
 
 
 def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows_file="train",
-              evaluate=True, steps_per_loop=0, ids=None, sequence="") -> dict:
+              evaluate=True, steps_per_loop=0, ids=None, sequence="",
+              mixed_precision="") -> dict:
     ids = ids or getattr(args, "ids", "hash")
     config = os.path.join(work, f"{model}_{fmt}_{ids}{hash_buckets}_{batch_size}_{rows_file}"
-                          f"{'_seq_' + sequence if sequence else ''}.config")
+                          f"{'_seq_' + sequence if sequence else ''}"
+                          f"{'_' + mixed_precision if mixed_precision else ''}.config")
     dense_moments = not getattr(args, "lazy", False)
     with open(config, "w", encoding="utf-8") as f:
         f.write(mtrec_config(model, args.data, fmt, hash_buckets, batch_size, rows_file,
                              steps_per_loop, ids, dense_moments, sequence,
-                             getattr(args, "seq_len", 50)))
+                             getattr(args, "seq_len", 50), mixed_precision))
     model_dir = tempfile.mkdtemp(prefix="run_", dir=work)
-    lines, wall, rss = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
+    lines, wall, rss, cpu = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
                                     "--model_dir", model_dir])
     record = {"part": "mtrec", "model": model, "format": fmt, "hash_buckets": hash_buckets,
               "ids": ids, "dense_moments": dense_moments,
+              **({"mixed_precision": mixed_precision} if mixed_precision else {}),
               "batch_size": batch_size, "rows_file": rows_file,
               **({"sequence": sequence} if sequence else {}),
               "steady_ex_per_s": steady_rate(lines, batch_size, args.warmup_steps),
-              "end_to_end_s": wall, "peak_rss_mb": rss}
+              "end_to_end_s": wall, "end_to_end_cpu_s": cpu, "peak_rss_mb": rss}
     if evaluate:
         ext = "csv" if fmt == "csv" else "parquet"
         subprocess.run([sys.executable, "-m", "mtrec", "evaluate", "--config", config,
@@ -225,6 +232,11 @@ def main():
     parser.add_argument("--lazy", action="store_true",
                         help="lazy Adam on the tables (adam_optimizer { dense_moments: false }); "
                              "the default is dense moments, adam_optimizer's default")
+    parser.add_argument("--mixed_precision", default="",
+                        help="mtrec part: comma-separated train_config.mixed_precision values "
+                             "to run side by side, e.g. ',bf16' (float32 and bf16)")
+    parser.add_argument("--peers", default="deepctr,deepctr_torch,rechub",
+                        help="peers part: which peers (scripts/bench/peers/run_all.py)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--work_dir", default="/tmp/mtrec_bench_speed")
@@ -270,7 +282,9 @@ def main():
                 keep(run_limit(model, False, args))
             if "mtrec" in parts:
                 for fmt in args.formats.split(","):
-                    keep(run_mtrec(model, fmt, args, args.work_dir))
+                    for precision in args.mixed_precision.split(","):
+                        keep(run_mtrec(model, fmt, args, args.work_dir,
+                                       mixed_precision=precision))
         if "peers" in parts:
             out = os.path.join(args.work_dir, f"peers_{run}.json")
             subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
@@ -278,6 +292,7 @@ def main():
                             "--python_torch", args.peer_python_torch,
                             "--train", os.path.join(args.data, "train.csv"),
                             "--test", os.path.join(args.data, "test.csv"),
+                            "--peers", args.peers, "--models", args.models,
                             "--runs", "1", "--out", out], check=True, cwd=REPO)
             with open(out, encoding="utf-8") as f:
                 for record in json.load(f):
@@ -327,7 +342,7 @@ def summarize(records):
         if "scaling" in r or "sequence" in r:
             continue
         key = (r["model"], r["part"], r.get("format", ""), str(r.get("xla", "")),
-               r.get("library", ""), r.get("ids", "hash"))
+               r.get("library", ""), r.get("ids", "hash"), r.get("mixed_precision", ""))
         groups.setdefault(key, []).append(r)
     if groups:
         print_main_table(groups)
@@ -356,8 +371,10 @@ def print_main_table(groups):
     print("| model | what | steady ex/s (median) | end-to-end s | peak RSS MB | AUC click | "
           "AUC conversion | runs |")
     print("|---|---|---|---|---|---|---|---|")
-    for (model, part, fmt, xla, lib, _), rs in sorted(groups.items()):
-        what = {"mtrec": f"mtrec ({fmt}, ids {rs[0].get('ids', 'hash')})", "limit": f"in-memory limit (XLA {xla})",
+    for (model, part, fmt, xla, lib, _, precision), rs in sorted(groups.items()):
+        what = {"mtrec": f"mtrec ({fmt}, ids {rs[0].get('ids', 'hash')}"
+                         f"{', ' + precision if precision else ''})",
+                "limit": f"in-memory limit (XLA {xla})",
                 "peer": lib}.get(part, part)
         med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
         auc_click = med("auc_click") if part != "mtrec" or model == "mmoe" else med("auc_ctr")
