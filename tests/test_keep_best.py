@@ -341,6 +341,22 @@ def test_best_metric_choice_direction_and_history(tmp_path):
     with pytest.raises(TrainingError, match="'auc' is ambiguous; the evaluation reports: "
                                             "auc_ctr, auc_cvr"):
         watch.update({"auc_ctr": 0.6, "auc_cvr": 0.5, "global_step": 5})
+    # A metric no evaluation reports (`mtrec check` warns): the first metric picks.
+    watch = BestMetric(_export_config(best_exporter_metric="gauc"), str(tmp_path / "none"))
+    assert watch.update({"auc_ctr": 0.6, "auc_cvr": 0.5, "global_step": 5})
+    assert watch.name == "auc_ctr" and "first tower's first metric" in watch.describe()
+
+
+def test_check_warns_of_a_best_exporter_metric_no_metrics_set_computes(tmp_path):
+    from mtrec import config as config_lib
+    config, _ = flip_case(tmp_path, extra='export_config { best_exporter_metric: "gauc" }\n'
+                                          'eval_config { metrics_set { auc {} } }\n')
+    warnings = config_lib.load(config).warnings
+    assert len(warnings) == 1 and "pipeline.config:" in warnings[0], warnings
+    assert "best_exporter_metric 'gauc' is not computed (the metrics_set has auc)" in warnings[0]
+    config, _ = flip_case(tmp_path, extra='export_config { best_exporter_metric: "auc_ctr" }\n'
+                                          'eval_config { metrics_set { auc {} } }\n')
+    assert config_lib.load(config).warnings == []
 
 
 @pytest.mark.slow

@@ -104,7 +104,26 @@ def check_eval(pipeline, inputs: dict, p: Problems) -> None:
                 "supported; remove it: mtrec evaluates eval_input_path after every "
                 "checkpoint (save_checkpoints_steps), and the progress line and train "
                 "summaries show the training losses.", "eval_online")
+    _check_best_metric(pipeline, p)
     check_export_signature(pipeline, p)
+
+
+def _check_best_metric(pipeline, p: Problems) -> None:
+    """A best_exporter_metric of a kind no metrics_set computes (EasyRec's samples have
+    some) is a warning: the best checkpoint is then picked by the first metric."""
+    from mtrec import config as config_lib
+    wanted = pipeline.export_config.best_exporter_metric
+    kinds = [k for k in METRIC_TOWERS if wanted == k or wanted.startswith(k + "_")]
+    if not wanted or not kinds:
+        return
+    sets = [pipeline.eval_config.metrics_set] + [
+        t.metrics_set for t in config_lib.task_towers(pipeline.model_config)]
+    computed = list(dict.fromkeys(m.WhichOneof("metric") for metrics in sets for m in metrics))
+    kind = max(kinds, key=len)  # "session_auc" over "auc"
+    if computed and kind not in computed:
+        p.warn(f"export_config.best_exporter_metric {wanted!r} is not computed (the "
+               f"metrics_set has {', '.join(computed)}): the best checkpoint is picked by "
+               "the first tower's first metric instead.", "best_exporter_metric")
 
 
 

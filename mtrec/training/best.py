@@ -80,6 +80,14 @@ class BestMetric:
         candidates = [k for k in metrics if k.startswith(self.wanted + "_") and "/" not in k]
         if len(candidates) == 1:
             return candidates[0]
+        first = next((k for k in metrics if "/" not in k), None)
+        if not candidates and first is not None:
+            # As `mtrec check` warned: no metrics_set computes it.
+            log.warning("export_config.best_exporter_metric %r is not reported (the "
+                        "evaluation reports %s); picking the best checkpoint by %s",
+                        self.wanted, ", ".join(metrics), first)
+            self.wanted = ""
+            return first
         raise TrainingError(f"export_config.best_exporter_metric {self.wanted!r} "
                             f"{'is ambiguous' if candidates else 'is not reported'}; "
                             f"the evaluation reports: {', '.join(metrics)}.")
