@@ -15,9 +15,11 @@ import tensorflow as tf
 
 from mtrec.features.dynamic import DynamicTables
 from mtrec.features.feature import FeatureSet, TableSpec
-from mtrec.features.width import attention_widths, feature_width, is_wide
+from mtrec.features.width import (attention_widths, feature_width, group_feature_width,
+                                  is_wide)
 from mtrec.layers.dnn import dnn_args
 from mtrec.layers.sequence import SequencePooling, TargetAttention
+from mtrec.layers.text_cnn import TextCNN
 from mtrec.layers.variational_dropout import VariationalDropout
 from mtrec.protos import layers_pb2
 
@@ -139,8 +141,11 @@ class FeatureGroups(keras.layers.Layer):
                         raise ValueError(f"feature group {group.group_name!r}: SequenceFeature "
                                          f"{name!r} cannot be in a WIDE group.")
                     mode = sequence_combiner(self.feature_set[name].config)
-                    poolers[f"{group.group_name}/{name}"] = SequencePooling(
-                        mode, name=f"seq_pool_{group.group_name}_{name}")
+                    pooler = TextCNN.from_combiner if mode == "text_cnn" else SequencePooling
+                    poolers[f"{group.group_name}/{name}"] = pooler(
+                        self.feature_set[name].config.sequence_combiner.text_cnn
+                        if mode == "text_cnn" else mode,
+                        name=f"seq_pool_{group.group_name}_{name}")
             if not group.sequence_features:
                 continue
             self.attention_groups[group.group_name] = list(group.sequence_features)
@@ -223,7 +228,7 @@ class FeatureGroups(keras.layers.Layer):
         configs = {n: f.config for n, f in self.feature_set.features.items()}
         widths = {}
         for name, (names, wide) in self.groups.items():
-            widths[name] = [feature_width(configs[n], wide, self.wide_output_dim)
+            widths[name] = [group_feature_width(configs[n], wide, self.wide_output_dim)
                             for n in names]
             for att in self.attention_groups.get(name, []):
                 widths[name] += attention_widths(att, configs)

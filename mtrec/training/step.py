@@ -4,7 +4,7 @@ strategy each step runs on every replica."""
 import tensorflow as tf
 
 from mtrec.training.job import Job
-from mtrec.training.optimizers import table_shards
+from mtrec.training.optimizers import table_shards, trained
 
 
 def max_steps_per_call(train_config, strategy) -> int:
@@ -36,8 +36,10 @@ def make_train_loop(job: Job, train_config, strategy=None):
     model = job.model
     # A table a parameter-server strategy split is trained shard by shard (each a plain
     # variable on its ps), so its gradients are IndexedSlices of the shard's own rows.
-    tables = [part for table in model.feature_groups.table_variables
-              for part in table_shards(table)]
+    # train_config.freeze_gradient: trained() leaves out the variables no step updates.
+    tables, dense_variables = trained([part for table in model.feature_groups.table_variables
+                                       for part in table_shards(table)],
+                                      model.trainable_variables, train_config)
     clip = train_config.gradient_clipping_by_norm
     num_losses = len(job.loss_names)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -58,7 +60,7 @@ def make_train_loop(job: Job, train_config, strategy=None):
             scaled = total / replicas if replicas > 1 else total
             if scaler is not None:
                 scaled = scaler.scale_loss(scaled)
-        dense = model.trainable_variables
+        dense = dense_variables
         grads = tape.gradient(scaled, tables + dense)
         if scaler is not None:
             grads, grads_finite = scaler.unscale(grads)
