@@ -28,6 +28,9 @@ Parts (each a subprocess, run one at a time):
 Usage:
   python scripts/bench/speed_data.py --out /tmp/mtrec_speed --rows 1000000 --parquet
   python scripts/bench/speed.py --data /tmp/mtrec_speed --parts mtrec,limit --runs 3
+  python scripts/bench/speed.py --data /tmp/mtrec_speed --parts mtrec,limit,peers --peers deepctr \
+      --mixed_precision ,bf16 --runs 3      # float32 and bf16 side by side, and DeepCTR
+  python scripts/bench/speed.py --data /tmp/mtrec_speed --parts mtrec --formats csv,parquet
   python scripts/bench/speed_data.py --out /tmp/mtrec_speed_seq --rows 600000 \
       --test_rows 50000 --seq_len 50
   python scripts/bench/speed.py --data /tmp/mtrec_speed_seq --parts sequence --runs 3
