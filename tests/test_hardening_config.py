@@ -65,9 +65,9 @@ def test_dense_parameters_are_counted_from_the_config_by_multiplying():
         ("tower 'ctr' dnn", 1, 0, 0, 0), ("tower 'ctr' logits", 1, 8 + 1, 1, 1),
         ("tower 'cvr' dnn", 1, 0, 0, 0), ("tower 'cvr' logits", 1, 8 + 1, 1, 1)]
     # A million experts cost one multiplication, not a million steps.
-    start = time.monotonic()
+    start = time.process_time()
     big = dense_of(BASE.replace("num_expert: 2", "num_expert: 1000000"))
-    assert time.monotonic() - start < 1
+    assert time.process_time() - start < 1
     assert big.parts[0].copies == 1000000 and big.parts[0].total == 1000000 * 104
 
 
@@ -137,20 +137,24 @@ def test_absurd_dense_sizes_are_refused_before_anything_is_built(tmp_path, monke
                                                                  new, needle, expected):
     monkeypatch.setattr(sizes, "available_memory", lambda: (2 ** 60, "physical"))
     text = edit(old, new)
-    start = time.monotonic()
+    start = time.process_time()
     path, message = load_error(tmp_path, text)
-    assert time.monotonic() - start < 2
+    assert time.process_time() - start < 2
     assert one_problem(path, message) == f"{path}:{line_of(text, needle)}: {expected}"
 
 
 def test_check_refuses_a_million_experts_before_building_the_model(tmp_path):
+    import resource
     import subprocess
     import sys
     path = write(tmp_path, BASE.replace("num_expert: 2", "num_expert: 1000000"))
-    start = time.monotonic()
+    def child_cpu():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    start = child_cpu()
     result = subprocess.run([sys.executable, "-m", "mtrec", "check", "--config", path],
-                            capture_output=True, text=True, timeout=120)
-    assert time.monotonic() - start < 30
+                            capture_output=True, text=True, timeout=300)
+    assert child_cpu() - start < 30  # CPU seconds: other jobs must not fail the test
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (f"{path}:{line_of(BASE, 'num_expert')}: the model would build 1,000,004 dense "
             "layers") in result.stderr
@@ -254,10 +258,11 @@ def test_many_problems_are_found_in_linear_time_and_listed_first_fifty(tmp_path)
     feature = '  features { input_names: "user" hash_bucket_size: 100 embedding_dim: 4 }\n'
     text = edit(feature, feature * 20000)
     path = write(tmp_path, text)
-    start = time.monotonic()
+    # CPU time, not wall time: other jobs on the machine must not fail the test.
+    start = time.process_time()
     with pytest.raises(ConfigError) as info:
         config_lib.load(path)
-    assert time.monotonic() - start < 5
+    assert time.process_time() - start < 5
     lines = str(info.value).splitlines()
     first = line_of(BASE, 'input_names: "user"')
     assert lines[0] == f"{path}: 19999 problems:"
