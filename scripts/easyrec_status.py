@@ -699,7 +699,7 @@ def _commit() -> str:
 
 
 def render(rows, steps: int, trained: bool, seconds: float,
-           separate_export: bool = False) -> str:
+           separate_export: bool = False, jobs: int = 1) -> str:
     """docs/easyrec.md: header, summary per family, one row per config, top problems."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     pending = sum(r.train == "pending" for r in rows)
@@ -717,15 +717,15 @@ def render(rows, steps: int, trained: bool, seconds: float,
         "estimate), no data read. `fail` shows the first problem (file:line and message, "
         "as the CLI prints it) and how many problems check listed (a parse error stops "
         "at the first, so it counts 1).",
-        "- **train+export**: only configs that pass check and are multi-task, "
-        "multi-scenario or DIN/BST rank (issue #17's families): a generated CSV with the "
-        "config's input_fields (tag/sequence cells split by the feature's separators, "
+        "- **train+export**: every config that passes check, except the match/recall "
+        "family: generated data in the config's input_type (CSV, TFRecord or Parquet) "
+        "with its input_fields (tag/sequence cells split by the feature's separators, "
         "labels valid for their towers; 200 train rows, 64 eval rows), then `mtrec train` "
         f"for {steps} steps (batch 32), which evaluates and exports the final SavedModel "
         "(its saved_model.pb is checked)"
         + (", then `mtrec export` from the checkpoint" if separate_export else "")
         + "; only `--set` overrides of the input paths, step and batch counts; one "
-        "subprocess per config, one at a time. "
+        f"subprocess per config, {jobs} at a time. "
         + ("" if trained else "**Not run in this table (--no-train).** ")
         + "`-`: not attempted (check failed or another family); a time is the wall time "
         "of the subprocess, on a machine shared with other jobs.",
@@ -814,7 +814,8 @@ def main(argv=None) -> int:
             row.train = "not run" if row.train == "pending" else row.train
 
     def write():  # after every trained config, so a stopped run leaves a (partial) table
-        text = render(rows, args.steps, args.train, time.time() - start, args.separate_export)
+        text = render(rows, args.steps, args.train, time.time() - start, args.separate_export,
+                      args.jobs)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w", encoding="utf-8") as f:
             f.write(text)
