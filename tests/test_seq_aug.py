@@ -277,8 +277,8 @@ def test_package_mistakes_name_the_line(tmp_path, call_input, extra, message, ne
     assert f"{path}:{line}:" in str(info.value), str(info.value)
 
 
-SAMPLE = os.path.join(conftest.ROOT, "..", "shared", "easyrec", "samples", "model_config",
-                      "cl4srec_on_taobao.config")
+# EasyRec's samples (read-only, beside the project), where the other sample tests read them.
+SAMPLE = "/work/shared/easyrec/samples/model_config/cl4srec_on_taobao.config"
 BARE = textwrap.dedent("""
     import csv, json, sys
     import tensorflow as tf
