@@ -16,11 +16,10 @@ import tensorflow as tf
 from conftest import edit
 from mtrec import config as config_lib
 from mtrec.errors import ConfigError
-from mtrec.features.feature import FeatureSet
 from mtrec.layers.cmbf import CMBF, CrossModalBlock, ProjectedAttention
 from mtrec.layers.token_embeddings import TokenEmbeddings
 from mtrec.layers.uniter import Uniter
-from mtrec.models.registry import build_model
+from test_rank_models import _build, assert_config_error_at
 
 RNG = np.random.default_rng(0)
 
@@ -295,13 +294,6 @@ def _write_csv(path, columns):
             f.write(",".join(str(columns[k][i]) for k in names) + "\n")
 
 
-def _build(text, path="x.config"):
-    pipeline = config_lib.parse_text(text, path)
-    config_lib.prepare(pipeline, config_lib.Source(path, text))
-    feature_set = FeatureSet(pipeline)
-    return build_model(pipeline, feature_set), feature_set
-
-
 def _tensors(columns):
     """Columns as the tensors of their input_fields types."""
     types = {"clk": tf.int32, "item": tf.int32, "rating": tf.float32, "score": tf.float32}
@@ -316,10 +308,6 @@ def test_dbmtl_bottom_cmbf_forward_and_names():
     paths = [v.path for v in model.weights]
     assert any(p.startswith("DBMTL/bottom_cmbf/cmbf/text_cross_0/") for p in paths), paths
     assert any(p.startswith("DBMTL/bottom_cmbf/other_dnn/") for p in paths)
-
-
-def _line(text, snippet, nth=1):
-    return [i for i, line in enumerate(text.splitlines(), 1) if snippet in line][nth - 1]
 
 
 @pytest.mark.parametrize("text, old, new, snippet, message", [
@@ -350,13 +338,7 @@ def _line(text, snippet, nth=1):
 ], ids=["patch", "text_kind", "positions", "text_heads", "wide", "uniter_heads",
         "uniter_act", "dbmtl_bottom_dnn", "general_widths"])
 def test_config_errors_name_file_and_line(text, old, new, snippet, message):
-    bad = edit(old, new, text)
-    with pytest.raises(ConfigError) as error:
-        _build(bad)
-    where = f"x.config:{_line(bad, snippet)}: "
-    lines = [line.strip() for line in str(error.value).splitlines()]
-    assert any(line.startswith(where) and message in line for line in lines), \
-        (where, message, str(error.value))
+    assert_config_error_at(edit(old, new, text), snippet, message)
 
 
 def test_unused_groups_and_text_without_max_seq_len_warn():

@@ -343,6 +343,16 @@ def _line(text, snippet, nth=1):
     return [i for i, line in enumerate(text.splitlines(), 1) if snippet in line][nth - 1]
 
 
+def assert_config_error_at(bad, snippet, message):
+    """Building the config text `bad` fails with `message` at the line of `snippet`."""
+    with pytest.raises(ConfigError) as error:
+        _build(bad)
+    where = f"x.config:{_line(bad, snippet)}: "
+    lines = [line.strip() for line in str(error.value).splitlines()]
+    assert any(line.startswith(where) and message in line for line in lines), \
+        (where, message, str(error.value))
+
+
 @pytest.mark.parametrize("text, old, new, snippet, message", [
     (DEEPFM, 'group_name: "wide"', 'group_name: "lin"', 'model_class',
      "DeepFM reads the feature group 'wide' (the linear part); add `feature_groups"),
@@ -392,13 +402,7 @@ def _line(text, snippet, nth=1):
         "seq_att_name", "tower_input", "two_towers", "backbone", "mmoe_both", "mmoe_widths",
         "seq_att_elsewhere"])
 def test_config_errors_name_file_and_line(text, old, new, snippet, message):
-    bad = edit(old, new, text)
-    with pytest.raises(ConfigError) as error:
-        _build(bad)
-    where = f"x.config:{_line(bad, snippet)}: "
-    lines = [line.strip() for line in str(error.value).splitlines()]
-    assert any(line.startswith(where) and message in line for line in lines), \
-        (where, message, str(error.value))
+    assert_config_error_at(edit(old, new, text), snippet, message)
 
 
 def test_rank_model_losses_and_warnings():

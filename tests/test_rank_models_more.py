@@ -11,8 +11,8 @@ import tensorflow as tf
 from conftest import edit, exact_auc
 from mtrec import config as config_lib
 from mtrec.errors import ConfigError
-from test_rank_models import (EASYREC_SAMPLES, INPUTS, NO_BN, _build, _columns, _line, _lookups,
-                              _randomise_tables, _relu, _variables)
+from test_rank_models import (EASYREC_SAMPLES, INPUTS, NO_BN, _build, _columns, _lookups,
+                              _randomise_tables, _relu, _variables, assert_config_error_at)
 
 AUTOINT = INPUTS + """\
 model_config {
@@ -223,13 +223,7 @@ def test_label_name_picks_the_rank_models_label():
 ], ids=["kd_pred_name", "kd_soft_label", "kd_probs", "kd_type", "kd_temperature",
         "autoint_widths", "rocket_inner_product", "ziln_num_class"])
 def test_config_errors_name_file_and_line(text, old, new, snippet, message):
-    bad = edit(old, new, text)
-    with pytest.raises(ConfigError) as error:
-        _build(bad)
-    where = f"x.config:{_line(bad, snippet)}: "
-    lines = [line.strip() for line in str(error.value).splitlines()]
-    assert any(line.startswith(where) and message in line for line in lines), \
-        (where, message, str(error.value))
+    assert_config_error_at(edit(old, new, text), snippet, message)
 
 
 def test_label_name_of_a_multi_task_model_is_an_error():

@@ -31,6 +31,27 @@ def _initializer(stddev):
 
 
 @keras.saving.register_keras_serializable(package="mtrec")
+def check_encoder_args(owner, hidden_size, num_hidden_layers, num_attention_heads,
+                       intermediate_size, hidden_dropout_prob, attention_probs_dropout_prob,
+                       initializer_range):
+    """ValueError for the BERT-style encoder settings BST and UNITER share."""
+    for field, value in (("hidden_size", hidden_size),
+                         ("num_hidden_layers", num_hidden_layers),
+                         ("num_attention_heads", num_attention_heads),
+                         ("intermediate_size", intermediate_size)):
+        if int(value) < 1:
+            raise ValueError(f"{owner} {field} must be at least 1, got {value}.")
+    if int(hidden_size) % int(num_attention_heads):
+        raise ValueError(f"{owner} hidden_size {hidden_size} must be a multiple of "
+                         f"num_attention_heads {num_attention_heads}.")
+    for field, value in (("hidden_dropout_prob", hidden_dropout_prob),
+                         ("attention_probs_dropout_prob", attention_probs_dropout_prob)):
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"{owner} {field} must be in [0, 1), got {value}.")
+    if float(initializer_range) <= 0:
+        raise ValueError(f"{owner} initializer_range must be > 0, got {initializer_range}.")
+
+
 class TransformerBlock(keras.layers.Layer):
     """One post-norm encoder block: (batch, n, hidden_size), mask (batch, n) bool ->
     (batch, n, hidden_size)."""
@@ -114,22 +135,12 @@ class BST(keras.layers.Layer):
                  target_item_position="head", reserve_target_position=True,
                  l2_regularization=0.0, **kwargs):
         super().__init__(**kwargs)
-        for field, value in (("hidden_size", hidden_size),
-                             ("num_hidden_layers", num_hidden_layers),
-                             ("num_attention_heads", num_attention_heads),
-                             ("intermediate_size", intermediate_size),
-                             ("max_position_embeddings", max_position_embeddings)):
-            if int(value) < 1:
-                raise ValueError(f"BST {field} must be at least 1, got {value}.")
-        if int(hidden_size) % int(num_attention_heads):
-            raise ValueError(f"BST hidden_size {hidden_size} must be a multiple of "
-                             f"num_attention_heads {num_attention_heads}.")
-        for field, value in (("hidden_dropout_prob", hidden_dropout_prob),
-                             ("attention_probs_dropout_prob", attention_probs_dropout_prob)):
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"BST {field} must be in [0, 1), got {value}.")
-        if float(initializer_range) <= 0:
-            raise ValueError(f"BST initializer_range must be > 0, got {initializer_range}.")
+        check_encoder_args("BST", hidden_size, num_hidden_layers, num_attention_heads,
+                           intermediate_size, hidden_dropout_prob,
+                           attention_probs_dropout_prob, initializer_range)
+        if int(max_position_embeddings) < 1:
+            raise ValueError(f"BST max_position_embeddings must be at least 1, got "
+                             f"{max_position_embeddings}.")
         if target_item_position not in TARGET_POSITIONS:
             raise ValueError(f"BST target_item_position must be one of "
                              f"{', '.join(TARGET_POSITIONS)}; got {target_item_position!r}.")

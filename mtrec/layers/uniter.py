@@ -26,7 +26,7 @@ hidden_act "gelu" is Keras' exact (erf) form; EasyRec's is the tanh approximatio
 import keras
 from keras import ops
 
-from mtrec.layers.bst import TransformerBlock
+from mtrec.layers.bst import TransformerBlock, check_encoder_args
 from mtrec.layers.dnn import activation_name
 from mtrec.layers.token_embeddings import TokenEmbeddings
 
@@ -43,21 +43,9 @@ class Uniter(keras.layers.Layer):
                  max_position_embeddings=512, use_position_embeddings=True,
                  initializer_range=0.02, l2_regularization=0.0, **kwargs):
         super().__init__(**kwargs)
-        for field, value in (("hidden_size", hidden_size),
-                             ("num_hidden_layers", num_hidden_layers),
-                             ("num_attention_heads", num_attention_heads),
-                             ("intermediate_size", intermediate_size)):
-            if int(value) < 1:
-                raise ValueError(f"Uniter {field} must be at least 1, got {value}.")
-        if int(hidden_size) % int(num_attention_heads):
-            raise ValueError(f"Uniter hidden_size {hidden_size} must be a multiple of "
-                             f"num_attention_heads {num_attention_heads}.")
-        for field, value in (("hidden_dropout_prob", hidden_dropout_prob),
-                             ("attention_probs_dropout_prob", attention_probs_dropout_prob)):
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"Uniter {field} must be in [0, 1), got {value}.")
-        if float(initializer_range) <= 0:
-            raise ValueError(f"Uniter initializer_range must be > 0, got {initializer_range}.")
+        check_encoder_args("Uniter", hidden_size, num_hidden_layers, num_attention_heads,
+                           intermediate_size, hidden_dropout_prob,
+                           attention_probs_dropout_prob, initializer_range)
         if use_position_embeddings and int(max_position_embeddings) < 1:
             raise ValueError("Uniter with use_position_embeddings needs "
                              f"max_position_embeddings >= 1, got {max_position_embeddings}.")
