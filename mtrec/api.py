@@ -344,11 +344,12 @@ def evaluate(config=None, model_dir=None, eval_input_path=None, checkpoint=None,
     pipeline = loaded.pipeline
     if eval_input_path:
         pipeline.eval_input_path = eval_input_path
-    if not pipeline.eval_input_path:
-        raise MtrecError("no eval data: set eval_input_path or pass --eval_input_path.")
-    from mtrec.data.reader import expand_paths
+    from mtrec.data.reader import expand_paths, input_parts
     from mtrec.training import evaluation
-    files = expand_paths(pipeline.eval_input_path, "eval_input_path")
+    parts = None if eval_input_path else input_parts(pipeline, "eval")  # binary_eval_input
+    if not pipeline.eval_input_path and not parts:
+        raise MtrecError("no eval data: set eval_input_path or pass --eval_input_path.")
+    files = parts or expand_paths(pipeline.eval_input_path, "eval_input_path")
     if continuous:
         if not pipeline.model_dir:
             raise MtrecError("evaluate --continuous needs a model_dir to watch.")

@@ -9,14 +9,18 @@ For every `*.config` in --samples:
      validation, the memory estimate), in this process; no data is read. A failure is
      recorded as its first problem (file:line and message, as the CLI's error boundary
      mtrec.errors.describe words it) and the number of problems it lists.
-  2. train+export, for configs that pass check and are multi-task, multi-scenario or a
-     DIN/BST rank config: a small CSV with the config's input_fields is generated (tag and
-     sequence cells use the feature's separators; labels are valid for their towers), and
+  2. train+export, for configs that pass check and are multi-task, multi-scenario or
+     rank configs: small data in the config's input_type (CSV, TFRecord, batch TFRecord,
+     Parquet or binary Criteo files) with its input_fields is generated (tag and
+     sequence cells use the feature's separators; labels are valid for their towers;
+     relative export_config.asset_files get stand-ins, also for check), and
      `mtrec train` runs --steps steps on it (training ends with an evaluation and the
      export of the final SavedModel, whose saved_model.pb is checked; --separate_export
      also runs `mtrec export`), with the CLI's own `--set` overrides for the input paths,
      step and batch counts (the config file is never changed), in one subprocess per
-     config with a timeout, one subprocess at a time.
+     config with a timeout, --jobs subprocesses at a time. A PSStrategy config trains
+     on a local 127.0.0.1 cluster: worker and ps tasks (`mtrec train` with their
+     TF_CONFIG, stopped by process id afterwards) and the chief.
   3. For a config that fails check, `every_problem` also lists the problems after the
      first (the parser stops at the first unknown field), for the "what blocks the most
      configs" table.
@@ -26,6 +30,7 @@ leaves a partial table), and the most common problems to stdout.
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import fnmatch
@@ -34,6 +39,7 @@ import json
 import os
 import platform
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,9 +53,11 @@ if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
 from mtrec import config as config_lib  # noqa: E402
+from mtrec.config import binary_input  # noqa: E402
+from mtrec.config.check_kd import label_shapes  # noqa: E402
 from mtrec.data.synthetic import token_cells  # noqa: E402
 from mtrec.errors import describe  # noqa: E402
-from mtrec.protos import data_pb2, feature_pb2, loss_pb2  # noqa: E402
+from mtrec.protos import data_pb2, feature_pb2, loss_pb2, train_pb2  # noqa: E402
 
 DEFAULT_SAMPLES = "/work/shared/easyrec/samples/model_config"
 
@@ -76,6 +84,8 @@ _BLOCK_CLASS = re.compile(r"""^\s*class_name\s*:\s*["'](\w+)["']""", re.M)
 
 FC = feature_pb2.FeatureConfig
 DC = data_pb2.DatasetConfig
+# The local cluster a PSStrategy config trains on: a chief, these workers and ps tasks.
+PS_WORKERS, PS_TASKS = 1, 2
 
 
 @dataclasses.dataclass
@@ -380,12 +390,20 @@ def column_cells(pipeline, n: int, seed: int = 0) -> dict:
         for position, name in enumerate(feature.input_names):
             readers[name].append((feature, position))
     columns = {}
+    multi_value_labels = label_shapes(pipeline.data_config)
     for field in pipeline.data_config.input_fields:
         name = field.input_name
         integer = field.input_type in (DC.INT32, DC.INT64)
         numeric = integer or field.input_type in (DC.FLOAT, DC.DOUBLE)
         cells = None
-        if name in labels:
+        if name in multi_value_labels:  # label_dim values per cell, split by label_sep
+            dim, sep = multi_value_labels[name]
+            if sep:
+                cells = [sep[:1].join(f"{v:.3f}" for v in row)
+                         for row in rng.uniform(0.0, 1.0, (n, dim))]
+            else:  # an empty label_sep splits the cell into its characters
+                cells = ["".join(str(d) for d in row) for row in rng.integers(0, 10, (n, dim))]
+        elif name in labels:
             classes = labels[name]
             if classes:
                 values = np.arange(n) % classes  # every class present
@@ -466,21 +484,172 @@ def write_parquet(pipeline, path: str, n: int, seed: int = 0) -> None:
     frame.to_parquet(path, index=False)
 
 
+def _feature(value) -> "tf.train.Feature":
+    """One typed value (None: missing) as a tf.train.Feature (empty when missing)."""
+    import tensorflow as tf
+    if value is None:
+        return tf.train.Feature()
+    if isinstance(value, int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    if isinstance(value, float):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+
+
+def write_batch_tfrecord(pipeline, path: str, n: int, seed: int = 0) -> None:
+    """n rows as tf.train.SequenceExample records of n_data_batch_tfrecord rows each (10
+    if unset; the last record holds the rest): one feature_list per column, one Feature
+    per row (empty when the cell is missing)."""
+    import tensorflow as tf
+    columns = column_cells(pipeline, n, seed)
+    fields = {f.input_name: f for f in pipeline.data_config.input_fields}
+    typed = {name: _typed(fields[name], cells) for name, cells in columns.items()}
+    per_record = int(pipeline.data_config.n_data_batch_tfrecord or 10)
+    with tf.io.TFRecordWriter(path) as writer:
+        for start in range(0, n, per_record):
+            lists = {name: tf.train.FeatureList(feature=[
+                _feature(v) for v in values[start:start + per_record]])
+                for name, values in typed.items()}
+            record = tf.train.SequenceExample(
+                feature_lists=tf.train.FeatureLists(feature_list=lists))
+            writer.write(record.SerializeToString())
+
+
+def write_criteo_binary(pipeline, path: str, n: int, seed: int = 0) -> None:
+    """n rows of EasyRec's binary Criteo files: path + "_category.bin", "_dense.bin" and
+    "_label.bin" (mtrec/config/binary_input.py has the layout), the columns of the
+    config's input_fields as column_cells generates them; columns it does not list are 0."""
+    columns = column_cells(pipeline, n, seed)
+    for kind, dtype, _, names in binary_input.LAYOUT:
+        values = np.zeros((n, len(names)), dtype)
+        for k, name in enumerate(names):
+            if name in columns:
+                values[:, k] = [float(c) if c != "" else 0.0 for c in columns[name]]
+        values.tofile(f"{path}_{kind}.bin")
+
+
+def criteo_parts(path: str) -> dict:
+    """{kind: file} that write_criteo_binary(.., path, ..) wrote."""
+    return {kind: f"{path}_{kind}.bin" for kind in binary_input.ROW_BYTES}
+
+
 # The data each input_type reads: (file suffix, writer).
 WRITERS = {DC.CSVInput: (".csv", write_csv), DC.TFRecordInput: (".tfrecord", write_tfrecord),
-           DC.ParquetInput: (".parquet", write_parquet)}
+           DC.ParquetInput: (".parquet", write_parquet),
+           DC.BatchTFRecordInput: (".tfrecord", write_batch_tfrecord),
+           DC.CriteoInput: ("", write_criteo_binary)}
+
+
+# ---------------------------------------------------------------------------
+# Files a config names besides its data: stand-ins
+
+
+def asset_paths(pipeline) -> list[str]:
+    """The relative paths of export_config.asset_files (absolute ones are never written)."""
+    return [a for a in pipeline.export_config.asset_files if a and not os.path.isabs(a)]
+
+
+def write_stand_ins(paths, root: str) -> list[str]:
+    """A small stand-in file at each relative path under root that is not there yet (a
+    JSON object for .json); -> the files written. The samples name assets (e.g. RTP's
+    fg.json) that are not part of EasyRec's sample directory."""
+    written = []
+    for relative in paths:
+        target = os.path.normpath(os.path.join(root, relative))
+        if not target.startswith(os.path.abspath(root) + os.sep) or os.path.exists(target):
+            continue  # a path leaving root (../) is not written
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write('{"stand_in": "written by scripts/easyrec_status.py"}\n'
+                    if target.endswith(".json") else
+                    "stand-in written by scripts/easyrec_status.py\n")
+        written.append(target)
+    return written
+
+
+@contextlib.contextmanager
+def working_dir(path: str):
+    """Run the block with `path` as the current directory."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 # ---------------------------------------------------------------------------
 # Train and export, one subprocess per config
 
 
-def train_sets(train_path: str, eval_path: str, steps: int) -> list[str]:
-    """The --set overrides of a short run: only input paths and step/batch counts."""
-    return [f"train_input_path={train_path}", f"eval_input_path={eval_path}",
-            f"train_config.num_steps={steps}", f"train_config.save_checkpoints_steps={steps}",
-            f"train_config.log_step_count_steps={steps}", "data_config.batch_size=32",
-            "data_config.eval_batch_size=64"]
+def train_sets(train_path: str, eval_path: str, steps: int, binary: bool = False) -> list[str]:
+    """The --set overrides of a short run: only input paths and step/batch counts.
+    binary: the paths are of binary Criteo files (binary_train_input / binary_eval_input,
+    as criteo_parts names them)."""
+    if binary:
+        paths = [f"binary_{split}_input.{kind}_path={file}"
+                 for split, base in (("train", train_path), ("eval", eval_path))
+                 for kind, file in criteo_parts(base).items()]
+    else:
+        paths = [f"train_input_path={train_path}", f"eval_input_path={eval_path}"]
+    return paths + [
+        f"train_config.num_steps={steps}", f"train_config.save_checkpoints_steps={steps}",
+        f"train_config.log_step_count_steps={steps}", "data_config.batch_size=32",
+        "data_config.eval_batch_size=64"]
+
+
+# ---------------------------------------------------------------------------
+# PSStrategy: a local cluster
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports on 127.0.0.1 free at the moment."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def ps_cluster(ports: list[int], workers: int = PS_WORKERS, ps: int = PS_TASKS) -> dict:
+    """The TF_CONFIG of every task of a local PSStrategy cluster on 127.0.0.1: {(task
+    type, index): TF_CONFIG text}, the chief on ports[0], then the workers, then the ps
+    tasks."""
+    if len(ports) != 1 + workers + ps:
+        raise ValueError(f"{1 + workers + ps} ports needed, got {len(ports)}")
+    hosts = [f"127.0.0.1:{p}" for p in ports]
+    spec = {"chief": hosts[:1], "worker": hosts[1:1 + workers], "ps": hosts[1 + workers:]}
+    return {(kind, i): json.dumps({"cluster": spec, "task": {"type": kind, "index": i}})
+            for kind, members in spec.items() for i in range(len(members))}
+
+
+def start_servers(tf_configs: dict, command: list[str], env: dict, cwd: str) -> list:
+    """Start every worker and ps task (`mtrec train` with its TF_CONFIG, which serves until
+    stopped); -> [(Popen, log file)]."""
+    servers = []
+    for (kind, index), tf_config in tf_configs.items():
+        if kind == "chief":
+            continue
+        log = open(os.path.join(cwd, f"{kind}{index}.log"), "w")
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env=dict(env, TF_CONFIG=tf_config))
+        servers.append((proc, log))
+    return servers
+
+
+def stop_servers(servers) -> None:
+    """Stop the tasks start_servers started (by their process, one at a time)."""
+    for proc, log in servers:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        log.close()
 
 
 # Lines of TensorFlow's and autograph's messages that say where, not what.
@@ -559,30 +728,45 @@ def train_export(path: str, loaded, work_dir: str, steps: int = 5, timeout: floa
     """Generate data for a checked config, train it (train exports the final model) and
     with separate_export also run `mtrec export`, in a subprocess:
     ("pass" | "fail" | "timeout", one-line error, seconds)."""
+    work_dir, path = os.path.abspath(work_dir), os.path.abspath(path)
     os.makedirs(work_dir, exist_ok=True)
-    input_type = loaded.pipeline.data_config.input_type
+    pipeline = loaded.pipeline
+    input_type = pipeline.data_config.input_type
     if input_type not in WRITERS:
         kind = DC.InputType.Name(input_type)
         return "fail", f"data: this script generates no {kind} data", 0.0
     suffix, write = WRITERS[input_type]
     train_path = os.path.join(work_dir, "train" + suffix)
     eval_path = os.path.join(work_dir, "eval" + suffix)
-    write(loaded.pipeline, train_path, rows, seed=1)
-    write(loaded.pipeline, eval_path, 64, seed=2)
+    write(pipeline, train_path, rows, seed=1)
+    write(pipeline, eval_path, 64, seed=2)
+    write_stand_ins(asset_paths(pipeline), work_dir)  # the subprocesses run in work_dir
     command = [sys.executable, os.path.abspath(__file__), "--child", "--config", path,
                "--model_dir", os.path.join(work_dir, "model")]
     if separate_export:
         command += ["--export_dir", os.path.join(work_dir, "export")]
-    for item in train_sets(train_path, eval_path, steps):
+    sets = train_sets(train_path, eval_path, steps, binary=input_type == DC.CriteoInput)
+    for item in sets:
         command += ["--set", item]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT + os.pathsep
                + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_CONFIG", None)
+    servers = []
+    if pipeline.train_config.train_distribute == train_pb2.PSStrategy:
+        # A local cluster: the worker and ps tasks serve until stopped, the chief trains.
+        tf_configs = ps_cluster(free_ports(1 + PS_WORKERS + PS_TASKS))
+        serve = [sys.executable, "-m", "mtrec", "train", "--config", path, "--model_dir",
+                 os.path.join(work_dir, "server")] + [a for s in sets for a in ("--set", s)]
+        servers = start_servers(tf_configs, serve, env, work_dir)
+        env = dict(env, TF_CONFIG=tf_configs[("chief", 0)])
     start = time.time()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env=env, cwd=work_dir)
     except subprocess.TimeoutExpired:
         return "timeout", f"no result after {timeout:g} s", time.time() - start
+    finally:
+        stop_servers(servers)
     seconds = time.time() - start
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("{"):
@@ -600,12 +784,23 @@ def train_export(path: str, loaded, work_dir: str, steps: int = 5, timeout: floa
 
 def check_row(path: str):
     """(a config's row with its check result, the LoadedConfig or None); a row to be
-    trained has train "pending"."""
+    trained has train "pending". A config naming relative export_config.asset_files is
+    checked from a temporary directory holding stand-ins for them (write_stand_ins)."""
     name = os.path.basename(path)
     with open(path, encoding="utf-8", errors="replace") as f:
         text = f.read()
     row = Row(name, family(name, text), model_class(text), "fail")
-    loaded, row.problems, row.first_problem = check(path)
+    try:
+        assets = asset_paths(config_lib.parse_text(text, name))
+    except Exception:  # noqa: BLE001 - check reports the parse error
+        assets = []
+    if assets:
+        path = os.path.abspath(path)
+        with tempfile.TemporaryDirectory(prefix="easyrec_assets_") as root, working_dir(root):
+            write_stand_ins(assets, root)
+            loaded, row.problems, row.first_problem = check(path)
+    else:
+        loaded, row.problems, row.first_problem = check(path)
     if loaded is None:
         row.every_problem = every_problem(path)
         return row, None
@@ -718,14 +913,20 @@ def render(rows, steps: int, trained: bool, seconds: float,
         "as the CLI prints it) and how many problems check listed (a parse error stops "
         "at the first, so it counts 1).",
         "- **train+export**: every config that passes check, except the match/recall "
-        "family: generated data in the config's input_type (CSV, TFRecord or Parquet) "
-        "with its input_fields (tag/sequence cells split by the feature's separators, "
-        "labels valid for their towers; 200 train rows, 64 eval rows), then `mtrec train` "
-        f"for {steps} steps (batch 32), which evaluates and exports the final SavedModel "
-        "(its saved_model.pb is checked)"
+        "family: generated data in the config's input_type (CSV, TFRecord, batch "
+        "TFRecord of SequenceExamples, Parquet, or binary Criteo category/dense/label "
+        "files) with its input_fields (tag/sequence cells split by the feature's "
+        "separators, labels valid for their towers; 200 train rows, 64 eval rows), then "
+        f"`mtrec train` for {steps} steps (batch 32), which evaluates and exports the "
+        "final SavedModel (its saved_model.pb is checked)"
         + (", then `mtrec export` from the checkpoint" if separate_export else "")
         + "; only `--set` overrides of the input paths, step and batch counts; one "
-        f"subprocess per config, {jobs} at a time. "
+        f"subprocess per config, {jobs} at a time. A PSStrategy config trains on a local "
+        f"cluster on 127.0.0.1 (the chief, {PS_WORKERS} worker and {PS_TASKS} ps tasks, "
+        "each an `mtrec train` process with its own TF_CONFIG). A file named by "
+        "export_config.asset_files that is not in EasyRec's samples (e.g. "
+        "samples/rtp_fg/fg.json) gets a small stand-in, written at that relative path "
+        "under the directory check and train run from. "
         + ("" if trained else "**Not run in this table (--no-train).** ")
         + "`-`: not attempted (check failed or another family); a time is the wall time "
         "of the subprocess, on a machine shared with other jobs.",

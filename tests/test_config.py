@@ -157,13 +157,13 @@ def test_parse_text_uses_given_path():
 
 
 def test_unknown_easyrec_field_names_field_and_line(tmp_path):
-    text = edit("  batch_size: 4\n", '  batch_size: 4\n  label_sep: ","\n')
+    text = edit("  batch_size: 4\n", '  batch_size: 4\n  feature_fields: "user"\n')
     path, message = load_error(tmp_path, text)
-    line = line_of(text, "label_sep")
+    line = line_of(text, "feature_fields")
     assert message.startswith(f"{path}:{line}:3: ")
-    assert '"label_sep"' in message
+    assert '"feature_fields"' in message
     assert "DatasetConfig" in message
-    assert "mtrec does not support `label_sep` here" in message
+    assert "mtrec does not support `feature_fields` here" in message
 
 
 def test_misspelt_field_names_field_and_line(tmp_path):
@@ -179,7 +179,7 @@ def test_misspelt_field_names_field_and_line(tmp_path):
 def test_parse_error_message_has_no_doubled_period():
     # protobuf's reason already ends with "."; mtrec appends another one.
     with pytest.raises(ConfigError) as info:
-        config_lib.parse_text('data_config { label_sep: "," }', "x.config")
+        config_lib.parse_text('data_config { feature_fields: "user" }', "x.config")
     assert ".." not in str(info.value)
 
 

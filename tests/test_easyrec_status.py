@@ -1,5 +1,7 @@
 """scripts/easyrec_status.py: the measured table of EasyRec's sample configs (#17, #22)."""
+import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -277,10 +279,10 @@ model_config { model_class: "MMoE" feature_groups { group_name: "all" feature_na
     assert 10 <= found < 50
 
 
-@pytest.mark.parametrize("input_type", ["TFRecordInput", "ParquetInput"])
+@pytest.mark.parametrize("input_type", ["TFRecordInput", "ParquetInput", "BatchTFRecordInput"])
 def test_generated_tfrecord_and_parquet_read_back_like_csv(tmp_path, input_type):
-    """The script writes the data a TFRecord or Parquet config reads: the same typed
-    columns as its CSV, read through mtrec's own readers."""
+    """The script writes the data a TFRecord, Parquet or batch TFRecord config reads: the
+    same typed columns as its CSV, read through mtrec's own readers."""
     import tensorflow as tf
     from mtrec import config as config_lib
     from mtrec.data.reader import make_reader
@@ -299,6 +301,7 @@ model_config { model_class: "MMoE" feature_groups { group_name: "all"
     task_towers { tower_name: "ctr" label_name: "clk" } } }
 """
     pipeline = config_lib.parse_text(text)
+    pipeline.data_config.n_data_batch_tfrecord = 3  # batch TFRecord: records of 3, 3, 2 rows
     csv_path = str(tmp_path / "rows.csv")
     status_lib.write_csv(pipeline, csv_path, 8, seed=4)
     suffix, write = status_lib.WRITERS[getattr(status_lib.DC, input_type)]
@@ -317,3 +320,97 @@ model_config { model_class: "MMoE" feature_groups { group_name: "all"
             np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6)
         else:
             assert tf.reduce_all(tf.equal(a, b)), name
+
+
+def test_generated_binary_criteo_reads_back_like_csv(tmp_path):
+    """The binary Criteo files the script writes for a CriteoInput config hold the rows of
+    its CSV (dense values as float32, the file's type), read through mtrec's readers;
+    train_sets names them in binary_*_input."""
+    from mtrec import config as config_lib
+    from mtrec.config.binary_input import Part
+    from mtrec.data.reader import make_reader
+    pipeline = config_lib.parse_text("""
+data_config { label_fields: "label" input_type: CriteoInput shuffle: false
+  input_fields { input_name: "label" input_type: INT32 }
+  input_fields { input_name: "f1" input_type: INT64 }
+  input_fields { input_name: "f2" input_type: FLOAT }
+  input_fields { input_name: "c3" input_type: INT64 } }
+feature_config {
+  features { input_names: "f1" feature_type: RawFeature min_val: 0 max_val: 90000000 }
+  features { input_names: "f2" feature_type: RawFeature min_val: -3 max_val: 5 }
+  features { input_names: "c3" hash_bucket_size: 100 embedding_dim: 4 } }
+model_config { model_class: "DLRM" }
+""")
+    base = str(tmp_path / "train")
+    status_lib.write_criteo_binary(pipeline, base, 20, seed=4)
+    status_lib.write_csv(pipeline, base + ".csv", 20, seed=4)
+    files = status_lib.criteo_parts(base)
+    assert list(files.values()) == [f"{base}_category.bin", f"{base}_dense.bin",
+                                    f"{base}_label.bin"]
+    got = next(iter(make_reader(pipeline.data_config, [Part(*files.values())]).dataset(
+        20, 1, False)))
+    pipeline.data_config.input_type = status_lib.DC.CSVInput
+    expected = next(iter(make_reader(pipeline.data_config, [base + ".csv"]).dataset(
+        20, 1, False)))
+    assert set(got) == set(expected) == {"label", "f1", "f2", "c3"}
+    for name in ("label", "c3", "f2"):
+        np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy(), name)
+    # f1's whole numbers up to 9e7 pass through the dense file's float32.
+    f1 = expected["f1"].numpy()
+    np.testing.assert_array_equal(got["f1"].numpy(), f1.astype(np.float32).astype(np.int64))
+    assert (f1 > 2**24).any()
+    assert status_lib.train_sets(base, "ev", 3, binary=True)[:6] == [
+        f"binary_train_input.category_path={base}_category.bin",
+        f"binary_train_input.dense_path={base}_dense.bin",
+        f"binary_train_input.label_path={base}_label.bin",
+        "binary_eval_input.category_path=ev_category.bin",
+        "binary_eval_input.dense_path=ev_dense.bin", "binary_eval_input.label_path=ev_label.bin"]
+
+
+def test_ps_cluster_gives_each_task_its_tf_config(tmp_path):
+    import json
+    import sys
+    configs = status_lib.ps_cluster([5001, 5002, 5003, 5004], workers=1, ps=2)
+    spec = {"chief": ["127.0.0.1:5001"], "worker": ["127.0.0.1:5002"],
+            "ps": ["127.0.0.1:5003", "127.0.0.1:5004"]}
+    assert {k: json.loads(v) for k, v in configs.items()} == {
+        (kind, i): {"cluster": spec, "task": {"type": kind, "index": i}}
+        for kind, i in (("chief", 0), ("worker", 0), ("ps", 0), ("ps", 1))}
+    with pytest.raises(ValueError, match="4 ports needed, got 3"):
+        status_lib.ps_cluster([1, 2, 3])
+    ports = status_lib.free_ports(4)
+    assert len(set(ports)) == 4
+    # Every task but the chief is started with its own TF_CONFIG, and stopped.
+    servers = status_lib.start_servers(
+        configs, [sys.executable, "-c", "import os, time; print(os.environ['TF_CONFIG'], "
+                  "flush=True); time.sleep(60)"], dict(os.environ), str(tmp_path))
+    try:
+        deadline = time.time() + 30
+        logs = {}
+        while time.time() < deadline and len(logs) < 3:
+            logs = {name: text for name in ("worker0", "ps0", "ps1")
+                    if (text := (tmp_path / f"{name}.log").read_text().strip())}
+        assert {n: json.loads(t)["task"] for n, t in logs.items()} == {
+            "worker0": {"type": "worker", "index": 0}, "ps0": {"type": "ps", "index": 0},
+            "ps1": {"type": "ps", "index": 1}}
+    finally:
+        status_lib.stop_servers(servers)
+    assert all(proc.returncode is not None for proc, _ in servers)
+    assert not (tmp_path / "chief0.log").exists()
+
+
+def test_asset_files_get_stand_ins(tmp_path):
+    """din_on_taobao_latest_export names samples/rtp_fg/fg.json, which EasyRec's samples
+    lack: check runs from a directory with a stand-in there, and passes."""
+    before = os.getcwd()
+    row, loaded = status_lib.check_row(sample("din_on_taobao_latest_export.config"))
+    assert (row.check, row.first_problem) == ("pass", "") and os.getcwd() == before
+    assert status_lib.asset_paths(loaded.pipeline) == ["samples/rtp_fg/fg.json"]
+    written = status_lib.write_stand_ins(["samples/rtp_fg/fg.json", "../outside.txt",
+                                          "/abs/x"], str(tmp_path))
+    assert written == [str(tmp_path / "samples" / "rtp_fg" / "fg.json")]
+    assert json.loads(open(written[0]).read()) == {"stand_in": "written by "
+                                                   "scripts/easyrec_status.py"}
+    assert not (tmp_path.parent / "outside.txt").exists()
+    # An asset that is there is kept.
+    assert status_lib.write_stand_ins(["samples/rtp_fg/fg.json"], str(tmp_path)) == []

@@ -43,9 +43,6 @@ def _line(text, needle) -> int:
      "CoMetricLearningI2I is a retrieval (match) model"),
     ("kafka_train_input { server: 'k:9092' }\n", "kafka_train_input",
      "kafka_train_input: Kafka input is streaming"),
-    ("binary_eval_input { category_path: 'c.bin' }\n", "binary_eval_input",
-     "CriteoInput) are not supported; convert them to Parquet or CSV (one column per "
-     "feature) and use eval_input_path."),
     ("fg_json_path: 'fg.json'\n", "fg_json_path", "fg_json_path: RTP feature generation "
      "(FG) JSON is cloud-only"),
 ])
@@ -78,14 +75,11 @@ def test_negative_sampler_names_the_retrieval_model(tmp_path):
     ("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: EmbeddingParallelStrategy\n",
      "EmbeddingParallelStrategy (EasyRec's embedding parallelism through NVIDIA's "
      "SparseOperationKit, GPU-only) is not supported; use MirroredStrategy"),
-    ("  batch_size: 4\n", "  batch_size: 4\n  label_dim: [1, 5]\n",
-     "mtrec does not support `label_dim` here: labels of several values per row"),
 ])
 def test_unsupported_easyrec_values_and_fields(tmp_path, old, new, expected):
     text = edit(old, new, CONFIG)
     path, message = _error(tmp_path, text)
-    needle = next(w for w in ("user_define_fn", "RTPInput", "EmbeddingParallel", "label_dim")
-                  if w in new)
+    needle = next(w for w in ("user_define_fn", "RTPInput", "EmbeddingParallel") if w in new)
     assert message.startswith(f"{path}:{_line(text, needle)}:")
     assert expected in message
 
@@ -107,13 +101,15 @@ def test_train_config_stop_and_freeze_checks(tmp_path, old, new, field, expected
 
 
 def test_eval_online_and_early_stop_func_are_one_error_each(tmp_path):
-    text = CONFIG + "eval_config {\n  eval_online: true\n}\n"
+    text = edit("  num_steps: 10\n", "  num_steps: 10\n  train_distribute: PSStrategy\n",
+                CONFIG) + "eval_config {\n  eval_online: true\n}\n"
     path, message = _error(tmp_path, text)
     assert message.endswith(f"1 problem:\n  {path}:{_line(text, 'eval_online')}: "
-                            "eval_config.eval_online (metrics of the training batches) is "
-                            "not supported; remove it: mtrec evaluates eval_input_path after "
-                            "every checkpoint (save_checkpoints_steps), and the progress line "
-                            "and train summaries show the training losses.")
+                            "eval_config.eval_online (metrics of the training batches) runs "
+                            "in one process: train_distribute PSStrategy is not supported "
+                            "with it; use NoStrategy or MirroredStrategy, or remove "
+                            "eval_online (eval_input_path is still evaluated after every "
+                            "checkpoint).")
     text = CONFIG + ("export_config {\n  early_stop_func: 'my.stop'\n"
                      "  early_stop_params: '{}'\n}\n")
     path, message = _error(tmp_path, text)

@@ -282,8 +282,8 @@ def test_cli_check_looks_at_the_data_unless_told_not_to(tmp_path):
 
 
 @pytest.mark.parametrize("snippet, message", [
-    ("data_config { input_type: BatchTFRecordInput n_data_batch_tfrecord: 10 }",
-     r"x.config:1: input_type: BatchTFRecordInput .* use input_type: TFRecordInput"),
+    ("data_config { input_type: CriteoInput }",
+     r"x.config:1: input_type: CriteoInput reads binary_train_input \{ category_path"),
     ('data_config { data_compression_type: "gzip" }',
      r"x.config:1: data_compression_type 'gzip' is not one of .* \(did you mean 'GZIP'\?\)"),
     ('data_config { data_compression_type: "ZLIB" }',

@@ -4,6 +4,7 @@ import csv
 import io
 import zlib
 
+from mtrec.config import binary_input
 from mtrec.config.paths import (COMPRESSION_TYPES, compression, expand, is_remote,
                                 open_binary, split_paths)
 from mtrec.config.source import Problems
@@ -38,6 +39,7 @@ def check_data(pipeline, p: Problems) -> dict:
         p.error(f"data_config.separator must be one character, got {data.separator!r}.",
                 "separator")
     check_format(data, p)
+    check_binary_input(pipeline, p)
     if data.chief_redundant:
         parameter_servers = pipeline.train_config.train_distribute == train_pb2.PSStrategy
         p.warn("chief_redundant is ignored: " + (
@@ -50,33 +52,70 @@ def check_data(pipeline, p: Problems) -> dict:
 
 def check_format(data, p: Problems) -> None:
     """input_type, data_compression_type and the fields only some formats have."""
-    if data.input_type == data.BatchTFRecordInput:
-        p.error("input_type: BatchTFRecordInput (several rows per record) is not supported; "
-                "write one row per tf.train.Example and use input_type: TFRecordInput.",
-                "input_type", "BatchTFRecordInput")
-    elif data.HasField("n_data_batch_tfrecord"):
-        p.error("n_data_batch_tfrecord is BatchTFRecordInput's, which mtrec does not support; "
-                "remove it.", "n_data_batch_tfrecord")
+    if data.HasField("n_data_batch_tfrecord") and data.input_type != data.BatchTFRecordInput:
+        p.warn("n_data_batch_tfrecord is ignored: only input_type BatchTFRecordInput reads "
+               "several rows per record.", "n_data_batch_tfrecord")
     kind = data.data_compression_type
     if kind not in COMPRESSION_TYPES:
         upper = f" (did you mean {kind.upper()!r}?)" if kind.upper() in COMPRESSION_TYPES else ""
         p.error(f"data_compression_type {kind!r} is not one of \"GZIP\", \"ZLIB\" or \"\" "
                 f"(none){upper}.", "data_compression_type")
-    elif kind and data.input_type == data.ParquetInput:
-        p.error("data_compression_type is for CSV and TFRecord files; Parquet files carry "
-                "their own compression: remove it.", "data_compression_type")
+    elif kind and data.input_type in (data.ParquetInput, data.CriteoInput):
+        p.error("data_compression_type is for CSV and TFRecord files; "
+                + ("Parquet files carry their own compression" if data.input_type ==
+                   data.ParquetInput else "binary Criteo files are read uncompressed")
+                + ": remove it.", "data_compression_type")
     elif kind == "ZLIB" and data.input_type == data.CSVInput:
         p.error("data_compression_type \"ZLIB\" is for TFRecord files; CSV files may be "
                 "GZIP-compressed (\"GZIP\", or a name ending in .gz).", "data_compression_type")
 
 
+def check_binary_input(pipeline, p: Problems) -> None:
+    """binary_train_input / binary_eval_input go with input_type CriteoInput, whose columns
+    are label, f1..f13 and c1..c26 (mtrec/config/binary_input.py)."""
+    data = pipeline.data_config
+    criteo = data.input_type == data.CriteoInput
+    for kind, field in binary_input.FIELDS.items():
+        path_field = f"{kind}_input_path"
+        if not pipeline.HasField(field):
+            if criteo and kind == "train":
+                p.error("input_type: CriteoInput reads binary_train_input { category_path "
+                        "dense_path label_path } (and binary_eval_input), not "
+                        "train_input_path.", "input_type", "CriteoInput")
+            continue
+        if not criteo:
+            p.error(f"{field} names binary Criteo files: set data_config input_type: "
+                    "CriteoInput, or name other files with " + path_field + ".", field)
+        if getattr(pipeline, path_field):
+            p.error(f"{field} and {path_field} both name the {kind} files; keep one.", field)
+        message = getattr(pipeline, field)
+        counts = [len(getattr(message, f"{k}_path")) for k in binary_input.ROW_BYTES]
+        if not any(counts) or len(set(counts)) > 1:
+            p.error(f"{field} has {counts[0]} category_path, {counts[1]} dense_path and "
+                    f"{counts[2]} label_path entries; give one of each per part of the data.",
+                    field)
+    if criteo:
+        for f in data.input_fields:
+            if f.input_name and f.input_name not in binary_input.COLUMNS:
+                p.error(f"input_fields {f.input_name!r}: input_type CriteoInput reads the "
+                        "columns label, f1..f13 and c1..c26 (by these names); "
+                        f"{f.input_name!r} is none of them.", "input_name", f.input_name)
+
+
 def check_input_files(pipeline, p: Problems) -> None:
     """`mtrec check`: every local train_input_path / eval_input_path entry is an existing
-    file, a directory holding one, or a glob matching one; with a CSV header
+    file, a directory holding one, or a glob matching one (binary_train_input /
+    binary_eval_input: parts of whole rows, see binary_input.part_rows); with a CSV header
     (with_header), each file's header names every input field. Remote paths (hdfs://,
     oss://, ...) are not looked at (a warning): mtrec's readers read local or mounted
     files, which is checked where the job runs."""
     data = pipeline.data_config
+    for field in binary_input.FIELDS.values():
+        if pipeline.HasField(field):
+            parts, why = binary_input.expand_parts(getattr(pipeline, field), field)
+            problems = [why] if why else [binary_input.part_rows(part)[1] for part in parts]
+            for problem in filter(None, problems):
+                p.error(problem, field)
     for what in ("train_input_path", "eval_input_path"):
         files = []
         for pattern in split_paths(getattr(pipeline, what)):

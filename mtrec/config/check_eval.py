@@ -3,7 +3,7 @@ import math
 import os
 
 from mtrec.config.source import Problems
-from mtrec.protos import loss_pb2
+from mtrec.protos import loss_pb2, train_pb2
 
 
 # The towers each metric applies to, by what the tower predicts: "regression" (an L2 tower,
@@ -25,6 +25,9 @@ METRIC_TOWERS = {
     "mean_absolute_error": {"regression", "binary"},
     "root_mean_squared_error": {"regression", "binary"},
 }
+# The train_distribute strategies eval_online runs under (the metrics of one process's
+# batches: under MirroredStrategy those of its first replica).
+_ONLINE_STRATEGIES = (train_pb2.NoStrategy, train_pb2.MirroredStrategy)
 # Column a per-group AUC groups rows by, per metric.
 GROUP_FIELDS = {"gauc": "uid_field", "session_auc": "session_id_field"}
 _REDUCTIONS = ("mean", "mean_by_sample_num", "mean_by_positive_num")
@@ -99,11 +102,13 @@ def check_eval(pipeline, inputs: dict, p: Problems) -> None:
         p.error("export_config.early_stop_params are parameters of early_stop_func, which "
                 "mtrec does not run; use enable_early_stop with max_check_steps and "
                 "early_stop_min_delta.", "early_stop_params")
-    if pipeline.eval_config.eval_online:
-        p.error("eval_config.eval_online (metrics of the training batches) is not "
-                "supported; remove it: mtrec evaluates eval_input_path after every "
-                "checkpoint (save_checkpoints_steps), and the progress line and train "
-                "summaries show the training losses.", "eval_online")
+    strategy = pipeline.train_config.train_distribute
+    if pipeline.eval_config.eval_online and strategy not in _ONLINE_STRATEGIES:
+        p.error("eval_config.eval_online (metrics of the training batches) runs in one "
+                "process: train_distribute "
+                f"{train_pb2.DistributionStrategy.Name(strategy)} is not supported with it; "
+                "use NoStrategy or MirroredStrategy, or remove eval_online (eval_input_path "
+                "is still evaluated after every checkpoint).", "eval_online")
     _check_best_metric(pipeline, p)
     check_export_signature(pipeline, p)
 
@@ -132,8 +137,94 @@ _UNSUPPORTED_EXPORT = {
     "export_features": "the model's outputs do not include the raw feature strings",
     "export_rtp_outputs": "RTP is Alibaba-internal serving; serve the SavedModel with "
                           "TensorFlow Serving",
-    "auto_multi_value": "multi-valued cells are strings split in the graph (e.g. `a|b|c`)",
+    "auto_multi_value": "list the inputs in multi_value_fields instead",
 }
+
+
+def _multi_value_reader(feature, position: int):
+    """(kind, separator) of a feature reading an input of multi_value_fields at `position`
+    of its input_names, or why it cannot. kind is the signature dtype, by what the feature
+    reads (EasyRec's dtypes): "string" for ids through a hash or vocabulary (and weighted
+    `id:weight` tags), "int64" for identity ids (num_buckets), "float32" for a RawFeature's
+    raw_input_dim numbers."""
+    from mtrec import config as config_lib
+    from mtrec.protos import feature_pb2
+    fc = feature_pb2.FeatureConfig
+    kind = feature.feature_type
+    name = fc.FeatureType.Name(kind)
+    if position != 0:
+        return f"it is input {position + 1} of {name} {config_lib.feature_name(feature)!r}"
+    if kind == fc.RawFeature and feature.raw_input_dim > 1:
+        return "float32", feature.separator
+    if kind == fc.SequenceFeature and (feature.sub_feature_type == fc.RawFeature
+                                       or feature.seq_multi_sep):
+        return "its SequenceFeature holds raw numbers or seq_multi_sep groups"
+    if kind in (fc.TagFeature, fc.SequenceFeature):
+        identity = (feature.num_buckets and not feature.hash_bucket_size
+                    and not feature.vocab_list and not feature.vocab_file
+                    and not (kind == fc.TagFeature and feature.kv_separator))
+        return ("int64" if identity else "string"), feature.separator
+    return f"{name} reads one value per row"
+
+
+def multi_value_inputs(pipeline) -> dict:
+    """{input name: (kind, separator)} of export_config.multi_value_fields that the
+    features read as lists (config validation refused the others)."""
+    from mtrec import config as config_lib
+    names = set(pipeline.export_config.multi_value_fields.input_name)
+    found = {}
+    for feature in config_lib.all_features(pipeline):
+        for position, name in enumerate(feature.input_names):
+            if name in names:
+                reader = _multi_value_reader(feature, position)
+                if isinstance(reader, tuple):
+                    found.setdefault(name, reader)
+    return found
+
+
+def _check_multi_value_fields(pipeline, p: Problems) -> None:
+    """Each input of multi_value_fields is an input column only TagFeature, SequenceFeature
+    (of ids) or RawFeature (raw_input_dim > 1) features read, with one separator."""
+    from mtrec import config as config_lib
+    export = pipeline.export_config
+    if not export.multi_placeholder:
+        p.error("export_config.multi_value_fields shapes inputs of the multi_placeholder "
+                "signature; with multi_placeholder: false rows come as one string: remove "
+                "one of them.", "multi_value_fields")
+        return
+    data = pipeline.data_config
+    inputs = {f.input_name for f in data.input_fields}
+    readers = {}
+    for feature in config_lib.all_features(pipeline):
+        for position, name in enumerate(feature.input_names):
+            readers.setdefault(name, []).append((feature, position))
+    seen = set()
+    for name in export.multi_value_fields.input_name:
+        where = ("multi_value_fields",)
+        if name in seen:
+            p.error(f"multi_value_fields lists {name!r} twice.", *where)
+            continue
+        seen.add(name)
+        if name not in inputs:
+            p.error(f"multi_value_fields: {name!r} is not an input field.", *where)
+            continue
+        if not readers.get(name):
+            p.error(f"multi_value_fields: no feature reads input {name!r}.", *where)
+            continue
+        kinds = set()
+        for feature, position in readers[name]:
+            reader = _multi_value_reader(feature, position)
+            if isinstance(reader, str):
+                p.error(f"multi_value_fields: input {name!r} cannot be a list: {reader}; list "
+                        "only inputs of TagFeature, SequenceFeature (of ids) or RawFeature "
+                        "with raw_input_dim > 1.", *where)
+                break
+            kinds.add(reader)
+        else:
+            if len(kinds) > 1:
+                p.error(f"multi_value_fields: the features reading {name!r} split it "
+                        f"differently ({', '.join(sorted(map(str, kinds)))}); list inputs "
+                        "one kind of feature reads with one separator.", *where)
 
 
 def check_export_signature(pipeline, p: Problems) -> None:
@@ -143,8 +234,7 @@ def check_export_signature(pipeline, p: Problems) -> None:
         if getattr(export, field):
             p.error(f"export_config.{field} is not supported: {instead}.", field)
     if export.HasField("multi_value_fields"):
-        p.error("export_config.multi_value_fields is not supported: multi-valued cells are "
-                "strings split in the graph (e.g. `a|b|c`); remove it.", "multi_value_fields")
+        _check_multi_value_fields(pipeline, p)
     for path in export.asset_files:
         if not os.path.isfile(path):
             p.error(f"export_config.asset_files: {path!r} is not a file.", "asset_files", path)

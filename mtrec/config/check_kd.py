@@ -14,6 +14,18 @@ KD_LOSSES = SOFT_CROSS_ENTROPIES | PAIRWISE | {loss_pb2.L2_LOSS}
 _OUTPUT_KINDS = ("logits", "probs", "y")
 
 
+def label_shapes(data_config) -> dict:
+    """{label column: (label_dim, label_sep)} of the labels of several values per row
+    (label_dim > 1); a label without a label_sep entry is split by "" (characters)."""
+    shapes = {}
+    for i, name in enumerate(data_config.label_fields):
+        dim = data_config.label_dim[i] if i < len(data_config.label_dim) else 1
+        if dim > 1:
+            sep = data_config.label_sep[i] if i < len(data_config.label_sep) else ""
+            shapes[name] = (int(dim), sep)
+    return shapes
+
+
 def kd_key(kd) -> str:
     """The KD term's name in the losses dict: loss_name, else EasyRec's
     kd_loss_<pred_name>_<soft_label_name>."""
@@ -47,6 +59,8 @@ def check_kd(pipeline, towers: list, inputs: dict, p: Problems) -> None:
     outputs the model gives (RocketLaunching's booster and light)."""
     model_config = pipeline.model_config
     check_label_name(model_config, inputs, p)
+    check_label_dims(pipeline, towers, inputs, p)
+    dims = label_shapes(pipeline.data_config)
     outputs = output_names(towers)
     seen = set()
     for i, kd in enumerate(model_config.kd):
@@ -82,10 +96,11 @@ def check_kd(pipeline, towers: list, inputs: dict, p: Problems) -> None:
         elif label not in inputs:
             p.error(f"kd soft_label_name {label!r} is not an input field.", "soft_label_name",
                     label)
-        elif inputs[label].input_type == data_pb2.DatasetConfig.STRING:
+        elif inputs[label].input_type == data_pb2.DatasetConfig.STRING and label not in dims:
             p.error(f"kd soft_label_name {label!r} is a STRING column; the teacher's score "
-                    "must be one FLOAT, DOUBLE or INT number per row (mtrec reads no "
-                    "multi-value labels, EasyRec's label_dim).", "input_name", label)
+                    "must be one FLOAT, DOUBLE or INT number per row, or, for a num_class > 1 "
+                    "model, num_class numbers per row: list it in data_config.label_fields "
+                    "with its label_dim (and label_sep).", "input_name", label)
         key = kd_key(kd)
         if key in seen:
             p.error(f"two kd terms are named {key!r}; give each its own loss_name.", *at)
@@ -98,13 +113,25 @@ def check_kd(pipeline, towers: list, inputs: dict, p: Problems) -> None:
         tower, output = outputs[name]
         where = ("pred_name", kd.pred_name)
         predicts = tower_prediction_kind(tower)
+        dim = dims.get(label, (1, ""))[0]
         if output == "y" and predicts != "regression":
             p.error(f"kd pred_name {kd.pred_name!r}: tower {tower.tower_name!r} has no y "
                     "output (it is not a regression tower).", *where)
-        elif output != "y" and predicts != "binary":
-            p.error(f"kd pred_name {kd.pred_name!r}: tower {tower.tower_name!r} has "
-                    f"{tower.num_class} classes; mtrec distills one score per row (a "
-                    "num_class 1 tower, or y of a regression tower).", *where)
+        elif output != "y" and predicts == "regression":
+            p.error(f"kd pred_name {kd.pred_name!r}: tower {tower.tower_name!r} is a "
+                    f"regression tower; distill its y_{tower.tower_name}.", *where)
+        elif predicts == "multi_class" and kd.loss_type in PAIRWISE:
+            p.error(f"kd {kind} ranks one score per row; pred_name {kd.pred_name!r} has "
+                    f"{tower.num_class} classes (use CROSS_ENTROPY_LOSS, "
+                    "BINARY_CROSS_ENTROPY_LOSS, KL_DIVERGENCE_LOSS or L2_LOSS).", *where)
+        elif predicts == "multi_class" and dim != tower.num_class:
+            p.error(f"kd pred_name {kd.pred_name!r} has {tower.num_class} classes but the soft "
+                    f"label {label!r} has {dim} value(s) per row: set its data_config."
+                    f"label_dim to {tower.num_class} (and its label_sep).", *where)
+        elif predicts != "multi_class" and dim > 1:
+            p.error(f"kd soft label {label!r} has label_dim {dim} values per row but pred_name "
+                    f"{kd.pred_name!r} is one score per row; a soft label of several values "
+                    "distills a num_class > 1 model.", *where)
         elif kd.loss_type in SOFT_CROSS_ENTROPIES:
             if output == "y":
                 p.error(f"kd {kind} compares probabilities; pred_name {kd.pred_name!r} is a "
@@ -113,6 +140,29 @@ def check_kd(pipeline, towers: list, inputs: dict, p: Problems) -> None:
                 p.error(f"kd pred_name {kd.pred_name!r} is a {output[:-1]}"
                         f"{'ability' if output == 'probs' else ''}; set pred_is_logits: "
                         f"{'false' if output == 'probs' else 'true'}.", *where)
+
+
+def check_label_dims(pipeline, towers: list, inputs: dict, p: Problems) -> None:
+    """data_config.label_dim / label_sep: at most one entry per label_fields entry, dims >= 1,
+    and a label of label_dim > 1 is a STRING column that only kd terms read."""
+    data = pipeline.data_config
+    count = len(data.label_fields)
+    for field in ("label_dim", "label_sep"):
+        if len(getattr(data, field)) > count:
+            p.error(f"data_config.{field} has {len(getattr(data, field))} entries for "
+                    f"{count} label_fields; give one per label, in label_fields order.", field)
+    if any(d < 1 for d in data.label_dim):
+        p.error("data_config.label_dim entries must be at least 1 (values per row).",
+                "label_dim")
+    for label, (dim, _) in label_shapes(data).items():
+        if label in inputs and inputs[label].input_type != data_pb2.DatasetConfig.STRING:
+            p.error(f"label {label!r} has label_dim {dim}: its input field must be STRING, "
+                    "each cell holding the values split by label_sep.", "input_name", label)
+        for tower in towers:
+            if tower.label_name == label:
+                p.error(f"tower {tower.tower_name!r} reads label {label!r} of label_dim "
+                        f"{dim}; a tower's label is one value per row (a label of several "
+                        "values serves a kd soft_label_name).", "label_dim")
 
 
 def check_label_name(model_config, inputs: dict, p: Problems) -> None:

@@ -100,10 +100,6 @@ EASYREC_ONLY_FIELDS = {
        f"Cloud DataHub); {_AS_FILES}" for kind in ("train", "eval")},
     **{("PipelineConfig", f"hive_{kind}_input"): "Hive input reads tables of a Hive "
        f"cluster, which mtrec does not; {_AS_FILES}" for kind in ("train", "eval")},
-    **{("PipelineConfig", f"binary_{kind}_input"): "EasyRec's binary Criteo files "
-       "(category_path, dense_path, label_path: CriteoInput) are not supported; convert "
-       f"them to Parquet or CSV (one column per feature) and use {{}}" for kind in
-       ("train", "eval")},
     ("PipelineConfig", "fg_json_path"): "RTP feature generation (FG) JSON is cloud-only "
     "(Alibaba's RTP/PAI feature pipeline); write data_config.input_fields and "
     "feature_configs in the config instead, over files whose columns are the features",
@@ -114,10 +110,7 @@ EASYREC_ONLY_FIELDS = {
 }
 _PATH_FIELD = {"train": "train_input_path", "eval": "eval_input_path"}
 # EasyRec fields mtrec has not, with why (after "mtrec does not support `field` here: ").
-_EXPLAINED_FIELDS = {
-    ("DatasetConfig", f): "labels of several values per row (EasyRec's label_dim / "
-    "label_sep, e.g. a distillation soft label of num_class scores) are not read; give "
-    "each label column one number per row" for f in ("label_dim", "label_sep")}
+_EXPLAINED_FIELDS: dict = {}
 # Enum values of EasyRec's that mtrec does not have: (enum, value) -> why and what instead.
 _CLOUD_INPUT = ("{} is cloud-only (EasyRec reads it on Alibaba Cloud / PAI); mtrec reads "
                 "local or mounted files: export the data and use input_type CSVInput, "
@@ -130,9 +123,6 @@ EASYREC_ONLY_VALUES = {
         ("OdpsInputV2", "MaxCompute tables"), ("OdpsInputV3", "MaxCompute tables"),
         ("DataHubInput", "Alibaba Cloud DataHub"), ("KafkaInput", "a Kafka stream"),
         ("HiveInput", "Hive tables"), ("HiveParquetInput", "Hive tables"))},
-    ("InputType", "CriteoInput"): "CriteoInput (EasyRec's binary Criteo files) is not "
-    "supported; convert the files to Parquet or CSV and use input_type ParquetInput or "
-    "CSVInput",
     ("DistributionStrategy", "EmbeddingParallelStrategy"): "EmbeddingParallelStrategy "
     "(EasyRec's embedding parallelism through NVIDIA's SparseOperationKit, GPU-only) is not "
     "supported; use MirroredStrategy or MultiWorkerMirroredStrategy (tables on every "

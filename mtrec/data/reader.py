@@ -16,12 +16,14 @@ import zlib
 
 import tensorflow as tf
 
+from mtrec.config import binary_input
 from mtrec.config.paths import compression, expand, open_binary, split_paths
 from mtrec.data import records
 from mtrec.data.parquet import ParquetReader
 from mtrec.data.schema import (as_rules, cell_problem, check_defaults, keep_good_rows,
                                skip_empty_batches, to_typed)
-from mtrec.data.tfrecord import TFRecordReader
+from mtrec.data.criteo_binary import CriteoBinaryReader
+from mtrec.data.tfrecord import BatchTFRecordReader, TFRecordReader
 from mtrec.errors import DataError
 from mtrec.protos import data_pb2
 
@@ -38,12 +40,24 @@ def expand_paths(paths: str, what: str = "input") -> list[str]:
     return files
 
 
+def input_parts(pipeline, kind: str) -> list[str] | None:
+    """The files of the pipeline's binary_train_input / binary_eval_input (kind "train" or
+    "eval") as binary_input.Part items, or None when it has none."""
+    field = binary_input.FIELDS[kind]
+    if not pipeline.HasField(field):
+        return None
+    parts, why = binary_input.expand_parts(getattr(pipeline, field), field)
+    if why:
+        raise DataError(why)
+    return parts
+
+
 _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write first
 
 
 def make_reader(data_config, files: list[str], rules: dict | None = None):
-    """The reader for data_config.input_type (CSV, TFRecord, or Parquet with the `parquet`
-    extra).
+    """The reader for data_config.input_type (CSV, TFRecord, batch TFRecord, binary Criteo
+    parts from input_parts, or Parquet with the `parquet` extra).
     rules: {column: schema.ColumnRule} (schema.column_rules of the pipeline config: labels,
     identity ids, sequence separators), or the older {label column: number of classes,
     0 for a regression label}; the cells of those columns must meet them
@@ -52,6 +66,10 @@ def make_reader(data_config, files: list[str], rules: dict | None = None):
         return ParquetReader(data_config, files, rules)
     if data_config.input_type == data_pb2.DatasetConfig.TFRecordInput:
         return TFRecordReader(data_config, files, rules)
+    if data_config.input_type == data_pb2.DatasetConfig.BatchTFRecordInput:
+        return BatchTFRecordReader(data_config, files, rules)
+    if data_config.input_type == data_pb2.DatasetConfig.CriteoInput:
+        return CriteoBinaryReader(data_config, files, rules)  # files: binary_input.Part
     return CsvReader(data_config, files, rules)
 
 

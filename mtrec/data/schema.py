@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtrec import config as config_lib
+from mtrec.config.check_kd import label_shapes
 from mtrec.errors import DataError
 from mtrec.protos import data_pb2, feature_pb2
 
@@ -87,6 +88,11 @@ class ColumnRule:
     raw_separators: tuple = ()
     # That feature (named in messages).
     raw_feature: str = ""
+    # A label of several values per row (data_config.label_dim > 1): a text cell holds
+    # this many numbers split by label_sep (label_tokens); 0: one value per row.
+    label_dim: int = 0
+    # data_config.label_sep of that label.
+    label_sep: str = ""
 
     def stray_separators(self) -> tuple:
         """The USUAL_SEPARATORS a cell of this column must not hold."""
@@ -101,6 +107,9 @@ def column_rules(pipeline, labels: dict | None = None) -> dict:
     number of classes, 0 for a regression label} where labels are read (training,
     evaluation), None where they are not (prediction)."""
     rules = {name: ColumnRule(required=True, classes=int(n)) for name, n in (labels or {}).items()}
+    for name, (dim, sep) in label_shapes(pipeline.data_config).items():
+        if name in rules:
+            rules[name] = dataclasses.replace(rules[name], label_dim=dim, label_sep=sep)
     for feature in config_lib.all_features(pipeline):
         kind = feature.feature_type
         if not feature.input_names or kind not in (_FC.IdFeature, _FC.TagFeature,
@@ -139,6 +148,40 @@ def column_rules(pipeline, labels: dict | None = None) -> dict:
                 raw_separators=tuple(s for s in separators if s), raw_feature=name)
         rules[column] = rule
     return {column: rule for column, rule in rules.items() if rule != ColumnRule()}
+
+
+def label_tokens(values: tf.Tensor, sep: str) -> tf.RaggedTensor:
+    """(batch,) text cells -> (batch, None) values, split as EasyRec splits a label of
+    label_dim > 1 (TF's StringSplit): each character of sep splits, empty values are
+    dropped, and sep "" splits into single bytes."""
+    return tf.compat.v1.string_split(values, sep, result_type="RaggedTensor")
+
+
+def label_matrix(values: tf.Tensor, dim: int, sep: str) -> tf.Tensor:
+    """(batch,) text cells of dim numbers -> float32 (batch, dim). The readers refused
+    cells of another count first (row_rules); here a short cell is padded with zeros (the
+    empty dummy row of Job.build) and a long one cut."""
+    tokens = tf.strings.strip(label_tokens(values, sep))
+    return tf.strings.to_number(tokens.to_tensor("0", shape=[None, dim]), tf.float32)
+
+
+def split_labels(side: dict, data_config) -> dict:
+    """Side columns with each label of label_dim > 1 as its float32 (batch, dim) values."""
+    shapes = label_shapes(data_config)
+    return {name: (label_matrix(values, *shapes[name]) if name in shapes
+                   and values.dtype == tf.string else values)
+            for name, values in side.items()}
+
+
+def _label_cell_ok(values: tf.Tensor, rule: ColumnRule) -> tf.Tensor:
+    """Per text cell, whether it holds rule.label_dim numbers split by rule.label_sep, each
+    finite as a float32."""
+    tokens = tf.strings.strip(label_tokens(values, rule.label_sep))  # (batch, None)
+    flat = tokens.flat_values
+    number = tf.strings.regex_full_match(flat, NUMBER)
+    finite = tf.math.is_finite(tf.strings.to_number(tf.where(number, flat, "0"), tf.float32))
+    good = tf.reduce_all(tokens.with_flat_values(number & finite), axis=1)
+    return good & tf.equal(tokens.row_lengths(), rule.label_dim)
 
 
 def _raw_token_kind(feature) -> str:
@@ -222,6 +265,8 @@ def row_rules(field, values: tf.Tensor, missing: tf.Tensor, rules: dict) -> tf.T
         checks.append(missing | _numbers_in_range(values, rule.num_ids))
     if rule.raw_tokens and values.dtype == tf.string:
         checks.append(missing | _raw_tokens_ok(values, rule))
+    if rule.label_dim > 1 and values.dtype == tf.string:
+        checks.append(_label_cell_ok(values, rule))
     if not checks:
         return None
     ok = checks[0]
@@ -439,6 +484,8 @@ def text_problem(text: str, field, rules: dict | None = None) -> str | None:
         return None
     if isinstance(text, bytes):  # (the Parquet reader hands text columns over as bytes)
         text = text.decode("utf-8", "replace")
+    if rule.label_dim > 1:
+        return label_cell_problem(text, field, rule)
     stray = [c for c in rule.stray_separators() if c in text]
     if stray:
         found = min(stray, key=text.index)
@@ -463,6 +510,29 @@ def text_problem(text: str, field, rules: dict | None = None) -> str | None:
         problem = _id_problem(key, rule, text if rule.id_separators else None)
         if problem:
             return problem
+    return None
+
+
+def label_cell_problem(text: str, field, rule: ColumnRule) -> str | None:
+    """Why a cell of a label of label_dim > 1 is not label_dim numbers split by label_sep,
+    or None; the same rule as _label_cell_ok."""
+    sep = rule.label_sep
+    # TF's StringSplit: each character of sep splits, "" splits into single bytes.
+    tokens = (list(text) if not sep else
+              re.split("[" + re.escape(sep) + "]", text))
+    tokens = [t for t in tokens if t != ""]
+    split = f"label_sep {_quoted(sep)}" + (" (single characters)" if not sep else "")
+    if len(tokens) != rule.label_dim:
+        return (f"label {field.input_name!r} has {len(tokens)} value(s) in {text!r} split "
+                f"by {split}; data_config.label_dim says {rule.label_dim}")
+    for token in tokens:
+        value = token.strip(WHITESPACE)
+        if not re.fullmatch(NUMBER, value):
+            return f"value {token!r} of label {field.input_name!r} in {text!r} is not a number"
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float32(float(value))):
+                return (f"value {token!r} of label {field.input_name!r} in {text!r} is out of "
+                        "range for a float32")
     return None
 
 
@@ -536,9 +606,13 @@ def value_problem(value, field, rules: dict | None = None, text: str | None = No
 def default_problem(field, rules: dict | None = None) -> str | None:
     """Why a field's default_val cannot fill its empty cells, or None. Only the label rules
     apply: an empty cell is a missing value whatever default fills it."""
+    rule = _rule(rules, field.input_name)
+    if field.default_val and rule is not None and rule.label_dim > 1:
+        problem = label_cell_problem(field.default_val, field, rule)
+        return (f"input_fields {field.input_name!r}: default_val {field.default_val!r} "
+                f"cannot fill its empty cells: {problem}") if problem else None
     if not field.default_val or field_dtype(field) in (tf.string, tf.bool):
         return None
-    rule = _rule(rules, field.input_name)
     labels = {field.input_name: ColumnRule(required=rule.required, classes=rule.classes)
               } if rule is not None else {}
     problem = cell_problem(field.default_val.strip(WHITESPACE), field, labels)

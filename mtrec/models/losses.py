@@ -478,6 +478,8 @@ def distill_loss(kd, pred, soft_label, session_ids=None):
         return pairwise_focal_loss(label, pred, None, session_ids, params.gamma,
                                    optional("alpha"), optional("hinge_margin"),
                                    params.ohem_ratio, params.temperature)
+    if pred.shape.rank == 2:
+        return _distill_classes(kd, pred, label)
     student = (pred if kd.pred_is_logits else _logit(pred)) / kd.temperature
     teacher = tf.sigmoid((label if kd.label_is_logits else _logit(label)) / kd.temperature)
     if kind == BINARY_CROSS_ENTROPY_LOSS:
@@ -494,6 +496,37 @@ def distill_loss(kd, pred, soft_label, session_ids=None):
         return tf.reduce_mean(tf.reduce_sum(q * tf.math.log(q / p), axis=-1))
     # Config validation rejects the other types first.
     raise ValueError(f"kd loss_type {loss_pb2.LossType.Name(kind)} is not supported.")
+
+
+def _distill_classes(kd, pred, label):
+    """A KD term of (batch, num_class) outputs and a soft label of num_class values per row
+    (data_config.label_dim), as EasyRec's: probabilities become log(p + 1e-7) first
+    (pred_is_logits / label_is_logits false), both are divided by temperature, then
+    CROSS_ENTROPY_LOSS: the mean over rows and classes of -q log(p + 1e-7) - (1 - q)
+    log(1 - p + 1e-7), q and p the two softmaxes; KL_DIVERGENCE_LOSS: the mean over rows of
+    sum q log(q / p) (both clipped to [1e-7, 1]); BINARY_CROSS_ENTROPY_LOSS: the mean over
+    rows and classes of the sigmoid cross-entropy of sigmoid(teacher) and the student's
+    logit (probabilities as logits log(p / (1 - p))); L2_LOSS: the mean squared difference."""
+    kind = kd.loss_type
+    if kind == L2_LOSS:
+        return tf.reduce_mean(tf.square(pred - label))
+    if kind == BINARY_CROSS_ENTROPY_LOSS:
+        student = (pred if kd.pred_is_logits else _logit(pred)) / kd.temperature
+        teacher = tf.sigmoid((label if kd.label_is_logits else _logit(label)) / kd.temperature)
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=teacher,
+                                                                      logits=student))
+    student = (pred if kd.pred_is_logits else tf.math.log(pred + _EPSILON)) / kd.temperature
+    teacher = (label if kd.label_is_logits else tf.math.log(label + _EPSILON)) / kd.temperature
+    p, q = tf.nn.softmax(student), tf.nn.softmax(teacher)  # (batch, num_class)
+    if kind == CROSS_ENTROPY_LOSS:
+        return tf.reduce_mean(-q * tf.math.log(p + _EPSILON)
+                              - (1 - q) * tf.math.log(1 - p + _EPSILON))
+    if kind == KL_DIVERGENCE_LOSS:
+        q, p = tf.clip_by_value(q, _EPSILON, 1.0), tf.clip_by_value(p, _EPSILON, 1.0)
+        return tf.reduce_mean(tf.reduce_sum(q * tf.math.log(q / p), axis=-1))
+    # Config validation rejects the other types first.
+    raise ValueError(f"kd loss_type {loss_pb2.LossType.Name(kind)} does not distill "
+                     "num_class > 1 outputs.")
 
 
 def kd_losses(kds, towers, outputs, labels) -> dict:

@@ -16,6 +16,7 @@ import time
 import tensorflow as tf
 
 from mtrec import config as config_lib
+from mtrec.config.check_eval import multi_value_inputs
 from mtrec.data.schema import field_dtype, to_typed
 from mtrec.errors import MtrecError
 from mtrec.training import storage
@@ -61,6 +62,8 @@ class ServingModule(tf.Module):
             self.serve = tf.function(self._serve_joined, input_signature=[
                 tf.TensorSpec([self._batch], tf.string, name="features")])
             return
+        # export_config.multi_value_fields: {input: (kind, separator)} of list inputs.
+        self._lists = multi_value_inputs(pipeline)
         by_input = (not export.HasField("placeholder_named_by_input")
                     or export.placeholder_named_by_input)
         index = {f.input_name: i for i, f in enumerate(pipeline.data_config.input_fields)}
@@ -68,18 +71,36 @@ class ServingModule(tf.Module):
                        f.input_name for f in self._signature_fields}
         by_name = {f.input_name: f for f in self._signature_fields}
         self.serve = tf.function(self._serve_named, input_signature=[
-            {key: self._spec(by_name[name], key) for key, name in self._names.items()}])
+            {key: self._list_spec(by_name[name], key) if name in self._lists
+             else self._spec(by_name[name], key) for key, name in self._names.items()}])
 
     def _spec(self, field, name):
         return tf.TensorSpec([self._batch], field_dtype(field), name=name)
+
+    def _list_spec(self, field, name):
+        """(batch, None) values of a multi_value_fields input."""
+        return tf.TensorSpec([self._batch, None], tf.as_dtype(self._lists[field.input_name][0]),
+                             name=name)
+
+    def _joined(self, name, values):
+        """(batch, None) list values -> (batch,) cells of them joined by the separator of the
+        features that read them (padding: "" and negative ids become empty values, which
+        the features drop; float32 keeps every bit with 9 significant digits)."""
+        kind, separator = self._lists[name]
+        if kind == "int64":
+            values = tf.where(values < 0, "", tf.strings.as_string(values))
+        elif kind == "float32":
+            values = tf.strings.as_string(values, precision=8, scientific=True)
+        return tf.strings.reduce_join(values, axis=1, separator=separator)
 
     def _serve_columns(self, inputs):
         features = self._feature_set.preprocess(inputs)
         return self.model(features, training=False)
 
     def _serve_named(self, inputs):
-        return self._serve_columns({name: inputs[key] for key, name in self._names.items()
-                                    if name in self._needed})
+        return self._serve_columns({
+            name: self._joined(name, inputs[key]) if name in self._lists else inputs[key]
+            for key, name in self._names.items() if name in self._needed})
 
     def _serve_joined(self, rows):
         """(batch,) strings of the signature fields' cells joined by the separator."""

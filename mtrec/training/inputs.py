@@ -6,7 +6,7 @@ import logging
 import tensorflow as tf
 
 from mtrec import config as config_lib
-from mtrec.data.reader import expand_paths, make_reader
+from mtrec.data.reader import expand_paths, input_parts, make_reader
 from mtrec.data.schema import BAD_ROWS_KEY, column_rules
 from mtrec.errors import DataError, reason_line
 from mtrec.protos import data_pb2
@@ -18,11 +18,14 @@ log = logging.getLogger("mtrec")
 
 def input_files(pipeline, cluster) -> tuple[list[str], list[str] | None]:
     """(train files, eval files or None when this process does not evaluate)."""
-    train_files = expand_paths(pipeline.train_input_path, "train_input_path")
+    # binary_train_input / binary_eval_input (CriteoInput) name the files instead.
+    train_files = (input_parts(pipeline, "train")
+                   or expand_paths(pipeline.train_input_path, "train_input_path"))
     # With an evaluator task in TF_CONFIG, it evaluates the checkpoints, not the chief.
-    eval_files = (expand_paths(pipeline.eval_input_path, "eval_input_path")
-                  if pipeline.eval_input_path and cluster.is_chief
-                  and not cluster.external_evaluator else None)
+    evaluates = cluster.is_chief and not cluster.external_evaluator
+    eval_files = (input_parts(pipeline, "eval") if evaluates else None) or (
+        expand_paths(pipeline.eval_input_path, "eval_input_path")
+        if pipeline.eval_input_path and evaluates else None)
     return train_files, eval_files
 
 

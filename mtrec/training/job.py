@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.config.check_kd import kd_session_columns
-from mtrec.data.schema import field_dtype
+from mtrec.data.schema import field_dtype, split_labels
 from mtrec.features.feature import FeatureSet
 from mtrec.models.losses import CLASSIFICATION, session_columns, tower_loss_type
 from mtrec.models.registry import build_model
@@ -77,7 +77,8 @@ class Job:
 
     def split(self, columns: dict):
         """A batch of typed columns -> (preprocessed features, side columns)."""
-        side = {name: columns[name] for name in side_columns(self.pipeline)}
+        side = split_labels({name: columns[name] for name in side_columns(self.pipeline)},
+                            self.pipeline.data_config)
         return self.feature_set.preprocess(columns), side
 
     def build(self) -> None:

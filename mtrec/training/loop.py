@@ -21,6 +21,7 @@ from mtrec.training import (checkpoints, distribute, inputs, precision, step as 
                             storage)
 from mtrec.training.evaluation import evaluate_job
 from mtrec.training.job import Job
+from mtrec.training.online import OnlineEvaluation
 
 log = logging.getLogger("mtrec")
 
@@ -61,11 +62,14 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                  "train.", start, num_steps)
         return {}
     steps_per_loop = step_lib.max_steps_per_call(train_config, cluster.strategy)
-    run_steps = step_lib.make_runner(job, train_config, cluster)
+    # eval_config.eval_online: the chief's metrics of its training batches.
+    online = (OnlineEvaluation(job) if pipeline.eval_config.eval_online and cluster.is_chief
+              else None)
+    run_steps = step_lib.make_runner(job, train_config, cluster, online)
     iterator = iter(dataset)
     # Examples per step: the global batch, per-replica batch_size times the replicas.
     progress = _Progress(job, write_dir, pipeline.data_config.batch_size * cluster.num_replicas,
-                         start)
+                         start, online)
     saver = _Saver(job, manager, cluster, eval_files, after_evaluation, start)
     stop_signal = _StopSignal(train_config, cluster, model_dir)
     log.info("training %s from step %d%s", pipeline.model_config.model_class, start,
@@ -77,7 +81,9 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
             if step == start:  # the first call traces: one step, so _Progress times past it
                 n = 1
             with _clear_errors(job, readers, train_files):
-                done, loss_sums, total_sum, bad, finite = run_steps(iterator, n)
+                done, loss_sums, total_sum, bad, finite, *seen = run_steps(iterator, n)
+                if online is not None:
+                    online.add(seen[0])
             done, step = int(done), int(job.global_step.numpy())
             if not bool(finite):
                 raise _non_finite_error(job, loss_sums, step, saver.last_saved)
@@ -95,6 +101,8 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
             if stop_signal.stop(step):
                 break
         saver.finish(step, start)
+        if online is not None:
+            online.finish(model_dir, step)
     progress.close()
     return saver.eval_result
 
@@ -153,8 +161,10 @@ class _Progress:
     """The loss sums since the last log line or summary; one log line per log interval
     (step, loss per tower, examples/sec, ETA) and the train summaries."""
 
-    def __init__(self, job: Job, write_dir: str, batch_size: int, start_step: int):
+    def __init__(self, job: Job, write_dir: str, batch_size: int, start_step: int,
+                 online: OnlineEvaluation | None = None):
         self.job = job
+        self.online = online
         self.train_config = job.pipeline.train_config
         self.num_steps = self.train_config.num_steps
         self.batch_size = batch_size
@@ -193,7 +203,8 @@ class _Progress:
         if logged:
             log.info(self._line(step, losses, total)
                      + (f" | {self.bad_rows} bad rows skipped" if self.bad_rows else "")
-                     + StatsWindow.text(self.dynamic_log.take()))
+                     + StatsWindow.text(self.dynamic_log.take())
+                     + (self.online.line() if self.online is not None else ""))
         summary_every = (self.train_config.save_summary_steps
                          or self.train_config.log_step_count_steps)
         if step % summary_every == 0 or last_chunk:
@@ -229,6 +240,8 @@ class _Progress:
             tf.summary.scalar("learning_rate",
                               float(self.job.sparse_optimizer.learning_rate(step)))
             StatsWindow.write(self.dynamic_summary.take())
+            if self.online is not None:
+                self.online.write_summaries()
 
 
 class _StopSignal:

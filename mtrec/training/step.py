@@ -29,10 +29,13 @@ def next_chunk(step, num_steps, steps_per_loop, train_config) -> int:
     return max(1, min(bounds))
 
 
-def make_train_loop(job: Job, train_config, strategy=None):
+def make_train_loop(job: Job, train_config, strategy=None, online=None):
     """tf.function(iterator, n) running up to n steps -> (steps done, loss sums, total loss
     sum, bad rows, all losses finite). Under a strategy each step is `strategy.run` of
-    the same step on every replica, with losses averaged over the replicas."""
+    the same step on every replica, with losses averaged over the replicas.
+    online (eval_config.eval_online, training/online.py): the tuple also ends with what
+    online.tensors gives of each step's outputs, concatenated over the steps (under a
+    strategy, of the first local replica's batches)."""
     model = job.model
     # A table a parameter-server strategy split is trained shard by shard (each a plain
     # variable on its ps), so its gradients are IndexedSlices of the shard's own rows.
@@ -52,6 +55,7 @@ def make_train_loop(job: Job, train_config, strategy=None):
             features, job.global_step, model.feature_groups.tables, job.sparse_optimizer)
         with tf.GradientTape() as tape:
             outputs = model(features, training=True)
+            seen = online.tensors(outputs, side, features) if online is not None else {}
             losses = model.weighted_losses(outputs, side)
             total = tf.add_n(list(losses.values()))
             if model.losses:
@@ -102,7 +106,7 @@ def make_train_loop(job: Job, train_config, strategy=None):
             tf.cond(grads_finite, apply, lambda: tf.constant(False))
             scaler.update(grads_finite)
         job.global_step.assign_add(1)
-        return tf.stack(list(losses.values())), total
+        return tf.stack(list(losses.values())), total, seen
 
     if strategy is None:
         run = step_fn
@@ -115,9 +119,11 @@ def make_train_loop(job: Job, train_config, strategy=None):
             model.feature_groups.dynamic.assign_replicas(
                 strategy, features, job.global_step, model.feature_groups.tables,
                 job.sparse_optimizer)
-            tower_losses, total = strategy.run(step_fn, args=(features, side))
+            tower_losses, total, seen = strategy.run(step_fn, args=(features, side))
+            seen = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0], seen)
             return (strategy.reduce(mean, tower_losses, axis=None),
-                    strategy.reduce(mean, total, axis=None))
+                    strategy.reduce(mean, total, axis=None), seen)
 
         def count_bad(bad):
             return strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None)
@@ -129,12 +135,17 @@ def make_train_loop(job: Job, train_config, strategy=None):
         bad_rows = tf.constant(0, tf.int64)
         done = tf.constant(0)
         finite = tf.constant(True)
+        arrays = {} if online is None else tf.nest.map_structure(
+            lambda spec: tf.TensorArray(spec.dtype, size=0, dynamic_size=True,
+                                        element_shape=spec.shape), online.spec)
         for _ in tf.range(n):
             element = iterator.get_next_as_optional()
             if not element.has_value():
                 break
             features, side, bad = element.get_value()
-            tower_losses, total = run(features, side)
+            tower_losses, total, seen = run(features, side)
+            if online is not None:
+                arrays = tf.nest.map_structure(lambda a, v: a.write(done, v), arrays, seen)
             loss_sums += tower_losses
             total_sum += total
             bad_rows += count_bad(bad)
@@ -142,17 +153,20 @@ def make_train_loop(job: Job, train_config, strategy=None):
             if not tf.math.is_finite(total):
                 finite = tf.constant(False)
                 break
+        if online is not None:
+            return (done, loss_sums, total_sum, bad_rows, finite,
+                    tf.nest.map_structure(lambda a: a.concat(), arrays))
         return done, loss_sums, total_sum, bad_rows, finite
 
     return train_loop
 
 
-def make_runner(job: Job, train_config, cluster):
+def make_runner(job: Job, train_config, cluster, online=None):
     """run(iterator, n) -> (steps done, loss sums, total loss sum, bad rows, all finite)
     of n steps. Under PSStrategy the chief schedules the n steps on the workers through
     TF's ClusterCoordinator, in calls of about n / workers steps that each free worker
     takes (a lost worker's calls are retried on the others), and waits for all of them."""
-    train_loop = make_train_loop(job, train_config, cluster.strategy)
+    train_loop = make_train_loop(job, train_config, cluster.strategy, online)
     coordinator = cluster.coordinator
     if coordinator is None:
         return lambda iterator, n: train_loop(iterator, tf.constant(n))

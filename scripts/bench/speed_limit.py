@@ -4,7 +4,11 @@
 
 The rows are read with pandas beforehand (not timed); ids are the integers themselves.
 The model has the same shapes as mtrec's (see speed.py): per-feature tables [10000, 16],
-Dense layers, softmax gates, Keras Adam (lr 1e-3) on every variable. Steps run
+Dense layers, softmax gates, Keras Adam (lr 1e-3) on every variable. Two more forms, for
+speed_levers.py: --sparse_tables, Adam on the rows a batch touched of each table
+(SparseAdam, lazy moments) and Keras Adam on the rest; --fused, the 20 tables as ONE
+variable of 20 x 10000 rows (feature j's ids offset by j * 10000), one gather a step (and
+with --sparse_tables one sparse update a step). Steps run
 `--steps_per_call` at a time inside one tf.function (a tf.range loop slicing the in-memory
 tensors), optionally XLA-compiled (--xla). Prints one JSON line: steady examples/s (all
 calls after the first --warmup_calls), the test AUCs, peak RSS.
@@ -41,12 +45,21 @@ def mlp(units, name):
 
 
 class Model(keras.Model):
-    def __init__(self, kind):
+    """fused: one (NUM_SPARSE * vocab, DIM) table instead of NUM_SPARSE (vocab, DIM) ones;
+    feature j's rows are j * vocab + id."""
+
+    def __init__(self, kind, fused=False, vocab=VOCAB):
         super().__init__()
         self.kind = kind
-        self.tables = [self.add_weight(shape=(VOCAB, DIM), name=f"table_{j}",
-                                       initializer=keras.initializers.RandomUniform(-0.05, 0.05))
-                       for j in range(NUM_SPARSE)]
+        self.fused = fused
+        init = keras.initializers.RandomUniform(-0.05, 0.05)
+        if fused:
+            self.tables = [self.add_weight(shape=(NUM_SPARSE * vocab, DIM), name="table_fused",
+                                           initializer=init)]
+            self.offsets = tf.range(NUM_SPARSE) * vocab  # (NUM_SPARSE,) int32
+        else:
+            self.tables = [self.add_weight(shape=(vocab, DIM), name=f"table_{j}",
+                                           initializer=init) for j in range(NUM_SPARSE)]
         if kind == "mmoe":
             self.experts = [mlp([256, 128], f"expert{e}") for e in range(4)]
             self.gates = [keras.layers.Dense(4, name=f"gate{t}") for t in range(2)]
@@ -55,8 +68,20 @@ class Model(keras.Model):
             self.towers = [mlp([256, 128, 64], f"tower{t}") + [keras.layers.Dense(1)]
                            for t in range(2)]
 
+    @property
+    def dense_variables(self):
+        """Every trainable variable but the tables."""
+        tables = {id(t) for t in self.tables}
+        return [v for v in self.trainable_variables if id(v) not in tables]
+
     def call(self, ids, dense):
-        x = tf.concat([tf.gather(t, ids[:, j]) for j, t in enumerate(self.tables)] + [dense], 1)
+        if self.fused:
+            # One gather for all features: (batch, NUM_SPARSE, DIM) -> (batch, 320).
+            emb = tf.gather(self.tables[0], ids + self.offsets)
+            x = tf.concat([tf.reshape(emb, [-1, NUM_SPARSE * DIM]), dense], 1)
+        else:
+            x = tf.concat([tf.gather(t, ids[:, j]) for j, t in enumerate(self.tables)]
+                          + [dense], 1)
         return self.dense_part(x)
 
     def dense_part(self, x):
@@ -80,15 +105,15 @@ class Model(keras.Model):
         return pctr, pctr * pcvr
 
 
-def build_model(kind, ids, dense, bf16=False, xla_dense=False):
+def build_model(kind, ids, dense, bf16=False, xla_dense=False, fused=False, vocab=VOCAB):
     """The model, built on two rows; bf16: its Dense layers under mixed_bfloat16 (float32
     weights and tables); xla_dense: its dense part (after the embedding gathers) a
-    jit_compile tf.function."""
+    jit_compile tf.function; fused: one table for all features (Model)."""
     previous = keras.config.dtype_policy()
     if bf16:
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = Model(kind)
+        model = Model(kind, fused=fused, vocab=vocab)
         model(ids[:2], dense[:2])
     finally:
         keras.config.set_dtype_policy(previous)
@@ -97,11 +122,44 @@ def build_model(kind, ids, dense, bf16=False, xla_dense=False):
     return model
 
 
-def make_loop(model, ids, dense, labels, b, xla=False):
+class SparseAdam:
+    """Adam on the rows of each table a batch touched, with Keras Adam's formulas (lazy
+    moments: an untouched row's moments stay). Per table and step: one unique, one segment
+    sum, two slot gathers and three scatters (m, v, the table)."""
+
+    def __init__(self, tables, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-7):
+        self.lr, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
+        self.m = [tf.Variable(tf.zeros(t.shape), trainable=False) for t in tables]
+        self.v = [tf.Variable(tf.zeros(t.shape), trainable=False) for t in tables]
+        self.iterations = tf.Variable(0.0, trainable=False)
+
+    def apply(self, grads, tables):
+        self.iterations.assign_add(1.0)
+        t = self.iterations
+        step_size = self.lr * tf.sqrt(1 - tf.pow(self.beta2, t)) / (1 - tf.pow(self.beta1, t))
+        for grad, table, m_slot, v_slot in zip(grads, tables, self.m, self.v):
+            # Duplicate ids in the batch: their gradients summed first.
+            rows, position = tf.unique(grad.indices)
+            g = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
+            m = self.beta1 * tf.gather(m_slot, rows) + (1 - self.beta1) * g
+            v = self.beta2 * tf.gather(v_slot, rows) + (1 - self.beta2) * tf.square(g)
+            m_slot.scatter_update(tf.IndexedSlices(m, rows))
+            v_slot.scatter_update(tf.IndexedSlices(v, rows))
+            # A Keras variable's tf.Variable (Model's tables), else the tf.Variable itself.
+            variable = table.value if isinstance(table, keras.Variable) else table
+            variable.scatter_sub(tf.IndexedSlices(
+                step_size * m / (tf.sqrt(v) + self.epsilon), rows))
+
+
+def make_loop(model, ids, dense, labels, b, xla=False, sparse_tables=False):
     """loop(start, steps): `steps` training steps (Keras Adam on every variable, the two
-    binary cross-entropies) over the in-memory rows from `start`, batches of b."""
+    binary cross-entropies) over the in-memory rows from `start`, batches of b.
+    sparse_tables: the tables trained by SparseAdam (one sparse update per table, so one
+    in all for a fused model), Keras Adam on the rest."""
     optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(model.trainable_variables)
+    keras_variables = model.dense_variables if sparse_tables else model.trainable_variables
+    optimizer.build(keras_variables)
+    sparse = SparseAdam(list(model.tables)) if sparse_tables else None
     bce = keras.losses.BinaryCrossentropy()
 
     @tf.function(jit_compile=xla)
@@ -110,8 +168,11 @@ def make_loop(model, ids, dense, labels, b, xla=False):
         with tf.GradientTape() as tape:
             p0, p1 = model(x_ids, x_dense)
             loss = bce(y[:, 0], p0) + bce(y[:, 1], p1)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        tables = list(model.tables) if sparse_tables else []
+        grads = tape.gradient(loss, tables + keras_variables)
+        if sparse_tables:
+            sparse.apply(grads[:len(tables)], tables)
+        optimizer.apply_gradients(zip(grads[len(tables):], keras_variables))
         return loss
 
     @tf.function
@@ -136,11 +197,15 @@ def main():
                         help="jit_compile only the dense part (after the embedding gathers)")
     parser.add_argument("--bf16", action="store_true",
                         help="Dense layers in bfloat16 (Keras mixed_bfloat16 policy)")
+    parser.add_argument("--fused", action="store_true",
+                        help="one table of 20 x 10000 rows for all features, one gather a step")
+    parser.add_argument("--sparse_tables", action="store_true",
+                        help="tables trained by SparseAdam (touched rows only), not Keras Adam")
     parser.add_argument("--max_steps", type=int, default=0, help="stop early (0: one epoch)")
     args = parser.parse_args()
     ids, dense, labels = load(os.path.join(args.data, "train.csv"))
-    model = build_model(args.model, ids, dense, args.bf16, args.xla_dense)
-    loop = make_loop(model, ids, dense, labels, args.batch_size, args.xla)
+    model = build_model(args.model, ids, dense, args.bf16, args.xla_dense, args.fused)
+    loop = make_loop(model, ids, dense, labels, args.batch_size, args.xla, args.sparse_tables)
     n, b = int(ids.shape[0]), args.batch_size
 
     full_steps = min(n // b, args.max_steps or n)
@@ -159,7 +224,8 @@ def main():
     p0, p1 = model(t_ids, t_dense)
     print(json.dumps({
         "part": "limit", "model": args.model, "xla": args.xla,
-        "xla_dense": args.xla_dense, "bf16": args.bf16, "batch_size": b,
+        "xla_dense": args.xla_dense, "bf16": args.bf16, "fused": args.fused,
+        "sparse_tables": args.sparse_tables, "batch_size": b,
         "steady_ex_per_s": rate, "cpu_ms_per_step": cpu_ms, "fit_s": time.time() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "auc_click": auc(t_labels[:, 0].numpy(), p0.numpy()),
