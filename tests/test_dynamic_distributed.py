@@ -1,14 +1,17 @@
 """Dynamic tables (ev_params) under the distribution strategies (docs/dynamic_tables.md,
 Distribution): MirroredStrategy on 2 logical CPUs builds the same map and weights as one
 process fed the same global batches, resumes, and exports; two MultiWorkerMirroredStrategy
-workers build one map and the same weights; PSStrategy on a
-loopback cluster (2 ps, 2 workers, a chief) gives every id its own row, resumes with the
-same map and exports what `mtrec predict` and plain TensorFlow both serve.
+workers build one map and the same weights; a table split into shards by id (id mod
+shards, as under PSStrategy) routes, admits, evicts and checkpoints per shard; PSStrategy
+on a loopback cluster (2 ps, 2 workers, a chief) puts each id's map entry and row on ps
+(id mod 2), resumes with the same map and exports what `mtrec predict` and plain
+TensorFlow both serve.
 
 Trainings under a strategy run in subprocesses (logical devices and clusters must be set up
 before TensorFlow starts); processes are ended by PID."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -144,7 +147,6 @@ def one_process(tmp_path_factory):
 
 @pytest.mark.slow
 def test_mirrored_builds_the_map_of_one_process_resumes_and_exports(tmp_path, one_process):
-    import re
     tmp = str(tmp_path)
     config, one, final = one_process
     mirrored, resumed = os.path.join(tmp, "mirrored"), os.path.join(tmp, "resumed")
@@ -175,8 +177,10 @@ def test_mirrored_builds_the_map_of_one_process_resumes_and_exports(tmp_path, on
 
 @pytest.mark.slow
 def test_multi_worker_mirrored_workers_build_one_map(tmp_path):
+    """What only two processes show (the Mirrored test above covers the rest): both
+    workers hold the same map and bit-identical variables."""
     config = _config(str(tmp_path))
-    # Two workers on 127.0.0.1, 8 rows each per step.
+    # Two workers on 127.0.0.1, 8 rows each per step; 3 steps read rows 0-47: every user.
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = []
     for index in range(2):
@@ -184,7 +188,8 @@ def test_multi_worker_mirrored_workers_build_one_map(tmp_path):
         procs.append((subprocess.Popen(
             [sys.executable, "-m", "mtrec", "train", "--config", config, "--model_dir",
              str(tmp_path / "model"), "--set", "train_config.train_distribute="
-             "MultiWorkerMirroredStrategy", "--set", "data_config.batch_size=8"],
+             "MultiWorkerMirroredStrategy", "--set", "data_config.batch_size=8",
+             "--set", "train_config.num_steps=3"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {
                 "type": "worker", "index": index}}), MTREC_SCRATCH_DIR=str(tmp_path / "scratch"))),
@@ -202,8 +207,8 @@ def test_multi_worker_mirrored_workers_build_one_map(tmp_path):
             log.close()
     # Each worker's own checkpoint (the chief's, and worker 1's in its scratch directory):
     # one row per user, the same map and the same weights on both.
-    chief = _checkpoint(str(tmp_path / "model" / "ckpt-10"))
-    other = _checkpoint(str(tmp_path / "scratch" / "worker_1" / "ckpt-10"))
+    chief = _checkpoint(str(tmp_path / "model" / "ckpt-3"))
+    other = _checkpoint(str(tmp_path / "scratch" / "worker_1" / "ckpt-3"))
     rows = _map(chief)
     assert sorted(rows) == _users() and sorted(rows.values()) == list(range(USERS))
     assert _map(other) == rows
@@ -211,6 +216,143 @@ def test_multi_worker_mirrored_workers_build_one_map(tmp_path):
     for name in chief:
         if "table-" not in name:
             np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+
+
+# -- a table split into shards by id (as under PSStrategy), in one process ----------------
+
+def _shard_maps(table) -> list:
+    """[{key: row of the shard}] of each shard's own map."""
+    maps = []
+    for shard in table.shards:
+        keys, rows = shard.map.export()
+        maps.append(dict(zip(keys.numpy().tolist(), rows.numpy().tolist())))
+    return maps
+
+
+def _assign(table, keys, step):
+    """Assign keys at step -> [(shard, sorted rows of the shard reset)]; a shard of a split
+    table never grows."""
+    from mtrec.features import dynamic
+    fresh = []
+    table.assign(tf.constant(keys, tf.int64), step,
+                 lambda s, capacity: pytest.fail(f"shard {s} grew to {int(capacity)}"),
+                 lambda s, rows: fresh.append((s, sorted(rows.numpy().tolist()))))
+    assert dynamic.MISSING not in [k for m in _shard_maps(table) for k in m]
+    return fresh
+
+
+def _lookup(table, keys) -> list:
+    return table.lookup(tf.constant(keys, tf.int64)).numpy().tolist()
+
+
+def _counts(table) -> dict:
+    from mtrec.features import dynamic
+    return dict(zip(dynamic.COUNTERS, table.counters.numpy().tolist()))
+
+
+def test_routing_by_id_mod_shards_and_each_shards_share_of_max_capacity():
+    from mtrec.features import dynamic
+    EV = dynamic.EV
+    # ceil(max_capacity / shards) rows per shard, allocated at once.
+    assert [dynamic.shard_capacity(m, n) for m, n in ((4096, 2), (7, 2), (10, 3), (5, 1))] \
+        == [2048, 4, 4, 5]
+    assert dynamic.capacities(EV(init_capacity=2, max_capacity=7), 2) == (8, 8)
+    assert dynamic.capacities(EV(init_capacity=2, max_capacity=7), 1) == (2, 7)
+    # Floor mod: negative keys (half of all string fingerprints) too.
+    keys = np.concatenate([np.arange(-7, 8), dynamic.keys(tf.constant(
+        [f"u{i}" for i in range(20)])).numpy()]).astype(np.int64)
+    for n in (1, 2, 3):
+        np.testing.assert_array_equal(dynamic.shard_of(tf.constant(keys), n).numpy(),
+                                      np.mod(keys, n))
+    table = dynamic.DynamicTable("t", EV(init_capacity=2, max_capacity=7), num_shards=2)
+    assert table.shard_rows == 4 and int(table.capacity()) == 8
+    # Shard 0 (even ids) takes 10, 12, 14; shard 1 (odd) 11, 13, -3, 7: rows in first-seen
+    # order within each shard; shard 1's rows are table rows 4-7.
+    fresh = _assign(table, [10, 11, 12, 13, 10, 14, -3, 7, dynamic.MISSING], 0)
+    assert fresh == [(0, [0, 1, 2]), (1, [0, 1, 2, 3])]
+    assert _shard_maps(table) == [{10: 0, 12: 1, 14: 2}, {11: 0, 13: 1, -3: 2, 7: 3}]
+    assert _lookup(table, [[10, 11], [12, 13], [14, -3], [7, dynamic.MISSING], [99, 98]]) == \
+        [[0, 4], [1, 5], [2, 6], [7, -1], [-1, -1]]
+    # Shard 1 is full: a new odd id evicts its least recent row (row 0 among equals, id
+    # 11) although shard 0 has a free row; an even id takes that free row.
+    fresh = _assign(table, [9, 16], 1)
+    assert fresh == [(0, [3]), (1, [0])]
+    assert _shard_maps(table) == [{10: 0, 12: 1, 14: 2, 16: 3}, {9: 0, 13: 1, -3: 2, 7: 3}]
+    assert _lookup(table, [9, 11, 16]) == [4, -1, 3]
+    assert _counts(table) == {"admitted": 9, "evicted": 1, "refused": 0, "filtered": 0}
+    assert int(table.rows_in_use()) == 8
+
+
+def test_admission_and_steps_to_live_per_shard_counted_for_the_whole_table():
+    from mtrec.features import dynamic
+    table = dynamic.DynamicTable("t", dynamic.EV(filter_freq=2, steps_to_live=2,
+                                                 eviction_interval=1, max_capacity=4),
+                                 num_shards=2)
+    assert _assign(table, [1, 2, 2], 0) == [(0, [0])]  # 2 seen twice: admitted; 1 filtered
+    assert _assign(table, [1, 4], 1) == [(1, [0])]  # 1's second time; 4 filtered
+    assert _lookup(table, [2, 1, 4]) == [0, 2, -1]
+    assert _counts(table) == {"admitted": 2, "evicted": 0, "refused": 0, "filtered": 2}
+    _assign(table, [2], 2)
+    _assign(table, [2], 3)
+    # The sweep of step 4 frees 1 (last seen at step 1, 3 > 2 steps ago), not 2.
+    _assign(table, [2], 4)
+    assert _lookup(table, [2, 1]) == [0, -1] and _shard_maps(table) == [{2: 0}, {}]
+    assert _counts(table) == {"admitted": 2, "evicted": 1, "refused": 0, "filtered": 2}
+    assert int(table.rows_in_use()) == 1
+
+
+def test_a_split_table_checkpoints_as_one_restores_into_as_many_or_one_shard(tmp_path):
+    from mtrec.features import dynamic
+    ev = dynamic.EV(filter_freq=2, max_capacity=7)
+
+    def made(n):
+        return dynamic.DynamicTable("t", ev, num_shards=n)
+
+    table = made(2)
+    _assign(table, [10, 11, 12, 13, 10, 11, 12, 13, 14, 15, 16], 0)
+    # Shard 0 admits 18; shard 1 admits 15, 17 and 19 into its 2 free rows and the row of
+    # 11 (its least recent, lowest row first), freed last: the stack gives it first.
+    _assign(table, [15, 17, 17, 18, 18, 19, 19], 1)
+    path = tf.train.Checkpoint(t=table).write(str(tmp_path / "ckpt"))
+    saved = _checkpoint(path)
+    keys = saved["t/.ATTRIBUTES/table-keys"].tolist()
+    rows = saved["t/.ATTRIBUTES/table-values"].tolist()
+    # One map of table rows, the ids of shard s in rows 4s ... 4s + 3.
+    assert dict(zip(keys, rows)) == {10: 0, 12: 1, 18: 2, 15: 4, 13: 5, 17: 6, 19: 7}
+    assert saved["t/.ATTRIBUTES/num_free"].tolist() == [1, 0]
+    keys_all = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    expected = _lookup(table, keys_all)
+    # Into as many shards: the same shard maps, and the next step gives the same rows.
+    again = made(2)
+    tf.train.Checkpoint(t=again).read(path).assert_existing_objects_matched()
+    assert _shard_maps(again) == _shard_maps(table) and _counts(again) == _counts(table)
+    for t in (table, again):  # both shards full: each evicts (10, 13) by the restored state
+        assert _assign(t, [20, 20, 21, 21, 14, 14], 2) == [(0, [0, 3]), (1, [1])]
+    assert _lookup(again, keys_all + [21]) == _lookup(table, keys_all + [21])
+    # Into one shard (evaluation, export): the rows stay, the counts add up.
+    one = made(1)
+    tf.train.Checkpoint(t=one).read(path).assert_existing_objects_matched()
+    assert _lookup(one, keys_all) == expected
+    assert int(one.capacity()) == 8 and int(one.rows_in_use()) == 7
+    assert _counts(one) == {"admitted": 8, "evicted": 1, "refused": 0, "filtered": 3}
+    # Into another number of shards: one error naming both.
+    with pytest.raises(ValueError, match=r"in 2 shard\(s\) .* splits it over 3 ps tasks"):
+        tf.train.Checkpoint(t=made(3)).read(path)
+    # Traced with shapes unknown until it runs, as TF restores a checkpoint spread over
+    # several tasks (parameter servers): the same shard maps, or the error when it runs.
+    tensors = table._serialize_to_tensors()
+    spec = [{k: tf.TensorSpec(None, v.dtype) for k, v in tensors.items()}]
+    for n in (2, 3):
+        restored = made(n)
+        restore = tf.function(restored._restore_from_tensors, input_signature=spec,
+                              autograph=False)
+        if n == 2:
+            restore(tensors)
+            assert _shard_maps(restored) == _shard_maps(table)
+            continue
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"holds it in\] \[2\] \[shard\(s\) .* over 3 ps tasks"):
+            restore(tensors)
 
 
 class _Cluster:
@@ -254,29 +396,39 @@ class _Cluster:
 
 
 @pytest.mark.slow
-def test_parameter_servers_give_each_id_one_row_resume_and_export(tmp_path):
+def test_parameter_servers_split_each_table_by_id_resume_and_export(tmp_path):
     tmp = str(tmp_path)
-    # 4,096 x 4 floats: 64 KiB, a table TablePartitioner would split; a dynamic one stays
-    # whole, allocated at max_capacity (TF's workers cannot use a ps variable that grows).
-    config = _config(tmp, max_capacity=4096, sets="\n  train_distribute: PSStrategy")
+    # max_capacity 4,095: ceil(4,095 / 2) = 2,048 rows on each ps.
+    config = _config(tmp, max_capacity=4095, sets="\n  train_distribute: PSStrategy")
     cluster = _Cluster(tmp, config)
     model_dir = os.path.join(tmp, "model")
     try:
         output = cluster.chief(model_dir)
-        assert "table MMoE/feature_groups/user (4096 x 4): rows 0-4095 on ps:" in output, \
-            output[-4000:]
-        # Both workers gave rows at once, one at a time: every user has a row of its own.
-        first = _checkpoint(os.path.join(model_dir, "ckpt-10"))
-        rows = _map(first)
-        assert sorted(rows) == _users() and sorted(rows.values()) == list(range(USERS))
+        # Part s of the table (with its slots) is on ps s.
+        assert ("table MMoE/feature_groups/user (4096 x 4): rows 0-2047 on ps:0, "
+                "rows 2048-4095 on ps:1") in output, output[-4000:]
+        rows = _map(_checkpoint(os.path.join(model_dir, "ckpt-10")))
+        assert sorted(rows) == _users()
+        # Each id's row is on ps (id mod 2), and each shard gave its ids rows 0, 1, ...:
+        # the map of ps s held only the ids of shard s.
+        for s in (0, 1):
+            mine = [row - 2048 * s for key, row in rows.items() if key % 2 == s]
+            assert sorted(mine) == list(range(len(mine))), (s, mine)
+        assert {key % 2 for key in rows} == {0, 1}
+        # Both workers gave rows at once: 37 admitted in all, none evicted or refused.
+        windows = re.findall(r"user: [\d,]+/4,096 rows, \+(\d+) admitted, (\d+) evicted, "
+                             r"(\d+) refused, 0 filtered", output)
+        assert sum(int(w[0]) for w in windows) == USERS, output[-4000:]
+        assert {w[1:] for w in windows} == {("0", "0")}
         assert "user: 37/4,096 rows" in output
         # The chief restarted resumes with the same map and keeps every id's row.
-        output = cluster.chief(model_dir, "train_config.num_steps=14")
-        assert "from step 10 to 14" in output, output[-4000:]
-        assert _map(_checkpoint(os.path.join(model_dir, "ckpt-14"))) == rows
+        output = cluster.chief(model_dir, "train_config.num_steps=12")
+        assert "from step 10 to 12" in output, output[-4000:]
+        assert _map(_checkpoint(os.path.join(model_dir, "ckpt-12"))) == rows
     finally:
         cluster.stop()
-    # The export (compacted to the rows in use) serves with no cluster and no mtrec.
+    # The export (compacted to the rows in use of both shards) serves with no cluster and no
+    # mtrec.
     export = _export(model_dir)
     shapes = tf.train.load_checkpoint(os.path.join(export, "variables", "variables")) \
         .get_variable_to_shape_map()
@@ -287,16 +439,24 @@ def test_parameter_servers_give_each_id_one_row_resume_and_export(tmp_path):
     assert predicted[0] != pytest.approx(predicted[3], abs=1e-6)
 
 
-def test_check_counts_a_dynamic_table_whole_at_max_capacity_per_ps_task(tmp_path):
+def test_check_counts_each_ps_tasks_share_of_a_dynamic_table(tmp_path):
     import mtrec
-    # 8,192 x 4 floats (128 KiB): a hashed table this size is split over the ps tasks.
-    config = _config(str(tmp_path), max_capacity=8192, sets="\n  train_distribute: PSStrategy")
+    from mtrec.config.dynamic_params import state_bytes
+    from mtrec.features.dynamic import EV
+    # max_capacity 8,191: 4,096 rows of each table on each of 2 ps tasks (split by id
+    # whatever its size).
+    config = _config(str(tmp_path), max_capacity=8191, sets="\n  train_distribute: PSStrategy")
     lines = mtrec.check(config)
     ps = [line for line in lines if line.startswith("    2 ps tasks:")]
-    assert len(ps) == 1 and "(0.0 MiB of split table parts" in ps[0], lines
-    # Whole variables (bytes): the user table at max_capacity and the price table with
-    # Adam's two slots each, and the dense weights with theirs.
+    assert len(ps) == 1, lines
+    # The user table's part and Adam's two slots; the map's bookkeeping; the price table
+    # with its slots and the dense weights with theirs, spread over the two.
+    split = 4 * 3 * 4096 * 4
+    state = state_bytes(EV(init_capacity=8, max_capacity=8191), 4096)
     dense = int(next(line for line in lines if line.startswith("  parameters:"))
                 .split("(")[1].split(" embedding, ")[1].split(" dense")[0].replace(",", ""))
-    whole = 4 * 3 * (8192 * 4 + 50 * 4 + dense)
-    assert f"{whole / 2 ** 20:,.1f} MiB of whole variables spread over them" in ps[0], ps
+    whole = 4 * 3 * (50 * 4 + dense)
+    assert ps[0] == (f"    2 ps tasks: about {(split + whole / 2 + state) / 2 ** 20:,.1f} MiB "
+                     f"per task ({split / 2 ** 20:,.1f} MiB of split table parts, "
+                     f"{whole / 2 ** 20:,.1f} MiB of whole variables spread over them, "
+                     f"{state / 2 ** 20:,.1f} MiB of dynamic tables' maps and bookkeeping)")

@@ -23,10 +23,12 @@ class _Calls:
     def __init__(self):
         self.grown, self.fresh = [], []
 
-    def grow(self, capacity):
+    def grow(self, shard, capacity):
+        assert shard == 0
         self.grown.append(int(capacity))
 
-    def reset(self, rows):
+    def reset(self, shard, rows):
+        assert shard == 0
         self.fresh.append(sorted(rows.numpy().tolist()))
 
 
@@ -323,7 +325,8 @@ def test_config_rules_of_ev_params():
          "RawFeature"),
     ]
     # Every strategy mtrec runs trains dynamic tables (tests/test_dynamic_distributed.py);
-    # under PSStrategy they are allocated at max_capacity, and `mtrec check` says so.
+    # under PSStrategy each ps task allocates its share of max_capacity, and `mtrec check`
+    # says so.
     dynamic_user = edit('features { input_names: "user" hash_bucket_size: 100 embedding_dim: 4 }',
                         'features { input_names: "user" embedding_dim: 4 ev_params { } }', base)
     for strategy in ("MirroredStrategy", "MultiWorkerMirroredStrategy", "PSStrategy"):
@@ -332,7 +335,8 @@ def test_config_rules_of_ev_params():
         notes = [w for w in loaded.warnings if "dynamic tables" in w]
         if strategy == "PSStrategy":
             assert len(notes) == 1 and "x.config:" in notes[0] and \
-                "of 'user') are allocated at max_capacity from the start" in notes[0], notes
+                "of 'user') are split by id over the ps tasks (id mod ps tasks); each ps " \
+                "task allocates its share, ceil(max_capacity / ps tasks) rows" in notes[0], notes
         else:
             assert notes == []
     for old, new, message in bad:

@@ -28,9 +28,11 @@ MAP_ENTRY_BYTES = 64
 def parameter_server_note(features) -> str:
     """`mtrec check`'s warning for dynamic tables under PSStrategy (features: their names)."""
     names = ", ".join(map(repr, list(features)[:3])) + (" ..." if len(features) > 3 else "")
-    return (f"PSStrategy: the dynamic tables (ev_params of {names}) are allocated at "
-            "max_capacity from the start and never grow: TensorFlow 2.21 workers cannot use a "
-            "ps variable whose shape changes (docs/dynamic_tables.md#distribution).")
+    return (f"PSStrategy: the dynamic tables (ev_params of {names}) are split by id over "
+            "the ps tasks (id mod ps tasks); each ps task allocates its share, ceil(max_capacity "
+            "/ ps tasks) rows of each table with their optimizer slots, from the start, and it "
+            "never grows: TensorFlow 2.21 workers cannot use a ps variable whose shape changes "
+            "(docs/dynamic_tables.md#distribution).")
 
 
 def eligible(config) -> bool:

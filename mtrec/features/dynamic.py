@@ -7,8 +7,10 @@ string are missing) and its table maps each key to a row of its own through a
 The embedding table itself stays a plain tf.Variable (first dimension unknown, so it can
 grow), gathered and updated sparsely like every other table.
 
-Per id space (one per embedding_name) a DynamicTable holds:
-  map         MutableHashTable key -> row (no entry: the id reads the zero embedding)
+Per id space (one per embedding_name) a DynamicTable holds one shard (num_shards under a
+ParameterServerStrategy: one per ps task, see Distribution), each with:
+  map         MutableHashTable key -> row of the shard (no entry: the id reads the zero
+              embedding)
   row_keys    (capacity,) the key of each row in use
   last_seen   (capacity,) the step each row's id was last seen; -1 for a free row
   freq        (capacity,) occurrences of each row's id since it got the row (LFU only)
@@ -32,18 +34,32 @@ serves from a compacted snapshot (freeze): the rows in use only, and a map of th
 
 Distribution (docs/dynamic_tables.md): under a Mirrored strategy the keys of every replica
 are gathered and given rows once per step, in cross-replica context (assign_replicas), so
-every replica and worker holds the same map; under a ParameterServerStrategy a table's map
-and state live on one ps task, it starts at max_capacity (it cannot grow there), and the
-workers give rows one at a time inside a CriticalSection.
+every replica and worker holds the same map. Under a ParameterServerStrategy with N ps
+tasks a table is split by key: shard s = key mod N (floor mod; a string's key is its
+fingerprint) holds its map, bookkeeping, a CriticalSection and its rows (part s of the
+table, a ShardedVariable, with their optimizer slots) on ps task s. A shard holds
+ceil(max_capacity / N) rows from the start and never grows (TF 2.21 workers abort on a ps
+variable of unknown shape); row r of shard s is row s * ceil(max_capacity / N) + r of the
+table. Workers give rows shard by shard, one worker at a time per shard.
+
+Checkpoints hold a table's shards as one (DynamicTable._serialize_to_tensors): its keys
+with their table rows, the bookkeeping in table row order, the free rows, and per shard
+the free count, sketch and counters; a checkpoint of N shards restores into N shards, or
+into one (evaluation, export, a run without a ParameterServerStrategy: the shards' state
+side by side); any other number is one clear error.
 """
 import contextlib
+import functools
 import random
 
 import numpy as np
 import tensorflow as tf
+# Public as the type of a table split into parts, not as a module.
+from tensorflow.python.distribute.sharded_variable import ShardedVariable
 
 from mtrec.config import dynamic_params
-from mtrec.config.dynamic_params import SKETCH_DEPTH, eviction_interval, is_dynamic, sketch_width
+from mtrec.config.dynamic_params import (SKETCH_DEPTH, eviction_interval, is_dynamic,
+                                         sketch_width, state_bytes)
 from mtrec.protos import dynamic_pb2
 
 EV = dynamic_pb2.EVParams
@@ -63,11 +79,38 @@ def parameter_servers() -> bool:
     return isinstance(tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy)
 
 
-def capacities(ev) -> tuple[int, int]:
-    """(rows at the start, most rows) of a table; under a ParameterServerStrategy the table
-    starts at its most rows and never grows (see DynamicTable)."""
+def shard_count() -> int:
+    """The shards of a table made now: the ps tasks under a ParameterServerStrategy, else 1."""
+    strategy = tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        # (TF 2.21's ParameterServerStrategy returns no cluster_resolver: mtrec makes it from
+        # TF_CONFIG, as TFConfigClusterResolver reads it.)
+        resolver = (strategy.cluster_resolver
+                    or tf.distribute.cluster_resolver.TFConfigClusterResolver())
+        return max(1, len(resolver.cluster_spec().as_dict().get("ps", [])))
+    return 1
+
+
+def capacities(ev, shards: int | None = None) -> tuple[int, int]:
+    """(rows at the start, most rows) of a whole table. A table in several shards, and any
+    under a ParameterServerStrategy, cannot grow: each shard holds ceil(max_capacity /
+    shards) rows from the start. shards: shard_count() by default."""
     init, most = dynamic_params.capacities(ev)
-    return (most, most) if parameter_servers() else (init, most)
+    shards = shard_count() if shards is None else shards
+    if shards > 1 or parameter_servers():
+        most = shards * shard_capacity(most, shards)
+        return most, most
+    return init, most
+
+
+def shard_capacity(max_capacity: int, shards: int) -> int:
+    """Rows of each shard of a table of max_capacity rows in `shards` shards."""
+    return -(-max_capacity // shards)
+
+
+def shard_of(keys: tf.Tensor, shards: int) -> tf.Tensor:
+    """int64 keys -> the shard (int32) that holds each: key mod shards, in [0, shards)."""
+    return tf.cast(tf.math.floormod(keys, tf.constant(shards, tf.int64)), tf.int32)
 
 
 def keys(values):
@@ -123,15 +166,16 @@ def _vector(values, dtype) -> tf.Variable:
                        trainable=False)
 
 
-class DynamicTable(tf.Module):
-    """The map and bookkeeping of one id space (see the module docstring)."""
+class _Shard:
+    """The map and bookkeeping of one shard of an id space (the whole id space without a
+    ParameterServerStrategy), in rows of its own (0 ... its capacity - 1). Not tracked:
+    DynamicTable checkpoints its shards as one (see the module docstring)."""
 
-    def __init__(self, name: str, ev):
-        super().__init__(name=name.replace("/", "_") + "_dynamic")
-        self.ev = EV()
-        self.ev.CopyFrom(ev)
-        init, self.max_capacity = capacities(ev)
-        self.num_free = tf.Variable(init, dtype=tf.int64, trainable=False)
+    def __init__(self, name: str, ev, init: int, most: int, num_free: tf.Variable):
+        self.name, self.ev, self.max_capacity = name, ev, most
+        # Allocated at its most rows (a shard of several, or under parameter servers).
+        self.fixed = init == most
+        self.num_free = num_free
         # Under a ParameterServerStrategy all of this lives on the ps task of num_free, and
         # the workers give rows one at a time (a CriticalSection on that ps).
         self.mutex = None
@@ -148,11 +192,6 @@ class DynamicTable(tf.Module):
             self.sketch = (tf.Variable(tf.zeros([SKETCH_DEPTH, sketch_width(ev)], tf.int32),
                                        trainable=False) if ev.filter_freq > 1 else None)
             self.counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64), trainable=False)
-
-    # -- reading ---------------------------------------------------------------
-    def lookup(self, keys: tf.Tensor) -> tf.Tensor:
-        """Keys -> rows; -1 (the zero embedding) for an id without a row."""
-        return _lookup(self.map, keys)
 
     def capacity(self) -> tf.Tensor:
         return tf.shape(self.last_seen, out_type=tf.int64)[0]
@@ -202,9 +241,10 @@ class DynamicTable(tf.Module):
 
     def _admit(self, new_keys, new_counts, need, step, grow_fn, fresh_fn):
         """Rows for `need` admitted new keys: grow, else evict, when too few are free."""
-        capacity = self.capacity()
-        tf.cond((need > self.num_free) & (capacity < self.max_capacity),
-                lambda: self._grow(capacity, need, grow_fn), _nothing)
+        if not self.fixed:
+            capacity = self.capacity()
+            tf.cond((need > self.num_free) & (capacity < self.max_capacity),
+                    lambda: self._grow(capacity, need, grow_fn), _nothing)
         short = need - self.num_free
         tf.cond(short > 0, lambda: self._evict(short, step), _nothing)
         return self._give(new_keys, new_counts, need, step, fresh_fn)
@@ -295,12 +335,183 @@ class DynamicTable(tf.Module):
         grow_fn(new)
         return tf.constant(0)
 
+
+class _Shards:
+    """Holds a table's shards out of tf.Module's tracking (checkpointed as one)."""
+
+    def __init__(self, shards: list):
+        self.list = shards
+
+
+class DynamicTable(tf.Module):
+    """The map and bookkeeping of one id space, in num_shards shards (see the module
+    docstring); rows are the table's: shard s holds rows offset(s) ... offset(s) +
+    capacity - 1."""
+
+    def __init__(self, name: str, ev, num_shards: int | None = None):
+        super().__init__(name=name.replace("/", "_") + "_dynamic")
+        self.ev = EV()
+        self.ev.CopyFrom(ev)
+        self.num_shards = n = num_shards or shard_count()
+        init, self.max_capacity = capacities(ev, n)
+        # Rows per shard when the table cannot grow (several shards, or parameter servers).
+        self.fixed = n > 1 or parameter_servers()
+        self.shard_rows = self.max_capacity // n if self.fixed else None
+        # One free count per shard, made in a row: under a ParameterServerStrategy they land
+        # on n distinct ps tasks (round robin); shard s is the one on ps task s.
+        counts = [tf.Variable(init // n, dtype=tf.int64, trainable=False) for _ in range(n)]
+        if parameter_servers() and n > 1:
+            counts.sort(key=_task)
+            if [_task(c) for c in counts] != list(range(n)):
+                raise RuntimeError(f"dynamic table {name!r}: its {n} shards landed on ps tasks "
+                                   f"{sorted(_task(c) for c in counts)}, not one on each.")
+        self._shards = _Shards([
+            _Shard(f"{self.name}_{s}" if n > 1 else self.name, self.ev, init // n,
+                   self.max_capacity // n, count) for s, count in enumerate(counts)])
+
+    @property
+    def shards(self) -> list:
+        return self._shards.list
+
+    def offset(self, shard: int) -> int:
+        """The table row of the shard's row 0."""
+        return shard * self.shard_rows if self.fixed else 0
+
+    def anchors(self) -> list:
+        """A variable on each shard's device, in shard order (where its rows go)."""
+        return [shard.num_free for shard in self.shards]
+
+    # -- reading ---------------------------------------------------------------
+    def lookup(self, keys: tf.Tensor) -> tf.Tensor:
+        """Keys -> table rows; -1 (the zero embedding) for an id without a row."""
+        if self.num_shards == 1:
+            return _lookup(self.shards[0].map, keys)
+        flat = tf.reshape(keys, [-1])
+        which = shard_of(flat, self.num_shards)
+        parts = tf.dynamic_partition(flat, which, self.num_shards)
+        where = tf.dynamic_partition(tf.range(tf.size(flat)), which, self.num_shards)
+        rows = [self._table_rows(s, _lookup(shard.map, part))
+                for s, (shard, part) in enumerate(zip(self.shards, parts))]
+        return tf.reshape(tf.dynamic_stitch(where, rows), tf.shape(keys))
+
+    def _table_rows(self, shard: int, rows: tf.Tensor) -> tf.Tensor:
+        """A shard's rows -> the table's (-1 stays -1)."""
+        if not self.offset(shard):
+            return rows
+        return tf.where(rows >= 0, rows + self.offset(shard), rows)
+
+    @property
+    def counters(self) -> tf.Tensor:
+        """(admitted, evicted, refused, filtered) summed over the shards."""
+        return tf.add_n([shard.counters.read_value() for shard in self.shards])
+
+    def capacity(self) -> tf.Tensor:
+        return tf.add_n([shard.capacity() for shard in self.shards])
+
+    def rows_in_use(self) -> tf.Tensor:
+        return tf.add_n([shard.rows_in_use() for shard in self.shards])
+
+    # -- training ----------------------------------------------------------------
+    def assign(self, keys: tf.Tensor, step, grow_fn, fresh_fn) -> None:
+        """Give rows to the admitted new keys of one batch (flat int64, MISSING allowed),
+        each in its shard. grow_fn(shard, capacity) grows that shard's part of the embedding
+        tables (and slots) to `capacity` rows; fresh_fn(shard, rows) resets rows (of the
+        shard) given to new ids."""
+        parts = ([keys] if self.num_shards == 1 else
+                 tf.dynamic_partition(keys, shard_of(keys, self.num_shards), self.num_shards))
+        for s, (shard, part) in enumerate(zip(self.shards, parts)):
+            shard.assign(part, step, functools.partial(grow_fn, s),
+                         functools.partial(fresh_fn, s))
+
+    # -- checkpoints ---------------------------------------------------------------
+    def _serialize_to_tensors(self):
+        """The shards as one: keys with their table rows, the bookkeeping in table row
+        order, the free rows (table rows), and per shard its free count, sketch, counters."""
+        keys, rows, free = [], [], []
+        for s, shard in enumerate(self.shards):
+            k, r = shard.map.export()
+            keys.append(k)
+            rows.append(self._table_rows(s, r))
+            free.append(shard.free_rows[:shard.num_free.read_value()] + self.offset(s))
+        out = {"table-keys": tf.concat(keys, 0), "table-values": tf.concat(rows, 0),
+               "free_rows": tf.concat(free, 0),
+               "num_free": tf.stack([shard.num_free.read_value() for shard in self.shards]),
+               "counters": tf.stack([shard.counters.read_value() for shard in self.shards])}
+        for field in ("row_keys", "last_seen", "freq"):
+            out[field] = tf.concat([getattr(shard, field).read_value()
+                                    for shard in self.shards], 0)
+        if self.ev.filter_freq > 1:
+            out["sketch"] = tf.stack([shard.sketch.read_value() for shard in self.shards])
+        return out
+
+    def _restore_from_tensors(self, tensors):
+        """A checkpoint of as many shards, or of any number into one shard (side by side:
+        the rows stay where they were, the sketches and counters add up). Eager, or traced
+        (TF restores a checkpoint spread over several tasks, as under parameter servers, in
+        a tf.function): any other number of shards is one error naming both."""
+        n, name = self.num_shards, self.name[:-len("_dynamic")]
+        num_free = tensors["num_free"]
+        saved = tf.size(num_free, out_type=tf.int64)
+        checks = []
+        if n > 1:
+            checks.append(_check(
+                saved == n, [f"dynamic table {name}: the checkpoint holds it in", saved,
+                             f"shard(s) (as many as the ps tasks it was written with; 1 "
+                             f"without PSStrategy) and this run splits it over {n} ps tasks; "
+                             "restart with as many ps tasks as it was written with, or "
+                             "restore it without PSStrategy"]))
+        if self.fixed:
+            checks.append(_check(
+                tf.size(tensors["last_seen"], out_type=tf.int64) == self.max_capacity,
+                [f"dynamic table {name}: the checkpoint holds",
+                 tf.size(tensors["last_seen"], out_type=tf.int64),
+                 f"rows and this run {self.max_capacity} (its max_capacity split over {n} ps "
+                 "task(s)); restore with the max_capacity and ps tasks it was written with"]))
+        with tf.control_dependencies(checks):
+            if n == 1:
+                self._restore_shard(0, tensors["table-keys"], tensors["table-values"],
+                                    {f: tensors[f] for f in ("row_keys", "last_seen", "freq")},
+                                    tensors["free_rows"], tf.reduce_sum(num_free),
+                                    tf.reduce_sum(tensors["counters"], 0),
+                                    tf.reduce_sum(tensors["sketch"], 0)
+                                    if "sketch" in tensors else None)
+                return None
+            which = shard_of(tensors["table-keys"], n)
+            keys = tf.dynamic_partition(tensors["table-keys"], which, n)
+            rows = tf.dynamic_partition(tensors["table-values"], which, n)
+            free = tf.split(tensors["free_rows"], num_free, num=n)
+            for s in range(n):
+                lo, hi = self.offset(s), self.offset(s) + self.shard_rows
+                self._restore_shard(
+                    s, keys[s], rows[s] - lo, {f: tensors[f][lo:hi]
+                                               for f in ("row_keys", "last_seen", "freq")},
+                    free[s] - lo, num_free[s], tensors["counters"][s],
+                    tensors["sketch"][s] if "sketch" in tensors else None)
+        return None
+
+    def _restore_shard(self, s, keys, rows, fields, free, num_free, counters, sketch):
+        shard = self.shards[s]
+        tf.raw_ops.LookupTableImportV2(table_handle=shard.map.resource_handle, keys=keys,
+                                       values=rows)
+        for field, value in fields.items():
+            getattr(shard, field).assign(value)
+        capacity = tf.shape(fields["last_seen"], out_type=tf.int64)[0]
+        # The valid prefix of the free stack; the rest is never read before written.
+        shard.free_rows.assign(tf.concat([free, tf.zeros([capacity - tf.size(
+            free, out_type=tf.int64)], tf.int64)], 0))
+        shard.num_free.assign(num_free)
+        shard.counters.assign(counters)
+        if sketch is not None and shard.sketch is not None:
+            shard.sketch.assign(sketch)
+
     # -- export --------------------------------------------------------------------
     def freeze(self, variables: list) -> "FrozenTable":
-        """Compact `variables` (the tables of this id space) to the rows in use, in row
-        order, and return the read-only snapshot of the map that matches them. Eager."""
-        used = np.flatnonzero(self.last_seen.numpy() != FREE)
-        keys = self.row_keys.numpy()[used]
+        """Compact `variables` (the whole tables of this id space, outside any strategy) to
+        the rows in use, in row order, and return the read-only snapshot of the map that
+        matches them. Eager."""
+        last_seen = np.concatenate([shard.last_seen.numpy() for shard in self.shards])
+        used = np.flatnonzero(last_seen != FREE)
+        keys = np.concatenate([shard.row_keys.numpy() for shard in self.shards])[used]
         for variable in variables:
             kept = tf.gather(variable, used)
             if not len(used):  # an empty table cannot be gathered from: one zero row
@@ -354,6 +565,55 @@ class FrozenTable(tf.Module):
         return _lookup(self.map, keys)
 
 
+def table_parts(table) -> list:
+    """The variables holding an embedding table: its parts if split (ShardedVariable), else
+    the table itself."""
+    return list(table.variables) if isinstance(table, ShardedVariable) else [table]
+
+
+# {table variable name: its DynamicTable} of the dynamic tables a ParameterServerStrategy's
+# FeatureGroups is about to make (DynamicTables registers them, sharded_table takes them).
+_PS_TABLES = {}
+
+
+def sharded_table(next_creator, kwargs):
+    """Under a ParameterServerStrategy, the variable creator's part for a dynamic table
+    (kwargs: a tf.Variable's, its shape (None, dim)): the table in one part per shard, part s
+    on shard s's ps task (ceil(max_capacity / ps tasks) rows each; a ShardedVariable when
+    there are several). None for any other variable."""
+    table = _PS_TABLES.pop(kwargs.get("name"), None)
+    if table is None:
+        return None
+    rows, dim = table.shard_rows, tf.TensorShape(kwargs["shape"])[1]
+    init = kwargs["initial_value"]
+    parts = []
+    for s, anchor in enumerate(table.anchors()):
+        part = dict(kwargs, shape=(rows, dim), colocate_with=anchor,
+                    initial_value=functools.partial(init, partition_shape=(rows, dim),
+                                                    partition_offset=(s * rows, 0)))
+        if table.num_shards > 1:
+            part["name"] = f"{kwargs['name']}/part_{s}"
+        parts.append(next_creator(**part))
+    return parts[0] if len(parts) == 1 else ShardedVariable(parts)
+
+
+def _check(condition, message: list):
+    """A ValueError of the message (strings and tensors) unless condition holds, when its
+    value is known now (eager, or static shapes); else an assertion in the graph."""
+    known = tf.get_static_value(condition)
+    if known is None:
+        return tf.debugging.Assert(condition, message)
+    if not known:
+        raise ValueError(" ".join(part if isinstance(part, str) else
+                                  str(int(tf.get_static_value(part))) for part in message) + ".")
+    return tf.no_op()
+
+
+def _task(variable) -> int:
+    """The task index of a variable's device (0 if none)."""
+    return tf.DeviceSpec.from_string(variable.device).task or 0
+
+
 class DynamicTables(tf.Module):
     """Every dynamic id space of a model's feature groups.
 
@@ -378,6 +638,11 @@ class DynamicTables(tf.Module):
         # {id space: [its table names in FeatureGroups]}
         self.bound = {space: [n for n in (space, space + "/wide") if n in table_specs]
                       for space in self.tables}
+        if parameter_servers():
+            # FeatureGroups.build makes these tables next: each in parts, part s on the ps
+            # task of shard s (sharded_table, through distribute's variable creator).
+            _PS_TABLES.update({n.replace("/", "_"): self.tables[space]
+                               for space, names in self.bound.items() for n in names})
         self.wide = {n for n, spec in table_specs.items() if spec.wide}
         # Draws the initial values of rows given to new ids; checkpointed with the map.
         self.generator = (tf.random.Generator.from_seed(random.getrandbits(62))
@@ -433,10 +698,18 @@ class DynamicTables(tf.Module):
 
     def _assign_all(self, space_keys: dict, step, tables: dict, optimizer) -> None:
         for space, keys in space_keys.items():
-            variables = [(n, tables[n]) for n in self.bound[space]]
-            self.tables[space].assign(
-                keys, step, lambda capacity, v=variables: self._grow(v, capacity, optimizer),
-                lambda rows, v=variables: self._fresh(v, rows, optimizer))
+            table = self.tables[space]
+            # [(name, [its part of each shard])]: shard s's rows are part s's.
+            parts = [(n, table_parts(tables[n])) for n in self.bound[space]]
+            if any(len(p) != table.num_shards for _, p in parts):
+                raise ValueError(f"dynamic table {space!r}: {table.num_shards} shard(s), but "
+                                 f"its tables have {[len(p) for _, p in parts]} part(s).")
+            table.assign(
+                keys, step,
+                lambda s, capacity, v=parts: self._grow([(n, p[s]) for n, p in v], capacity,
+                                                        optimizer),
+                lambda s, rows, v=parts: self._fresh([(n, p[s]) for n, p in v], rows,
+                                                     optimizer))
 
     @staticmethod
     def _grow(variables, capacity, optimizer) -> None:
@@ -467,7 +740,8 @@ class DynamicTables(tf.Module):
         slots take the restored number of rows, fresh. Eager."""
         for names in self.bound.values():
             for name in names:
-                optimizer.grow(tables[name], tf.shape(tables[name], out_type=tf.int64)[0])
+                for part in table_parts(tables[name]):
+                    optimizer.grow(part, tf.shape(part, out_type=tf.int64)[0])
 
     def freeze(self, tables: dict) -> "DynamicTables":
         """For an export: compact every dynamic table of `tables` (FeatureGroups.tables) to
@@ -476,6 +750,12 @@ class DynamicTables(tf.Module):
             if isinstance(table, DynamicTable):
                 self.tables[space] = table.freeze([tables[n] for n in self.bound[space]])
         return self
+
+    def ps_state_bytes(self, num_ps: int) -> int:
+        """Bytes of the maps and bookkeeping (sketch included) of every dynamic table on
+        each ps task, split over num_ps of them."""
+        return sum(state_bytes(table.ev, shard_capacity(table.max_capacity, num_ps))
+                   for table in self.tables.values() if isinstance(table, DynamicTable))
 
     def max_rows(self) -> dict:
         """{table name (FeatureGroups.tables): the most rows it grows to}."""

@@ -9,7 +9,7 @@ import tempfile
 
 import tensorflow as tf
 
-from mtrec.errors import TrainingError
+from mtrec.errors import TrainingError, reason_line
 from mtrec.training import storage
 from mtrec.training.job import Job
 
@@ -50,7 +50,10 @@ def restore_checkpoint(checkpoint, path: str, partial: bool = False) -> None:
             status.expect_partial()
         status.assert_existing_objects_matched()
     except (ValueError, AssertionError, tf.errors.OpError) as e:
-        detail = str(e).splitlines()[0][:300]
+        # (A restore spread over several tasks runs in a tf.function: its error's first line
+        # is "Graph execution error:".)
+        detail = (reason_line(e) if isinstance(e, tf.errors.OpError)
+                  else str(e).splitlines()[0])[:300]
         raise TrainingError(f"checkpoint {path} does not fit this config's model (was the model "
                             f"or a feature changed?): {detail}. Use a new model_dir, or the "
                             "config the checkpoint was trained with.") from None

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from mtrec.config import unsupported_strategy
 from mtrec.errors import ConfigError, TrainingError, reason_line
+from mtrec.features.dynamic import sharded_table
 from mtrec.features.embedding import is_creating_tables
 from mtrec.training.optimizers import table_shards
 from mtrec.protos import train_pb2
@@ -211,13 +212,18 @@ _WHOLE = threading.local()
 @contextlib.contextmanager
 def _fixed_shapes(scope):
     """PSStrategy: a variable declared with a dimension of unknown size (a dynamic table's
-    rows and state, which grow in one process) takes its initial value's shape and stays
-    whole: TF 2.21 workers abort (tensor_shape.cc "Check failed: size >= 0") on a remote
-    variable whose shape has an unknown dimension."""
+    rows and state, which grow in one process) gets a fixed shape: TF 2.21 workers abort
+    (tensor_shape.cc "Check failed: size >= 0") on a remote variable whose shape has an
+    unknown dimension. A dynamic table's rows are made in one part per ps task, each on
+    the ps of its shard of ids (features/dynamic.py); its state takes its initial value's
+    shape and stays whole."""
     def creator(next_creator, **kwargs):
         shape = kwargs.get("shape")
         if shape is None or tf.TensorShape(shape).is_fully_defined():
             return next_creator(**kwargs)
+        table = sharded_table(next_creator, kwargs) if is_creating_tables() else None
+        if table is not None:
+            return table
         kwargs["shape"] = None
         _WHOLE.on = True
         try:
@@ -251,28 +257,37 @@ class TablePartitioner:
 
 
 def ps_memory_lines(tables: dict, table_slots: int, dense_floats: int, dense_slots: int,
-                    num_ps: int | None = None, unsplit=()) -> list[str]:
+                    num_ps: int | None = None, unsplit=(), dynamic=(),
+                    dynamic_state=None) -> list[str]:
     """`mtrec check`'s lines on PSStrategy: how the tables split over the ps tasks (as
     TablePartitioner splits them) and the memory per task, optimizer slots included.
     tables: {name: (rows, dim)}; num_ps: TF_CONFIG's ps count, else 2, 4 and 8 are shown;
-    unsplit: tables never split (dynamic ones, see _fixed_shapes)."""
+    unsplit: tables never split; dynamic: the dynamic tables (rows: max_capacity), split by
+    id into one part of ceil(rows / num_ps) rows per ps task whatever their size;
+    dynamic_state(num_ps): bytes of their maps and bookkeeping on each ps task."""
     counts = [num_ps] if num_ps else [2, 4, 8]
     lines = ["  parameter servers (PSStrategy): tables of "
              f"{SPLIT_TABLES_FROM_BYTES // 1024} KiB or more split row-wise, one part per ps; "
              "smaller tables and dense weights placed whole, round-robin"
+             + ("; dynamic tables (ev_params) split by id, id mod ps tasks, "
+                "ceil(max_capacity / ps tasks) rows on each" if dynamic else "")
              + ("" if num_ps else " (TF_CONFIG lists no ps tasks: 2, 4 and 8 shown)")]
     for n in counts:
         split = whole = 0
         for name, (rows, dim) in tables.items():
-            if rows * dim * 4 >= SPLIT_TABLES_FROM_BYTES and name not in unsplit:
+            if name in dynamic or (rows * dim * 4 >= SPLIT_TABLES_FROM_BYTES
+                                   and name not in unsplit):
                 split += -(-rows // n) * dim * (1 + table_slots)  # the largest part
             else:
                 whole += rows * dim * (1 + table_slots)
         whole += dense_floats * (1 + dense_slots)
-        per_task = 4 * (split + whole / n)
+        state = dynamic_state(n) if dynamic_state else 0
+        per_task = 4 * (split + whole / n) + state
         lines.append(f"    {n} ps tasks: about {per_task / 2 ** 20:,.1f} MiB per task "
                      f"({4 * split / 2 ** 20:,.1f} MiB of split table parts, "
-                     f"{4 * whole / 2 ** 20:,.1f} MiB of whole variables spread over them)")
+                     f"{4 * whole / 2 ** 20:,.1f} MiB of whole variables spread over them"
+                     + (f", {state / 2 ** 20:,.1f} MiB of dynamic tables' maps and "
+                        "bookkeeping" if dynamic_state else "") + ")")
     return lines
 
 

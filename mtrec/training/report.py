@@ -94,12 +94,13 @@ def model_report(pipeline) -> list[str]:
         lines += _dynamic_memory(model, slots)
     if pipeline.train_config.train_distribute == train_pb2.PSStrategy:
         dense_optimizer, _ = optimizer_configs(pipeline.train_config)
-        # A dynamic table is one whole variable of max_capacity rows under PSStrategy.
+        # A dynamic table is split by id, ceil(max_capacity / ps tasks) rows on each ps.
         shapes = {name: (growing.get(name) or int(table.shape[0]), int(table.shape[1]))
                   for name, table in model.feature_groups.tables.items()}
         lines += ps_memory_lines(shapes, slots, dense, len(SLOT_NAMES.get(
             dense_optimizer.WhichOneof("optimizer"), ("m", "v"))), num_ps_tasks(),
-            unsplit=set(growing))
+            dynamic=set(growing),
+            dynamic_state=model.feature_groups.dynamic.ps_state_bytes if growing else None)
     flops = _flops_per_example(job)
     lines.append(f"  FLOPs per example (forward): {flops:,}" if flops else
                  "  FLOPs per example: unknown")
