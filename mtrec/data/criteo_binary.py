@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtrec.config.binary_input import COLUMNS, LAYOUT, ROW_BYTES, Part, part_rows
+from mtrec.data.records import plain
 from mtrec.data.schema import (as_rules, cell_problem, check_defaults, field_dtype,
                                keep_good_rows, row_rules, skip_empty_batches, typed_values,
                                value_problem)
@@ -118,7 +119,7 @@ class CriteoBinaryReader:
             def permute(*block):
                 order = tf.random.shuffle(tf.range(tf.shape(block[0])[0]), seed=seed)
                 return tuple(tf.gather(records, order) for records in block)
-            rows = rows.batch(shuffle_buffer_size).map(permute).rebatch(
+            rows = rows.batch(shuffle_buffer_size).map(plain(permute)).rebatch(
                 batch_size, drop_remainder=drop_remainder)
         else:
             rows = rows.batch(batch_size, drop_remainder=drop_remainder)
@@ -128,7 +129,7 @@ class CriteoBinaryReader:
             columns, ok, _ = self.decode(category, dense, label)
             return keep_good_rows(columns, ok, drop, what="a binary Criteo row")
 
-        ds = rows.map(typed, num_parallel_calls=(
+        ds = rows.map(plain(typed), num_parallel_calls=(
             self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
         if drop:
             ds = skip_empty_batches(ds, trailing_count)

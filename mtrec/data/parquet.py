@@ -10,6 +10,7 @@ and column.
 import numpy as np
 import tensorflow as tf
 
+from mtrec.data.records import plain
 from mtrec.data.schema import (as_rules, cell_problem, check_defaults, field_dtype,
                                keep_good_rows, row_rules, skip_empty_batches, text_problem,
                                to_typed, type_name, typed_values, value_problem)
@@ -254,7 +255,7 @@ class ParquetReader:
             columns, ok = self._typed(raw, self.rules)
             return keep_good_rows(columns, ok, drop, what="a Parquet row")
 
-        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).map(typed, num_parallel_calls=(
+        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).map(plain(typed), num_parallel_calls=(
             self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
         if drop:
             ds = skip_empty_batches(ds, trailing_count)

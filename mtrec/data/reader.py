@@ -19,6 +19,7 @@ import tensorflow as tf
 from mtrec.config import binary_input
 from mtrec.config.paths import compression, expand, open_binary, split_paths
 from mtrec.data import records
+from mtrec.data.records import plain
 from mtrec.data.parquet import ParquetReader
 from mtrec.data.schema import (as_rules, cell_problem, check_defaults, keep_good_rows,
                                skip_empty_batches, to_typed)
@@ -148,7 +149,7 @@ class CsvReader:
         if self.data_config.with_header:
             return lines.skip(1)
         # The first line may start with a byte-order mark.
-        return lines.take(1).map(_strip_bom).concatenate(lines.skip(1))
+        return lines.take(1).map(plain(_strip_bom)).concatenate(lines.skip(1))
 
     def decode(self, lines: tf.Tensor):
         """A vector of CSV lines -> ({input_name: typed 1-D tensor}, per line whether its
@@ -194,7 +195,7 @@ class CsvReader:
                 good, bad = self._drop_bad_lines(batch)
                 columns, ok = self.decode(good)
                 return keep_good_rows(columns, ok, True, bad)
-            ds = skip_empty_batches(lines.map(decode_good, num_parallel_calls=parallel),
+            ds = skip_empty_batches(lines.map(plain(decode_good), num_parallel_calls=parallel),
                                     trailing_count)
         else:
             def decode_checked(batch):
@@ -203,7 +204,7 @@ class CsvReader:
                 with tf.control_dependencies([utf8]):
                     columns, ok = self.decode(batch)
                 return keep_good_rows(columns, ok, False, what="a CSV line")
-            ds = lines.map(decode_checked, num_parallel_calls=parallel)
+            ds = lines.map(plain(decode_checked), num_parallel_calls=parallel)
         # Epochs repeat after batching, so that every epoch reads every row once (its last
         # batch may be short) and file order is reshuffled per epoch.
         return ds.repeat(num_epochs) if num_epochs != 1 else ds

@@ -368,9 +368,10 @@ def skip_empty_batches(ds: tf.data.Dataset, trailing_count: bool = False) -> tf.
                       tf.reshape(tf.constant([], spec.dtype), [0] + spec.shape[1:].as_list()))
                   for k, spec in ds.element_spec.items()}
         ds = ds.concatenate(tf.data.Dataset.from_tensors(marker))
-    return (ds.scan(tf.constant(0, tf.int64), carry)
-            .filter(lambda columns, keep: keep)
-            .map(lambda columns, keep: columns))
+    plain = tf.autograph.experimental.do_not_convert  # nothing here branches on a tensor
+    return (ds.scan(tf.constant(0, tf.int64), plain(carry))
+            .filter(plain(lambda columns, keep: keep))
+            .map(plain(lambda columns, keep: columns)))
 
 
 def to_typed(cell: tf.Tensor, field, rules: dict | None = None):

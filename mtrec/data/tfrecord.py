@@ -115,7 +115,7 @@ class TFRecordReader:
             columns, ok = self.decode(serialized)
             return keep_good_rows(columns, ok, drop, what="a TFRecord record")
 
-        ds = items.map(typed, num_parallel_calls=(
+        ds = items.map(records.plain(typed), num_parallel_calls=(
             self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
         if drop:
             ds = skip_empty_batches(ds, trailing_count)
@@ -263,15 +263,15 @@ class BatchTFRecordReader(TFRecordReader):
             columns, ok = self.decode(serialized)
             return keep_good_rows(columns, ok, drop, what="a row of a batch TFRecord record")
 
-        ds = items.map(typed, num_parallel_calls=(
+        ds = items.map(records.plain(typed), num_parallel_calls=(
             self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
         if drop:
             ds = skip_empty_batches(ds, trailing_count)
             if not trailing_count:
                 # The count of dropped rows rides on the first row of its batch while the
                 # rows are re-cut, then is summed back per batch.
-                ds = ds.map(_count_per_row).rebatch(batch_size, drop_remainder=drop_remainder)
-                ds = ds.map(_count_per_batch)
+                ds = ds.map(records.plain(_count_per_row)).rebatch(batch_size, drop_remainder=drop_remainder)
+                ds = ds.map(records.plain(_count_per_batch))
         else:
             ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
         return ds.repeat(num_epochs) if num_epochs != 1 else ds

@@ -55,11 +55,13 @@ class ServingModule(tf.Module):
         self._needed = {f.input_name for f in self._fields}
         self._signature_fields = (self._fields if export.filter_inputs
                                   else unfiltered_fields(pipeline))
-        self.columns = tf.function(self._serve_columns, input_signature=[
+        # autograph=False: nothing here branches on a tensor, and converting the model
+        # only slowed the export.
+        self.columns = tf.function(self._serve_columns, autograph=False, input_signature=[
             {f.input_name: self._spec(f, f.input_name) for f in self._fields}])
         self._separator = pipeline.data_config.separator
         if not export.multi_placeholder:
-            self.serve = tf.function(self._serve_joined, input_signature=[
+            self.serve = tf.function(self._serve_joined, autograph=False, input_signature=[
                 tf.TensorSpec([self._batch], tf.string, name="features")])
             return
         # export_config.multi_value_fields: {input: (kind, separator)} of list inputs.
@@ -70,7 +72,7 @@ class ServingModule(tf.Module):
         self._names = {(f.input_name if by_input else f"input_{index[f.input_name]}"):
                        f.input_name for f in self._signature_fields}
         by_name = {f.input_name: f for f in self._signature_fields}
-        self.serve = tf.function(self._serve_named, input_signature=[
+        self.serve = tf.function(self._serve_named, autograph=False, input_signature=[
             {key: self._list_spec(by_name[name], key) if name in self._lists
              else self._spec(by_name[name], key) for key, name in self._names.items()}])
 

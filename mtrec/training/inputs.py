@@ -59,7 +59,7 @@ def make_dataset(job: Job, files, training: bool, row_shard=None,
         return features, side, bad
 
     parallel = data.num_parallel_calls or tf.data.AUTOTUNE
-    ds = ds.map(split, num_parallel_calls=parallel)
+    ds = ds.map(tf.autograph.experimental.do_not_convert(split), num_parallel_calls=parallel)
     return ds.prefetch(data.prefetch_size or tf.data.AUTOTUNE), reader
 
 

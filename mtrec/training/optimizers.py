@@ -407,7 +407,7 @@ class SparseOptimizer(tf.Module):
             moments = table_shards(self.slot_variables[index]["m"])[shard]
             last_step.assign(tf.fill(tf.shape(moments)[:1], self.iterations))
 
-    @tf.function
+    @tf.function(autograph=False)  # plain tensor maths: converting it only slowed the save
     def _flush(self, tables):
         t = tf.cast(tf.maximum(self.iterations, 1), tf.float32)  # no step yet: nothing moves
         step_size = self._step_size(self.learning_rate(self.iterations - 1), t)
