@@ -255,8 +255,9 @@ class ParquetReader:
             columns, ok = self._typed(raw, self.rules)
             return keep_good_rows(columns, ok, drop, what="a Parquet row")
 
-        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).map(plain(typed), num_parallel_calls=(
-            self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
+        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).map(
+            plain(typed),
+            num_parallel_calls=self.data_config.num_parallel_calls or tf.data.AUTOTUNE)
         if drop:
             ds = skip_empty_batches(ds, trailing_count)
         # Epochs repeat after batching, as in CSV: each epoch's last batch may be short.

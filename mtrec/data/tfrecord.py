@@ -270,7 +270,8 @@ class BatchTFRecordReader(TFRecordReader):
             if not trailing_count:
                 # The count of dropped rows rides on the first row of its batch while the
                 # rows are re-cut, then is summed back per batch.
-                ds = ds.map(records.plain(_count_per_row)).rebatch(batch_size, drop_remainder=drop_remainder)
+                ds = ds.map(records.plain(_count_per_row)).rebatch(
+                    batch_size, drop_remainder=drop_remainder)
                 ds = ds.map(records.plain(_count_per_batch))
         else:
             ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
