@@ -375,13 +375,15 @@ def test_easyrec_samples_pass_check():
 # ---------------------------------------------------------------------------
 # Train, export, serve with plain TensorFlow
 
+# Started before the trainings (its TensorFlow import overlaps them); reads one line of
+# comma-separated export paths and one of JSON columns from stdin.
 BARE = """
 import json, sys
 import numpy as np
 import tensorflow as tf
-cols = json.loads(sys.argv[2])
+exports, cols = sys.stdin.readline().strip(), json.loads(sys.stdin.readline())
 out = {}
-for export in sys.argv[1].split(","):
+for export in exports.split(","):
     serve = tf.saved_model.load(export).signatures["serving_default"]
     specs = serve.structured_input_signature[1]
     got = serve(**{k: tf.constant(cols[k], specs[k].dtype) for k in specs})
@@ -391,17 +393,12 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.slow
-def test_train_export_and_serve_without_mtrec(tmp_path):
+def _train_and_score(tmp_path, train, test, rows):
+    """Train tiny CMBF, UNITER and DBMTL-on-UNITER configs -> ({name: export dir},
+    {name: the trained Keras model's outputs on rows})."""
     import mtrec
     from mtrec.training.checkpoints import restore_checkpoint
     from mtrec.training.job import Job
-    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
-    _write_csv(train, _columns(48, seed=1))
-    _write_csv(test, _columns(16, seed=2))
-    rows = _columns(6, seed=4)
-    rows["title"][0] = ""        # an empty sequence
-    rows["title"][1] = "w1 w2 w3 w4 w5 w6 w7"  # longer than max_seq_len
     exports, live = {}, {}
     # Lighter graphs (tracing dominates): CMBF without the image encoder, DBMTL on UNITER
     # (test_dbmtl_bottom_cmbf_forward_and_names builds DBMTL on CMBF).
@@ -423,13 +420,32 @@ def test_train_export_and_serve_without_mtrec(tmp_path):
                            partial=True)
         features, _ = job.split(_tensors(rows))
         live[name] = {k: v.numpy().ravel() for k, v in job.model(features).items()}
-    cells = {k: [str(v) for v in vals] if k in ("user", "title", "genres", "image")
-             else np.asarray(vals).tolist() for k, vals in rows.items()}
-    done = subprocess.run([sys.executable, "-c", BARE, ",".join(exports.values()),
-                           json.dumps(cells)], capture_output=True, text=True, timeout=300,
-                          cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": ""})
-    assert done.returncode == 0, done.stderr[-3000:]
-    served = json.loads(done.stdout.strip().splitlines()[-1])
+    return exports, live
+
+
+@pytest.mark.slow
+def test_train_export_and_serve_without_mtrec(tmp_path):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    _write_csv(train, _columns(48, seed=1))
+    _write_csv(test, _columns(16, seed=2))
+    rows = _columns(6, seed=4)
+    rows["title"][0] = ""        # an empty sequence
+    rows["title"][1] = "w1 w2 w3 w4 w5 w6 w7"  # longer than max_seq_len
+    bare = subprocess.Popen([sys.executable, "-c", BARE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": ""})
+    try:
+        exports, live = _train_and_score(tmp_path, train, test, rows)
+        cells = {k: [str(v) for v in vals] if k in ("user", "title", "genres", "image")
+                 else np.asarray(vals).tolist() for k, vals in rows.items()}
+        out, err = bare.communicate(",".join(exports.values()) + "\n" + json.dumps(cells)
+                                    + "\n", timeout=300)
+    finally:
+        if bare.poll() is None:
+            bare.kill()
+            bare.wait(30)
+    assert bare.returncode == 0, err[-3000:]
+    served = json.loads(out.strip().splitlines()[-1])
     for name, export in exports.items():
         outputs = served[export]
         expected = {"cmbf": {"logits_clk", "probs_clk"}, "uniter": {"logits_clk", "probs_clk"},

@@ -21,7 +21,7 @@ from test_distribute import TEST, TRAIN, _env, _free_ports
 CONFIG = sample_config("mmoe_on_multidomain.config")
 TOTAL_LINE = re.compile(r"step (\d+)/\d+ \| loss .* total=([\d.]+)")
 SETS = ["train_config.train_distribute=PSStrategy", "data_config.batch_size=128",
-        "train_config.log_step_count_steps=10", "eval_config.num_examples=512"]
+        "train_config.log_step_count_steps=5", "eval_config.num_examples=512"]
 
 
 def _command(model_dir, sets):
@@ -81,11 +81,14 @@ def _finish(chief, timeout=300) -> tuple[int, str]:
     return chief.returncode, output
 
 
+# Started early (its TensorFlow import overlaps the training); reads the SavedModel path,
+# the rows' file and the JSON column names from stdin, one line each.
 BARE_PREDICT = """
 import csv, json, sys
 import numpy as np
 import tensorflow as tf
-saved_model, data, names = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+saved_model, data = sys.stdin.readline().strip(), sys.stdin.readline().strip()
+names = json.loads(sys.stdin.readline())
 rows = list(csv.reader(open(data)))
 fn = tf.saved_model.load(saved_model).signatures["serving_default"]
 inputs = {}
@@ -105,11 +108,30 @@ def cluster(tmp_path):
     c.stop()
 
 
+@pytest.fixture
+def bare_predict(tmp_path):
+    """Start() -> the BARE_PREDICT process, killed at the end of the test if still running."""
+    procs = []
+
+    def start():
+        procs.append(subprocess.Popen([sys.executable, "-c", BARE_PREDICT],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=_env(),
+                                      cwd=str(tmp_path)))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def _run_until_killed(cluster, model_dir, lines):
-    """Train past the first checkpoint, kill worker 1, train 40 more steps, kill ps 1;
+    """Train past the second checkpoint, kill worker 1, train 30 more steps, kill ps 1;
     -> (the chief's exit code, all its output)."""
     chief = cluster.chief(model_dir, "train_config.num_steps=100000",
-                          "train_config.save_checkpoints_steps=30", "eval_input_path=")
+                          "train_config.save_checkpoints_steps=10", "eval_input_path=")
     try:
         deadline = time.time() + 240
         first = None
@@ -118,13 +140,13 @@ def _run_until_killed(cluster, model_dir, lines):
             lines.append(line)
             assert line or chief.poll() is None, "".join(lines)[-4000:]
             match = TOTAL_LINE.search(line)
-            if match and first is None and int(match.group(1)) > 60:  # saved at 30, 60
+            if match and first is None and int(match.group(1)) > 20:  # saved at 10, 20
                 first = int(match.group(1))
                 cluster.kill("worker", 1)  # the coordinator goes on with worker 0
-            elif match and first is not None and int(match.group(1)) >= first + 40:
+            elif match and first is not None and int(match.group(1)) >= first + 30:
                 break
         else:
-            pytest.fail("no 40 steps after a worker was killed:\n" + "".join(lines)[-4000:])
+            pytest.fail("no 30 steps after a worker was killed:\n" + "".join(lines)[-4000:])
         # A lost ps loses its variables: one clear error, and the checkpoints stay.
         cluster.kill("ps", 1)
         code, rest = _finish(chief, timeout=180)
@@ -135,7 +157,8 @@ def _run_until_killed(cluster, model_dir, lines):
 
 
 @pytest.mark.slow
-def test_parameter_servers_split_train_survive_resume_and_export(cluster, tmp_path):
+def test_parameter_servers_split_train_survive_resume_and_export(cluster, bare_predict,
+                                                                   tmp_path):
     model_dir = tmp_path / "model"
     # Train; kill a worker: training goes on; then kill a ps: one clear error.
     code, output = _run_until_killed(cluster, model_dir, [])
@@ -159,14 +182,15 @@ def test_parameter_servers_split_train_survive_resume_and_export(cluster, tmp_pa
     assert "Traceback" not in output
     import tensorflow as tf
     step = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
-    assert step >= 90  # checkpoints every 30 steps, and 40 steps past the one at 60
+    assert step >= 50  # checkpoints every 10 steps, and 30 steps past the one at 20
 
     # Restart the lost tasks and the chief: training resumes from the last checkpoint.
+    bare = bare_predict()
     cluster.start("ps", 1)
     cluster.start("worker", 1)
-    code, output = _finish(cluster.chief(model_dir, f"train_config.num_steps={step + 20}"))
+    code, output = _finish(cluster.chief(model_dir, f"train_config.num_steps={step + 10}"))
     assert code == 0, output[-4000:]
-    assert f"from step {step} to {step + 20}" in output and f"step {step + 20}/" in output
+    assert f"from step {step} to {step + 10}" in output and f"step {step + 10}/" in output
 
     # The chief's checkpoint holds each split table whole (saved as slices of it).
     shapes = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir))) \
@@ -182,17 +206,23 @@ def test_parameter_servers_split_train_survive_resume_and_export(cluster, tmp_pa
     with open(data, "w", newline="") as f:
         csv.writer(f).writerows(rows)
     names = [line.split('"')[1] for line in open(CONFIG) if "input_name:" in line]
-    env = _env()
-    bare = subprocess.run([sys.executable, "-c", BARE_PREDICT, saved_model, str(data),
-                           json.dumps(names)], capture_output=True, text=True, env=env,
-                          cwd=str(tmp_path), timeout=120)
-    assert bare.returncode == 0, bare.stderr[-3000:]
-    served = json.loads(bare.stdout.strip().splitlines()[-1])
     predicted = tmp_path / "predicted.csv"
-    result = subprocess.run([sys.executable, "-m", "mtrec", "predict", "--saved_model",
-                             saved_model, "--input", str(data), "--output", str(predicted)],
-                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # `mtrec predict` runs beside the bare process.
+    result = subprocess.Popen([sys.executable, "-m", "mtrec", "predict", "--saved_model",
+                               saved_model, "--input", str(data), "--output", str(predicted)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env(), cwd=ROOT)
+    try:
+        out, err = bare.communicate(f"{saved_model}\n{data}\n{json.dumps(names)}\n",
+                                    timeout=120)
+        assert bare.returncode == 0, err[-3000:]
+        served = json.loads(out.strip().splitlines()[-1])
+        _, err = result.communicate(timeout=120)
+        assert result.returncode == 0, err[-3000:]
+    finally:
+        if result.poll() is None:
+            result.kill()
+            result.wait(30)
     with open(predicted) as f:
         scored = list(csv.DictReader(f))
     for key in ("probs_ctr", "probs_like"):
