@@ -166,7 +166,8 @@ def train(config=None, model_dir=None, edit_config_json=None, sets=None,
             refuse_link(os.path.dirname(export_root))
             refuse_link(export_root)
         # Whenever training evaluates, the best checkpoint is kept (model_dir/best/).
-        watch = BestMetric(export_config, pipeline.model_dir) if pipeline.eval_input_path else None
+        watch = (BestMetric(export_config, pipeline.model_dir)
+                 if config_lib.has_eval_data(pipeline) else None)
         if watch is not None and cluster.is_chief:
             checkpoints.sync_best(pipeline.model_dir, watch)
 

@@ -199,8 +199,11 @@ def test_binary_criteo_trains_and_exports(tmp_path):
     write_part(tmp_path, "part0", 12, 1)
     write_part(tmp_path, "part1", 8, 2)
     from mtrec import api
-    api.train(criteo_config(tmp_path), model_dir=str(tmp_path / "model"))
-    assert tf.io.gfile.glob(str(tmp_path / "model" / "export" / "*" / "*" / "saved_model.pb"))
+    # binary_eval_input is evaluation data: exporter "best" is accepted and keeps the best.
+    text = CRITEO + 'export_config {{ exporter_type: "best" }}\n'
+    api.train(criteo_config(tmp_path, text), model_dir=str(tmp_path / "model"))
+    assert tf.io.gfile.glob(str(tmp_path / "model" / "export" / "best" / "*" / "saved_model.pb"))
+    assert tf.io.gfile.glob(str(tmp_path / "model" / "best" / "*.index"))
     # `mtrec evaluate` reads binary_eval_input.
     result = api.evaluate(criteo_config(tmp_path), model_dir=str(tmp_path / "model"))
     assert result["global_step"] == 3

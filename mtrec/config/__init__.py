@@ -14,7 +14,7 @@ Nothing here imports TensorFlow, so `mtrec check` and `mtrec --help` stay fast.
 Every error names the file and line (or the override path) it comes from.
 """
 from mtrec.config.accessors import (SIDE_GROUP_FIELDS, all_features, feature_name,
-                                    label_names, model_message, task_towers)
+                                    has_eval_data, label_names, model_message, task_towers)
 from mtrec.config.check_train import SUPPORTED_STRATEGIES, unsupported_strategy
 from mtrec.config.defaults import fill_defaults
 from mtrec.config.loader import (LoadedConfig, from_pipeline, load, parse_text, prepare,
@@ -25,5 +25,6 @@ from mtrec.config.validation import validate
 
 __all__ = ["LoadedConfig", "Problems", "SIDE_GROUP_FIELDS", "SUPPORTED_STRATEGIES", "Source",
            "all_features", "apply_overrides", "feature_name", "fill_defaults", "from_pipeline",
+           "has_eval_data",
            "label_names", "load", "model_message", "parse_text", "prepare", "set_path",
            "task_towers", "to_text", "unsupported_strategy", "validate"]

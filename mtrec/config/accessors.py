@@ -4,6 +4,12 @@
 SIDE_GROUP_FIELDS = ("prior_group_name", "condition_group_name", "scenario_group_name")
 
 
+def has_eval_data(pipeline) -> bool:
+    """Whether the config names evaluation data: eval_input_path, or EasyRec's binary
+    Criteo files (binary_eval_input)."""
+    return bool(pipeline.eval_input_path) or pipeline.HasField("binary_eval_input")
+
+
 def all_features(pipeline) -> list:
     """Features from both the legacy and the `feature_config { features }` form."""
     return list(pipeline.feature_configs) + list(pipeline.feature_config.features)

@@ -2,6 +2,7 @@
 import math
 import os
 
+from mtrec.config.accessors import has_eval_data
 from mtrec.config.source import Problems
 from mtrec.protos import loss_pb2, train_pb2
 
@@ -79,9 +80,10 @@ def check_eval(pipeline, inputs: dict, p: Problems) -> None:
         p.error(f"export_config.exporter_type {export.exporter_type!r} is not supported; use "
                 "\"final\", \"latest\" or \"best\".", "exporter_type")
     evaluates = export.exporter_type == "best" or export.enable_early_stop
-    if evaluates and not pipeline.eval_input_path:
+    if evaluates and not has_eval_data(pipeline):
         p.error("export_config: exporter_type \"best\" and enable_early_stop evaluate during "
-                "training, so they need eval_input_path.", "export_config")
+                "training, so they need eval_input_path (or binary_eval_input).",
+                "export_config")
     if export.enable_early_stop and export.max_check_steps <= 0:
         p.error("export_config.max_check_steps must be positive.", "max_check_steps")
     if export.default_checkpoint not in ("best", "latest"):
