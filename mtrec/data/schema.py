@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.config.check_kd import label_shapes
+from mtrec.data.records import plain
 from mtrec.errors import DataError
 from mtrec.protos import data_pb2, feature_pb2
 
@@ -368,7 +369,6 @@ def skip_empty_batches(ds: tf.data.Dataset, trailing_count: bool = False) -> tf.
                       tf.reshape(tf.constant([], spec.dtype), [0] + spec.shape[1:].as_list()))
                   for k, spec in ds.element_spec.items()}
         ds = ds.concatenate(tf.data.Dataset.from_tensors(marker))
-    plain = tf.autograph.experimental.do_not_convert  # nothing here branches on a tensor
     return (ds.scan(tf.constant(0, tf.int64), plain(carry))
             .filter(plain(lambda columns, keep: keep))
             .map(plain(lambda columns, keep: columns)))

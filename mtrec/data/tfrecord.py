@@ -100,25 +100,37 @@ class TFRecordReader:
         rule_ok = row_rules(field, values, missing, rules)
         return values, good if rule_ok is None else good & rule_ok
 
+    # What a bad row is called in the batch's error; whether records hold several rows
+    # (BatchTFRecordReader), so that the parsed batches are re-cut into batch_size rows.
+    what = "a TFRecord record"
+    several_rows = False
+    rows_per_record = 1
+
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
                 shuffle_buffer_size: int = 0, seed: int | None = None,
                 shard: tuple[int, int] | None = None,
                 trailing_count: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
-        """Batches of {input_name: tensor}, with the arguments of CsvReader.dataset."""
+        """Batches of {input_name: tensor} of batch_size rows, with the arguments of
+        CsvReader.dataset (with several rows per record, shard and the shuffle buffer
+        count records)."""
+        n = self.rows_per_record
         items = records.read_files(self.data_config, self.files, self._read, shuffle, seed,
                                    shard)
-        items = records.batch(items, batch_size, shuffle, shuffle_buffer_size, seed,
-                              drop_remainder)
+        items = records.batch(items, max(1, batch_size // n), shuffle,
+                              max(1, shuffle_buffer_size // n), seed,
+                              drop_remainder and not self.several_rows)
         drop = bool(self.data_config.ignore_error)
 
         def typed(serialized):
             columns, ok = self.decode(serialized)
-            return keep_good_rows(columns, ok, drop, what="a TFRecord record")
+            return keep_good_rows(columns, ok, drop, what=self.what)
 
         ds = items.map(records.plain(typed), num_parallel_calls=(
             self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
         if drop:
             ds = skip_empty_batches(ds, trailing_count)
+        if self.several_rows and not (drop and trailing_count):
+            ds = _recut(ds, batch_size, drop, drop_remainder)
         return ds.repeat(num_epochs) if num_epochs != 1 else ds
 
     # -- Python side: the first bad record
@@ -196,6 +208,9 @@ class BatchTFRecordReader(TFRecordReader):
     ignore_error its rows are dropped and counted); locate_error names the record, row
     and feature ("file: record N: row K: feature ...", both counted from 1)."""
 
+    what = "a row of a batch TFRecord record"
+    several_rows = True
+
     def __init__(self, data_config, files: list[str], rules: dict | None = None):
         super().__init__(data_config, files, rules)
         # Rows per record as written: batch_size / n records are parsed at a time.
@@ -246,37 +261,6 @@ class BatchTFRecordReader(TFRecordReader):
                 raise DataError(f"{path}: {_damaged(self.data_config, path, e)}") from None
         return total
 
-    def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
-                shuffle_buffer_size: int = 0, seed: int | None = None,
-                shard: tuple[int, int] | None = None,
-                trailing_count: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
-        """Batches of {input_name: tensor} of batch_size rows, with the arguments of
-        CsvReader.dataset (shard and the shuffle buffer count records)."""
-        n = self.rows_per_record
-        items = records.read_files(self.data_config, self.files, self._read, shuffle, seed,
-                                   shard)
-        items = records.batch(items, max(1, batch_size // n), shuffle,
-                              max(1, shuffle_buffer_size // n), seed)
-        drop = bool(self.data_config.ignore_error)
-
-        def typed(serialized):
-            columns, ok = self.decode(serialized)
-            return keep_good_rows(columns, ok, drop, what="a row of a batch TFRecord record")
-
-        ds = items.map(records.plain(typed), num_parallel_calls=(
-            self.data_config.num_parallel_calls or tf.data.AUTOTUNE))
-        if drop:
-            ds = skip_empty_batches(ds, trailing_count)
-            if not trailing_count:
-                # The count of dropped rows rides on the first row of its batch while the
-                # rows are re-cut, then is summed back per batch.
-                ds = ds.map(records.plain(_count_per_row)).rebatch(
-                    batch_size, drop_remainder=drop_remainder)
-                ds = ds.map(records.plain(_count_per_batch))
-        else:
-            ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
-        return ds.repeat(num_epochs) if num_epochs != 1 else ds
-
     def record_problem(self, serialized: bytes, rules: dict) -> str | None:
         """Why a serialized record does not hold acceptable rows, or None."""
         try:
@@ -299,6 +283,17 @@ class BatchTFRecordReader(TFRecordReader):
                 if problem:
                     return f"row {row + 1}: feature {name!r}: {problem}"
         return None
+
+
+def _recut(ds: tf.data.Dataset, batch_size: int, counted: bool,
+           drop_remainder: bool) -> tf.data.Dataset:
+    """Batches of whole records -> batches of batch_size rows. counted (ignore_error): the
+    count of dropped rows rides on the first row of its batch while the rows are re-cut,
+    then is summed back per batch."""
+    if not counted:
+        return ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(records.plain(_count_per_row)).rebatch(batch_size, drop_remainder=drop_remainder)
+    return ds.map(records.plain(_count_per_batch))
 
 
 def _count_per_row(columns: dict) -> dict:

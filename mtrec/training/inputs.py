@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.data.reader import expand_paths, input_parts, make_reader
+from mtrec.data.records import plain
 from mtrec.data.schema import BAD_ROWS_KEY, column_rules
 from mtrec.errors import DataError, reason_line
 from mtrec.protos import data_pb2
@@ -59,7 +60,7 @@ def make_dataset(job: Job, files, training: bool, row_shard=None,
         return features, side, bad
 
     parallel = data.num_parallel_calls or tf.data.AUTOTUNE
-    ds = ds.map(tf.autograph.experimental.do_not_convert(split), num_parallel_calls=parallel)
+    ds = ds.map(plain(split), num_parallel_calls=parallel)
     return ds.prefetch(data.prefetch_size or tf.data.AUTOTUNE), reader
 
 
