@@ -9,7 +9,9 @@ conversion. MMoE: 4 experts [256, 128], towers [64]. ESMM: ctr and cvr towers
 Parts (each a subprocess, run one at a time):
   mtrec   `mtrec train` on the files; steady-state examples/s from its log lines (all log
           intervals after the first --warmup_steps), wall time of the whole process (start-up,
-          reading, training, the final checkpoint; no evaluation, no export), peak RSS; then
+          reading, training, the final checkpoint; no evaluation) and, as end_to_checkpoint_s,
+          up to the final checkpoint (the export the benchmark's exporter "latest" makes
+          at the end is left out: the target is CSV -> trained checkpoint), peak RSS; then
           the test AUCs from `mtrec evaluate` (10,000 thresholds, the default: the
           exact AUC to 4 decimals on this workload).
   limit   scripts/bench/speed_limit.py: the same model as a hand-written tf.function step
@@ -116,7 +118,7 @@ def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_s
         groups = f'feature_groups {{ group_name: "all" {names} wide_deep: DEEP }}'
     return f"""
 train_input_path: "{os.path.join(data_dir, f'{rows_file}.{ext}')}"
-# "latest" exports after each evaluation, and training evaluates nothing: no export.
+# "latest": training evaluates nothing, so one export at the end (after the checkpoint).
 export_config {{ exporter_type: "latest" }}
 train_config {{
   optimizer_config {{ adam_optimizer {{ learning_rate {{ constant_learning_rate {{
@@ -178,6 +180,13 @@ def steady_rate(lines, batch_size: int, warmup_steps: int) -> float:
     return (s1 - s0) * batch_size / (t1 - t0)
 
 
+def checkpoint_time(lines, wall: float) -> float:
+    """Seconds from the start to the final checkpoint: the arrival of the first line about
+    the export that follows it (wall when there is none)."""
+    return next((t for t, text in lines if "exporter_type" in text or " exporting " in text),
+                wall)
+
+
 def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows_file="train",
               evaluate=True, steps_per_loop=0, ids=None, sequence="",
               mixed_precision="") -> dict:
@@ -199,7 +208,8 @@ def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows
               "batch_size": batch_size, "rows_file": rows_file,
               **({"sequence": sequence} if sequence else {}),
               "steady_ex_per_s": steady_rate(lines, batch_size, args.warmup_steps),
-              "end_to_end_s": wall, "end_to_end_cpu_s": cpu, "peak_rss_mb": rss}
+              "end_to_end_s": wall, "end_to_checkpoint_s": checkpoint_time(lines, wall),
+              "end_to_end_cpu_s": cpu, "peak_rss_mb": rss}
     if evaluate:
         ext = "csv" if fmt == "csv" else "parquet"
         subprocess.run([sys.executable, "-m", "mtrec", "evaluate", "--config", config,
@@ -270,7 +280,7 @@ def main():
     records = []
 
     def keep(record):
-        record.update(time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        record.update(run=run, time=time.strftime("%Y-%m-%d %H:%M:%S"),
                       load=os.getloadavg()[0], source=info["mtrec_source_sha256"])
         records.append(record)
         print(json.dumps(record), file=sys.stderr, flush=True)
@@ -278,6 +288,7 @@ def main():
             f.write(json.dumps(record) + "\n")
 
     print(json.dumps(info), file=sys.stderr)
+    run = None
     # Interleave the parts per run, so that a change in machine load hits all of them alike.
     for run in range(args.runs):
         for model in models:
@@ -349,6 +360,7 @@ def summarize(records):
         groups.setdefault(key, []).append(r)
     if groups:
         print_main_table(groups)
+        print_ratios([r for r in records if "scaling" not in r and "sequence" not in r])
     sequence = [r for r in records if "sequence" in r]
     if sequence:
         summarize_sequence(sequence)
@@ -386,6 +398,56 @@ def print_main_table(groups):
         print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
               f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
               f"{auc_conv:.4f} | {len(rs)} |")
+
+
+def print_ratios(records):
+    """Per model, the ratios within each run (mtrec from CSV, float32, against the limit and
+    DeepCTR of the same run) and their median: the targets of issue #18."""
+    def one(rs, **match):
+        found = [r for r in rs if all(r.get(k) == v for k, v in match.items())]
+        return found[0] if found else None
+
+    rows = []
+    for model in sorted({r["model"] for r in records}):
+        for run in sorted({r["run"] for r in records if r.get("run") is not None}):
+            rs = [r for r in records if r["model"] == model and r.get("run") == run]
+            mine = one(rs, part="mtrec", format="csv")
+            if mine is None or mine.get("mixed_precision"):
+                continue
+            limit, peer = one(rs, part="limit"), one(rs, part="peer", library="deepctr")
+            ckpt = mine.get("end_to_checkpoint_s", mine["end_to_end_s"])
+            rows.append((model, run, {
+                "ex/s vs DeepCTR": peer and mine["steady_ex_per_s"] / peer["steady_ex_per_s"],
+                "ex/s vs limit": limit and mine["steady_ex_per_s"] / limit["steady_ex_per_s"],
+                "to checkpoint vs DeepCTR": peer and ckpt / peer["end_to_end_s"],
+                "to checkpoint vs DeepCTR with its imports": peer and ckpt / (
+                    peer["end_to_end_s"] + peer.get("import_s", 0.0)),
+                "AUC 1 - DeepCTR's": peer and _auc(mine, 0) - peer["auc_click"],
+                "AUC 2 - DeepCTR's": peer and _auc(mine, 1) - peer["auc_conversion"]}))
+    if not rows:
+        return
+    keys = list(rows[0][2])
+    print("\n| ratio within each run | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for model in sorted({m for m, _, _ in rows}):
+        mine = [v for m, _, v in rows if m == model]
+        cells = []
+        for k in keys:
+            values = [v[k] for v in mine if v[k] is not None]
+            if not values:
+                cells.append("n/a")
+                continue
+            fmt = "{:+.4f}" if k.startswith("AUC") else "{:.2f}"
+            cells.append(fmt.format(np.median(values)) + " ("
+                         + ", ".join(fmt.format(x) for x in values) + ")")
+        print(f"| {model} (median; per run) | " + " | ".join(cells) + " |")
+
+
+def _auc(record, which: int) -> float:
+    """mtrec's first / second AUC (MMoE click / conversion, ESMM ctr / ctcvr)."""
+    keys = (("auc_click", "auc_conversion") if record["model"] == "mmoe"
+            else ("auc_ctr", "auc_ctcvr"))
+    return record.get(keys[which], float("nan"))
 
 
 def summarize_sequence(records):
