@@ -229,13 +229,18 @@ def _shard_maps(table) -> list:
     return maps
 
 
-def _assign(table, keys, step):
-    """Assign keys at step -> [(shard, sorted rows of the shard reset)]; a shard of a split
-    table never grows."""
+def _assign(table, keys, step, grew=None):
+    """Assign keys at step -> [(shard, sorted rows of the shard reset)]; each shard's growth
+    goes to `grew` as (shard, new capacity) (none expected without it)."""
     from mtrec.features import dynamic
     fresh = []
-    table.assign(tf.constant(keys, tf.int64), step,
-                 lambda s, capacity: pytest.fail(f"shard {s} grew to {int(capacity)}"),
+
+    def grow(s, capacity, new):
+        if grew is None:
+            pytest.fail(f"shard {s} grew from {int(capacity)} to {int(new)}")
+        grew.append((s, int(new)))
+
+    table.assign(tf.constant(keys, tf.int64), step, grow,
                  lambda s, rows: fresh.append((s, sorted(rows.numpy().tolist()))))
     assert dynamic.MISSING not in [k for m in _shard_maps(table) for k in m]
     return fresh
@@ -250,13 +255,15 @@ def _counts(table) -> dict:
     return dict(zip(dynamic.COUNTERS, table.counters.numpy().tolist()))
 
 
-def test_routing_by_id_mod_shards_and_each_shards_share_of_max_capacity():
+def test_routing_by_id_mod_shards_and_each_shard_growing_to_its_share():
     from mtrec.features import dynamic
     EV = dynamic.EV
-    # ceil(max_capacity / shards) rows per shard, allocated at once.
+    # Each shard starts with ceil(init_capacity / shards) rows and grows up to
+    # ceil(max_capacity / shards).
     assert [dynamic.shard_capacity(m, n) for m, n in ((4096, 2), (7, 2), (10, 3), (5, 1))] \
         == [2048, 4, 4, 5]
-    assert dynamic.capacities(EV(init_capacity=2, max_capacity=7), 2) == (8, 8)
+    assert dynamic.capacities(EV(init_capacity=2, max_capacity=7), 2) == (2, 8)
+    assert dynamic.capacities(EV(init_capacity=3, max_capacity=7), 2) == (4, 8)
     assert dynamic.capacities(EV(init_capacity=2, max_capacity=7), 1) == (2, 7)
     # Floor mod: negative keys (half of all string fingerprints) too.
     keys = np.concatenate([np.arange(-7, 8), dynamic.keys(tf.constant(
@@ -265,20 +272,36 @@ def test_routing_by_id_mod_shards_and_each_shards_share_of_max_capacity():
         np.testing.assert_array_equal(dynamic.shard_of(tf.constant(keys), n).numpy(),
                                       np.mod(keys, n))
     table = dynamic.DynamicTable("t", EV(init_capacity=2, max_capacity=7), num_shards=2)
-    assert table.shard_rows == 4 and int(table.capacity()) == 8
+    assert table.shard_rows == 1 and int(table.capacity()) == 2
     # Shard 0 (even ids) takes 10, 12, 14; shard 1 (odd) 11, 13, -3, 7: rows in first-seen
-    # order within each shard; shard 1's rows are table rows 4-7.
-    fresh = _assign(table, [10, 11, 12, 13, 10, 14, -3, 7, dynamic.MISSING], 0)
+    # order within each shard, each shard growing as one table does (to max(2 x its rows,
+    # the rows it needs), at most 4). Row r of shard s is table row 2r + s.
+    grew = []
+    fresh = _assign(table, [10, 11, 12, 13, 10, 14, -3, 7, dynamic.MISSING], 0, grew)
+    assert grew == [(0, 3), (1, 4)] and int(table.capacity()) == 7
     assert fresh == [(0, [0, 1, 2]), (1, [0, 1, 2, 3])]
     assert _shard_maps(table) == [{10: 0, 12: 1, 14: 2}, {11: 0, 13: 1, -3: 2, 7: 3}]
     assert _lookup(table, [[10, 11], [12, 13], [14, -3], [7, dynamic.MISSING], [99, 98]]) == \
-        [[0, 4], [1, 5], [2, 6], [7, -1], [-1, -1]]
-    # Shard 1 is full: a new odd id evicts its least recent row (row 0 among equals, id
-    # 11) although shard 0 has a free row; an even id takes that free row.
-    fresh = _assign(table, [9, 16], 1)
+        [[0, 1], [2, 3], [4, 5], [7, -1], [-1, -1]]
+    # Shards of different lengths checkpoint padded to the longest, the padding rows free
+    # (table row 6 of shard 0): into two shards or one, the same lookups and rows in use.
+    tensors = table._serialize_to_tensors()
+    assert tensors["num_free"].numpy().tolist() == [1, 0]
+    assert tensors["last_seen"].numpy().tolist() == [0, 0, 0, 0, 0, 0, -1, 0]
+    keys = [10, 11, 12, 13, 14, -3, 7, 99]
+    for n in (2, 1):
+        again = dynamic.DynamicTable("t", EV(init_capacity=2, max_capacity=7), num_shards=n)
+        again._restore_from_tensors(tensors)
+        assert _lookup(again, keys) == _lookup(table, keys)
+        assert (int(again.rows_in_use()), int(again.capacity())) == (7, 8)
+    # Shard 1 is full at its 4 rows: a new odd id evicts its least recent row (row 0 among
+    # equals, id 11) although shard 0 can still grow; an even id grows shard 0 to 4.
+    grew = []
+    fresh = _assign(table, [9, 16], 1, grew)
+    assert grew == [(0, 4)] and int(table.capacity()) == 8
     assert fresh == [(0, [3]), (1, [0])]
     assert _shard_maps(table) == [{10: 0, 12: 1, 14: 2, 16: 3}, {9: 0, 13: 1, -3: 2, 7: 3}]
-    assert _lookup(table, [9, 11, 16]) == [4, -1, 3]
+    assert _lookup(table, [9, 11, 16]) == [1, -1, 6]
     assert _counts(table) == {"admitted": 9, "evicted": 1, "refused": 0, "filtered": 0}
     assert int(table.rows_in_use()) == 8
 
@@ -290,7 +313,7 @@ def test_admission_and_steps_to_live_per_shard_counted_for_the_whole_table():
                                  num_shards=2)
     assert _assign(table, [1, 2, 2], 0) == [(0, [0])]  # 2 seen twice: admitted; 1 filtered
     assert _assign(table, [1, 4], 1) == [(1, [0])]  # 1's second time; 4 filtered
-    assert _lookup(table, [2, 1, 4]) == [0, 2, -1]
+    assert _lookup(table, [2, 1, 4]) == [0, 1, -1]
     assert _counts(table) == {"admitted": 2, "evicted": 0, "refused": 0, "filtered": 2}
     _assign(table, [2], 2)
     _assign(table, [2], 3)
@@ -317,8 +340,8 @@ def test_a_split_table_checkpoints_as_one_restores_into_as_many_or_one_shard(tmp
     saved = _checkpoint(path)
     keys = saved["t/.ATTRIBUTES/table-keys"].tolist()
     rows = saved["t/.ATTRIBUTES/table-values"].tolist()
-    # One map of table rows, the ids of shard s in rows 4s ... 4s + 3.
-    assert dict(zip(keys, rows)) == {10: 0, 12: 1, 18: 2, 15: 4, 13: 5, 17: 6, 19: 7}
+    # One map of table rows: row r of shard s is table row 2r + s.
+    assert dict(zip(keys, rows)) == {10: 0, 12: 2, 18: 4, 15: 1, 13: 3, 17: 5, 19: 7}
     assert saved["t/.ATTRIBUTES/num_free"].tolist() == [1, 0]
     keys_all = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
     expected = _lookup(table, keys_all)
@@ -398,29 +421,40 @@ class _Cluster:
 @pytest.mark.slow
 def test_parameter_servers_split_each_table_by_id_resume_and_export(tmp_path):
     tmp = str(tmp_path)
-    # max_capacity 4,095: ceil(4,095 / 2) = 2,048 rows on each ps.
+    # init_capacity 8, max_capacity 4,095: each ps starts with 4 rows and may grow to 2,048.
     config = _config(tmp, max_capacity=4095, sets="\n  train_distribute: PSStrategy")
     cluster = _Cluster(tmp, config)
     model_dir = os.path.join(tmp, "model")
     try:
         output = cluster.chief(model_dir)
-        # Part s of the table (with its slots) is on ps s.
-        assert ("table MMoE/feature_groups/user (4096 x 4): rows 0-2047 on ps:0, "
-                "rows 2048-4095 on ps:1") in output, output[-4000:]
-        rows = _map(_checkpoint(os.path.join(model_dir, "ckpt-10")))
+        # Part s of the table (with its slots) is on ps s, 4 rows to start with.
+        assert ("table MMoE/feature_groups/user (dynamic, x 4; table row r * 2 + s in part "
+                "s): part 0 on ps:0 (4 rows), part 1 on ps:1 (4 rows)") in output, \
+            output[-4000:]
+        saved = _checkpoint(os.path.join(model_dir, "ckpt-10"))
+        rows = _map(saved)
         assert sorted(rows) == _users()
-        # Each id's row is on ps (id mod 2), and each shard gave its ids rows 0, 1, ...:
-        # the map of ps s held only the ids of shard s.
+        # Each id's row is on ps (id mod 2) (table row r * 2 + s), and each shard gave its
+        # ids rows 0, 1, ...: the map of ps s held only the ids of shard s.
         for s in (0, 1):
-            mine = [row - 2048 * s for key, row in rows.items() if key % 2 == s]
+            assert all(row % 2 == s for key, row in rows.items() if key % 2 == s)
+            mine = [row // 2 for key, row in rows.items() if key % 2 == s]
             assert sorted(mine) == list(range(len(mine))), (s, mine)
         assert {key % 2 for key in rows} == {0, 1}
         # Both workers gave rows at once: 37 admitted in all, none evicted or refused.
-        windows = re.findall(r"user: [\d,]+/4,096 rows, \+(\d+) admitted, (\d+) evicted, "
+        windows = re.findall(r"user: [\d,]+/([\d,]+) rows, \+(\d+) admitted, (\d+) evicted, "
                              r"(\d+) refused, 0 filtered", output)
-        assert sum(int(w[0]) for w in windows) == USERS, output[-4000:]
-        assert {w[1:] for w in windows} == {("0", "0")}
-        assert "user: 37/4,096 rows" in output
+        assert sum(int(w[1]) for w in windows) == USERS, output[-4000:]
+        assert {w[2:] for w in windows} == {("0", "0")}
+        # The ps parts grew with the rows in use (from 8 rows in all), not to max_capacity:
+        # the log, and the table and its Adam slots in the checkpoint (the longest part
+        # twice).
+        capacity = int(windows[-1][0].replace(",", ""))
+        assert USERS < capacity <= 2 * USERS and f"user: 37/{capacity:,} rows" in output
+        table = saved["model/variables_by_path/tables.Suser/.ATTRIBUTES/VARIABLE_VALUE"]
+        slots = [v.shape for n, v in saved.items()
+                 if n.startswith("sparse_optimizer/slot_variables/") and v.shape != (50, 4)]
+        assert USERS < table.shape[0] <= 2 * USERS and slots == [table.shape] * 2, slots
         # The chief restarted resumes with the same map and keeps every id's row.
         output = cluster.chief(model_dir, "train_config.num_steps=12")
         assert "from step 10 to 12" in output, output[-4000:]

@@ -6,11 +6,10 @@ import os
 from typing import Any
 
 from mtrec.config.accessors import all_features, feature_name, model_message
-from mtrec.config.dynamic_params import (capacities, eligible, is_dynamic,
-                                         parameter_server_note)
+from mtrec.config.dynamic_params import capacities, eligible, is_dynamic
 from mtrec.config.expression import NORMALIZERS, parse_expression
 from mtrec.config.source import Problems
-from mtrec.protos import feature_pb2, train_pb2
+from mtrec.protos import feature_pb2
 
 FC = feature_pb2.FeatureConfig
 
@@ -67,9 +66,6 @@ def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
     if pipeline.model_config.HasField("variational_dropout") and vd.regularization_lambda < 0:
         p.error("model_config.variational_dropout: regularization_lambda must be >= 0, got "
                 f"{vd.regularization_lambda:g}.", "regularization_lambda")
-    dynamic = [n for n, f in features.items() if is_dynamic(f)]
-    if dynamic and pipeline.train_config.train_distribute == train_pb2.PSStrategy:
-        p.warn(parameter_server_note(dynamic), "train_distribute")
     return features, _embedding_tables(features, vocab_rows)
 
 

@@ -25,16 +25,6 @@ ROW_STATE_BYTES = 32
 MAP_ENTRY_BYTES = 64
 
 
-def parameter_server_note(features) -> str:
-    """`mtrec check`'s warning for dynamic tables under PSStrategy (features: their names)."""
-    names = ", ".join(map(repr, list(features)[:3])) + (" ..." if len(features) > 3 else "")
-    return (f"PSStrategy: the dynamic tables (ev_params of {names}) are split by id over "
-            "the ps tasks (id mod ps tasks); each ps task allocates its share, ceil(max_capacity "
-            "/ ps tasks) rows of each table with their optimizer slots, from the start, and it "
-            "never grows: TensorFlow 2.21 workers cannot use a ps variable whose shape changes "
-            "(docs/dynamic_tables.md#distribution).")
-
-
 def eligible(config) -> bool:
     """Whether a feature type can have a dynamic table (ids, bags, crosses, id sequences)."""
     return config.feature_type in (FC.IdFeature, FC.TagFeature, FC.ComboFeature) or (

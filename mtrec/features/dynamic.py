@@ -5,7 +5,8 @@ spells one, as it is; any other string its `tf.fingerprint`, no modulo; -1 and t
 string are missing) and its table maps each key to a row of its own through a
 `tf.lookup.experimental.MutableHashTable`.
 The embedding table itself stays a plain tf.Variable (first dimension unknown, so it can
-grow), gathered and updated sparsely like every other table.
+grow), gathered and updated sparsely like every other table; under a
+ParameterServerStrategy, a GrowingTable of one part per ps task (see Distribution).
 
 Per id space (one per embedding_name) a DynamicTable holds one shard (num_shards under a
 ParameterServerStrategy: one per ps task, see Distribution), each with:
@@ -15,6 +16,7 @@ ParameterServerStrategy: one per ps task, see Distribution), each with:
   last_seen   (capacity,) the step each row's id was last seen; -1 for a free row
   freq        (capacity,) occurrences of each row's id since it got the row (LFU only)
   free_rows   a stack of the free rows, its first num_free entries valid
+  rows        the rows allocated (its capacity)
   sketch      (4, width) int32 count-min sketch of the ids not yet admitted (filter_freq > 1)
   counters    cumulative ids admitted, rows evicted, ids refused (table full), ids filtered
               (seen, not yet admitted by filter_freq)
@@ -37,16 +39,22 @@ are gathered and given rows once per step, in cross-replica context (assign_repl
 every replica and worker holds the same map. Under a ParameterServerStrategy with N ps
 tasks a table is split by key: shard s = key mod N (floor mod; a string's key is its
 fingerprint) holds its map, bookkeeping, a CriticalSection and its rows (part s of the
-table, a ShardedVariable, with their optimizer slots) on ps task s. A shard holds
-ceil(max_capacity / N) rows from the start and never grows (TF 2.21 workers abort on a ps
-variable of unknown shape); row r of shard s is row s * ceil(max_capacity / N) + r of the
-table. Workers give rows shard by shard, one worker at a time per shard.
+table, a GrowingTable, with their optimizer slots) on ps task s. Row r of shard s is row
+r * N + s of the table, so lookups route a table row to its part by row mod N whatever
+the parts' sizes. Each shard starts with ceil(init_capacity / N) rows and grows, as a
+table does in one process, up to ceil(max_capacity / N). Workers give rows shard by
+shard, one worker at a time per shard.
+A ps variable keeps the fully known shape it was made with (TF 2.21 workers abort on a
+remote variable whose shape has an unknown dimension): a growing one gets its new value
+through `resize`, and traced code never reads its length from its declared shape (a
+shard's length is its `rows` variable).
 
-Checkpoints hold a table's shards as one (DynamicTable._serialize_to_tensors): its keys
-with their table rows, the bookkeeping in table row order, the free rows, and per shard
-the free count, sketch and counters; a checkpoint of N shards restores into N shards, or
-into one (evaluation, export, a run without a ParameterServerStrategy: the shards' state
-side by side); any other number is one clear error.
+Checkpoints hold a table's shards as one (DynamicTable._serialize_to_tensors), in table
+row order, each shard padded with free rows to the longest: its keys with their table
+rows, the bookkeeping, the free rows, and per shard the free count, sketch and counters;
+the rows of a GrowingTable likewise (one tensor in table row order). A checkpoint of N
+shards restores into N shards, or into one (evaluation, export, a run without a
+ParameterServerStrategy: the same table rows); any other number is one clear error.
 """
 import contextlib
 import functools
@@ -92,20 +100,17 @@ def shard_count() -> int:
 
 
 def capacities(ev, shards: int | None = None) -> tuple[int, int]:
-    """(rows at the start, most rows) of a whole table. A table in several shards, and any
-    under a ParameterServerStrategy, cannot grow: each shard holds ceil(max_capacity /
-    shards) rows from the start. shards: shard_count() by default."""
+    """(rows at the start, most rows) of a whole table in `shards` shards (shard_count() by
+    default): each shard starts with ceil(init_capacity / shards) rows and grows up to
+    ceil(max_capacity / shards)."""
     init, most = dynamic_params.capacities(ev)
     shards = shard_count() if shards is None else shards
-    if shards > 1 or parameter_servers():
-        most = shards * shard_capacity(most, shards)
-        return most, most
-    return init, most
+    return shards * shard_capacity(init, shards), shards * shard_capacity(most, shards)
 
 
-def shard_capacity(max_capacity: int, shards: int) -> int:
-    """Rows of each shard of a table of max_capacity rows in `shards` shards."""
-    return -(-max_capacity // shards)
+def shard_capacity(capacity: int, shards: int) -> int:
+    """Rows of each shard of a table of `capacity` rows in `shards` shards."""
+    return -(-capacity // shards)
 
 
 def shard_of(keys: tf.Tensor, shards: int) -> tf.Tensor:
@@ -161,9 +166,68 @@ def _flat(value) -> tf.Tensor:
 
 
 def _vector(values, dtype) -> tf.Variable:
-    """A 1-D state variable whose length can change (the table grows)."""
+    """A 1-D state variable whose length can change (the table grows; under a
+    ParameterServerStrategy its declared length stays the first one, see resize)."""
     return tf.Variable(tf.constant(values, dtype), shape=tf.TensorShape([None]),
                        trainable=False)
+
+
+def resize(variable, value):
+    """variable <- value of another length (a table growing, or restored at its saved
+    size). A variable declared with an unknown first dimension is assigned as usual (on
+    every copy under a Mirrored strategy, as is a mirrored one). One declared with a fully
+    known shape (a ParameterServerStrategy's, whose shapes must be known) is assigned past
+    its declared shape. Traced code then never takes its length from its shape (tf.shape
+    of its value folds to the declared length): the lengths are passed along, or kept in
+    variables (_Shard.rows)."""
+    if not variable.shape.is_fully_defined() or isinstance(variable,
+                                                           tf.distribute.DistributedValues):
+        return variable.assign(value)
+    # The first dimension made unknown: the assignment's shape check accepts any length.
+    return tf.raw_ops.AssignVariableOp(resource=variable.handle, value=_any_length(value),
+                                       validate_shape=False)
+
+
+def _any_length(value) -> tf.Tensor:
+    """value with its first dimension unknown to the shape check of an assignment."""
+    shape = (tf.TensorShape([None]).concatenate(value.shape[1:])
+             if value.shape.rank else tf.TensorShape(None))
+    return tf.raw_ops.PlaceholderWithDefault(input=value, shape=shape)
+
+
+def padded(value, length, have, fill=0):
+    """value (have, ...) -> (length, ...): fill rows appended (have: its length, given
+    because a growing variable's value may be longer than its static shape says)."""
+    extra = tf.reshape(tf.cast(length, tf.int64) - tf.cast(have, tf.int64), [1])
+    pad = tf.fill(tf.concat([extra, tf.shape(value, out_type=tf.int64)[1:]], 0),
+                  tf.cast(fill, value.dtype))
+    return tf.concat([value, pad], 0)
+
+
+def _length(value) -> tf.Tensor:
+    """The length of a restored 1-D int64 tensor, read from its values: a restore TF traces
+    gives it the static shape of the variable before the restore, which tf.shape would
+    fold in."""
+    return tf.shape(tf.where(value > tf.int64.min), out_type=tf.int64)[0]
+
+
+def interleave(parts: list, lengths: list, fill=0):
+    """Shards' arrays (part s: the lengths[s] rows of shard s, padded to the longest with
+    `fill`) -> one in table row order: row r of part s at r * len(parts) + s."""
+    if len(parts) == 1:
+        return parts[0]
+    longest = tf.reduce_max(tf.stack(lengths))
+    padded_ = tf.stack([padded(p, longest, n, fill) for p, n in zip(parts, lengths)],
+                       axis=1)  # (longest, parts, ...)
+    return tf.reshape(padded_, tf.concat([[-1], tf.shape(padded_)[2:]], 0))
+
+
+def deinterleave(value, n: int, s: int):
+    """The rows of shard s (of n) of an array in table row order."""
+    if n == 1:
+        return value
+    shape = tf.shape(value)
+    return tf.reshape(value, tf.concat([[-1, n], shape[1:]], 0))[:, s]
 
 
 class _Shard:
@@ -173,8 +237,6 @@ class _Shard:
 
     def __init__(self, name: str, ev, init: int, most: int, num_free: tf.Variable):
         self.name, self.ev, self.max_capacity = name, ev, most
-        # Allocated at its most rows (a shard of several, or under parameter servers).
-        self.fixed = init == most
         self.num_free = num_free
         # Under a ParameterServerStrategy all of this lives on the ps task of num_free, and
         # the workers give rows one at a time (a CriticalSection on that ps).
@@ -192,9 +254,12 @@ class _Shard:
             self.sketch = (tf.Variable(tf.zeros([SKETCH_DEPTH, sketch_width(ev)], tf.int32),
                                        trainable=False) if ev.filter_freq > 1 else None)
             self.counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64), trainable=False)
+            # The rows allocated: under parameter servers the state's declared lengths
+            # stay the first ones (see resize), so its length is kept here.
+            self.rows = tf.Variable(init, dtype=tf.int64, trainable=False)
 
     def capacity(self) -> tf.Tensor:
-        return tf.shape(self.last_seen, out_type=tf.int64)[0]
+        return self.rows.read_value()
 
     def rows_in_use(self) -> tf.Tensor:
         return self.capacity() - self.num_free
@@ -202,8 +267,8 @@ class _Shard:
     # -- training ----------------------------------------------------------------
     def assign(self, keys: tf.Tensor, step, grow_fn, fresh_fn) -> None:
         """Give rows to the admitted new keys of one batch (flat int64, MISSING allowed).
-        grow_fn(capacity) grows the embedding tables (and slots) to `capacity` rows;
-        fresh_fn(rows) resets rows given to new ids."""
+        grow_fn(capacity, new) grows the embedding tables (and slots) from `capacity` to
+        `new` rows; fresh_fn(rows) resets rows given to new ids."""
         if self.mutex is None:
             self._assign(keys, step, grow_fn, fresh_fn)
             return
@@ -241,10 +306,9 @@ class _Shard:
 
     def _admit(self, new_keys, new_counts, need, step, grow_fn, fresh_fn):
         """Rows for `need` admitted new keys: grow, else evict, when too few are free."""
-        if not self.fixed:
-            capacity = self.capacity()
-            tf.cond((need > self.num_free) & (capacity < self.max_capacity),
-                    lambda: self._grow(capacity, need, grow_fn), _nothing)
+        capacity = self.capacity()
+        tf.cond((need > self.num_free) & (capacity < self.max_capacity),
+                lambda: self._grow(capacity, need, grow_fn), _nothing)
         short = need - self.num_free
         tf.cond(short > 0, lambda: self._evict(short, step), _nothing)
         return self._give(new_keys, new_counts, need, step, fresh_fn)
@@ -321,18 +385,17 @@ class _Shard:
         in_use = capacity - self.num_free
         new = tf.minimum(tf.constant(self.max_capacity, tf.int64),
                          tf.maximum(2 * capacity, in_use + need))
-        extra = new - capacity
         free = self.num_free.read_value()
-        self.row_keys.assign(tf.concat([self.row_keys, tf.zeros([extra], tf.int64)], 0))
-        self.last_seen.assign(tf.concat([self.last_seen, tf.fill([extra], tf.constant(
-            FREE, tf.int64))], 0))
-        self.freq.assign(tf.concat([self.freq, tf.zeros([extra], tf.int64)], 0))
+        for field, fill in (("row_keys", 0), ("last_seen", FREE), ("freq", 0)):
+            variable = getattr(self, field)
+            resize(variable, padded(variable.read_value(), new, capacity, fill))
         # The new rows go under the free rows already there (those are given first).
-        self.free_rows.assign(tf.concat([tf.range(new - 1, capacity - 1, -1),
-                                         self.free_rows[:free],
-                                         tf.zeros([capacity - free], tf.int64)], 0))
-        self.num_free.assign_add(extra)
-        grow_fn(new)
+        resize(self.free_rows, tf.concat([tf.range(new - 1, capacity - 1, -1),
+                                          self.free_rows[:free],
+                                          tf.zeros([capacity - free], tf.int64)], 0))
+        self.num_free.assign_add(new - capacity)
+        self.rows.assign(new)
+        grow_fn(capacity, new)
         return tf.constant(0)
 
 
@@ -345,8 +408,7 @@ class _Shards:
 
 class DynamicTable(tf.Module):
     """The map and bookkeeping of one id space, in num_shards shards (see the module
-    docstring); rows are the table's: shard s holds rows offset(s) ... offset(s) +
-    capacity - 1."""
+    docstring); rows are the table's: row r of shard s is table row r * num_shards + s."""
 
     def __init__(self, name: str, ev, num_shards: int | None = None):
         super().__init__(name=name.replace("/", "_") + "_dynamic")
@@ -354,9 +416,8 @@ class DynamicTable(tf.Module):
         self.ev.CopyFrom(ev)
         self.num_shards = n = num_shards or shard_count()
         init, self.max_capacity = capacities(ev, n)
-        # Rows per shard when the table cannot grow (several shards, or parameter servers).
-        self.fixed = n > 1 or parameter_servers()
-        self.shard_rows = self.max_capacity // n if self.fixed else None
+        # Rows each shard starts with.
+        self.shard_rows = init // n
         # One free count per shard, made in a row: under a ParameterServerStrategy they land
         # on n distinct ps tasks (round robin); shard s is the one on ps task s.
         counts = [tf.Variable(init // n, dtype=tf.int64, trainable=False) for _ in range(n)]
@@ -372,10 +433,6 @@ class DynamicTable(tf.Module):
     @property
     def shards(self) -> list:
         return self._shards.list
-
-    def offset(self, shard: int) -> int:
-        """The table row of the shard's row 0."""
-        return shard * self.shard_rows if self.fixed else 0
 
     def anchors(self) -> list:
         """A variable on each shard's device, in shard order (where its rows go)."""
@@ -396,9 +453,9 @@ class DynamicTable(tf.Module):
 
     def _table_rows(self, shard: int, rows: tf.Tensor) -> tf.Tensor:
         """A shard's rows -> the table's (-1 stays -1)."""
-        if not self.offset(shard):
+        if self.num_shards == 1:
             return rows
-        return tf.where(rows >= 0, rows + self.offset(shard), rows)
+        return tf.where(rows >= 0, rows * self.num_shards + shard, rows)
 
     @property
     def counters(self) -> tf.Tensor:
@@ -408,15 +465,19 @@ class DynamicTable(tf.Module):
     def capacity(self) -> tf.Tensor:
         return tf.add_n([shard.capacity() for shard in self.shards])
 
+    def lengths(self) -> list:
+        """Each shard's rows allocated (tensors)."""
+        return [shard.capacity() for shard in self.shards]
+
     def rows_in_use(self) -> tf.Tensor:
         return tf.add_n([shard.rows_in_use() for shard in self.shards])
 
     # -- training ----------------------------------------------------------------
     def assign(self, keys: tf.Tensor, step, grow_fn, fresh_fn) -> None:
         """Give rows to the admitted new keys of one batch (flat int64, MISSING allowed),
-        each in its shard. grow_fn(shard, capacity) grows that shard's part of the embedding
-        tables (and slots) to `capacity` rows; fresh_fn(shard, rows) resets rows (of the
-        shard) given to new ids."""
+        each in its shard. grow_fn(shard, capacity, new) grows that shard's part of the
+        embedding tables (and slots) from `capacity` to `new` rows; fresh_fn(shard, rows)
+        resets rows (of the shard) given to new ids."""
         parts = ([keys] if self.num_shards == 1 else
                  tf.dynamic_partition(keys, shard_of(keys, self.num_shards), self.num_shards))
         for s, (shard, part) in enumerate(zip(self.shards, parts)):
@@ -425,30 +486,37 @@ class DynamicTable(tf.Module):
 
     # -- checkpoints ---------------------------------------------------------------
     def _serialize_to_tensors(self):
-        """The shards as one: keys with their table rows, the bookkeeping in table row
-        order, the free rows (table rows), and per shard its free count, sketch, counters."""
+        """The shards as one, in table row order (each shard padded with free rows to the
+        longest): keys with their table rows, the bookkeeping, the free rows (table rows),
+        and per shard its free count (padding included), sketch and counters."""
+        lengths = self.lengths()
+        longest = tf.reduce_max(tf.stack(lengths))
         keys, rows, free = [], [], []
         for s, shard in enumerate(self.shards):
             k, r = shard.map.export()
             keys.append(k)
             rows.append(self._table_rows(s, r))
-            free.append(shard.free_rows[:shard.num_free.read_value()] + self.offset(s))
+            # The padding rows are free, under the shard's own free rows (given last).
+            free.append(self._table_rows(s, tf.concat([
+                tf.range(longest - 1, lengths[s] - 1, -1),
+                shard.free_rows[:shard.num_free.read_value()]], 0)))
         out = {"table-keys": tf.concat(keys, 0), "table-values": tf.concat(rows, 0),
                "free_rows": tf.concat(free, 0),
-               "num_free": tf.stack([shard.num_free.read_value() for shard in self.shards]),
+               "num_free": tf.stack([shard.num_free.read_value() + longest - c
+                                     for shard, c in zip(self.shards, lengths)]),
                "counters": tf.stack([shard.counters.read_value() for shard in self.shards])}
-        for field in ("row_keys", "last_seen", "freq"):
-            out[field] = tf.concat([getattr(shard, field).read_value()
-                                    for shard in self.shards], 0)
+        for field, fill in (("row_keys", 0), ("last_seen", FREE), ("freq", 0)):
+            out[field] = interleave([getattr(shard, field).read_value()
+                                     for shard in self.shards], lengths, fill)
         if self.ev.filter_freq > 1:
             out["sketch"] = tf.stack([shard.sketch.read_value() for shard in self.shards])
         return out
 
     def _restore_from_tensors(self, tensors):
-        """A checkpoint of as many shards, or of any number into one shard (side by side:
-        the rows stay where they were, the sketches and counters add up). Eager, or traced
-        (TF restores a checkpoint spread over several tasks, as under parameter servers, in
-        a tf.function): any other number of shards is one error naming both."""
+        """A checkpoint of as many shards, or of any number into one shard (the same table
+        rows; the sketches and counters add up). Eager, or traced (TF restores a checkpoint
+        spread over several tasks, as under parameter servers, in a tf.function): any other
+        number of shards is one error naming both."""
         n, name = self.num_shards, self.name[:-len("_dynamic")]
         num_free = tensors["num_free"]
         saved = tf.size(num_free, out_type=tf.int64)
@@ -460,17 +528,11 @@ class DynamicTable(tf.Module):
                              f"without PSStrategy) and this run splits it over {n} ps tasks; "
                              "restart with as many ps tasks as it was written with, or "
                              "restore it without PSStrategy"]))
-        if self.fixed:
-            checks.append(_check(
-                tf.size(tensors["last_seen"], out_type=tf.int64) == self.max_capacity,
-                [f"dynamic table {name}: the checkpoint holds",
-                 tf.size(tensors["last_seen"], out_type=tf.int64),
-                 f"rows and this run {self.max_capacity} (its max_capacity split over {n} ps "
-                 "task(s)); restore with the max_capacity and ps tasks it was written with"]))
+        fields = ("row_keys", "last_seen", "freq")
         with tf.control_dependencies(checks):
             if n == 1:
                 self._restore_shard(0, tensors["table-keys"], tensors["table-values"],
-                                    {f: tensors[f] for f in ("row_keys", "last_seen", "freq")},
+                                    {f: tensors[f] for f in fields},
                                     tensors["free_rows"], tf.reduce_sum(num_free),
                                     tf.reduce_sum(tensors["counters"], 0),
                                     tf.reduce_sum(tensors["sketch"], 0)
@@ -481,11 +543,11 @@ class DynamicTable(tf.Module):
             rows = tf.dynamic_partition(tensors["table-values"], which, n)
             free = tf.split(tensors["free_rows"], num_free, num=n)
             for s in range(n):
-                lo, hi = self.offset(s), self.offset(s) + self.shard_rows
+                # Table row r * n + s -> row r of shard s.
                 self._restore_shard(
-                    s, keys[s], rows[s] - lo, {f: tensors[f][lo:hi]
-                                               for f in ("row_keys", "last_seen", "freq")},
-                    free[s] - lo, num_free[s], tensors["counters"][s],
+                    s, keys[s], rows[s] // n,
+                    {f: deinterleave(tensors[f], n, s) for f in fields}, free[s] // n,
+                    num_free[s], tensors["counters"][s],
                     tensors["sketch"][s] if "sketch" in tensors else None)
         return None
 
@@ -494,11 +556,11 @@ class DynamicTable(tf.Module):
         tf.raw_ops.LookupTableImportV2(table_handle=shard.map.resource_handle, keys=keys,
                                        values=rows)
         for field, value in fields.items():
-            getattr(shard, field).assign(value)
-        capacity = tf.shape(fields["last_seen"], out_type=tf.int64)[0]
+            resize(getattr(shard, field), value)
+        capacity = _length(fields["last_seen"])
+        shard.rows.assign(capacity)
         # The valid prefix of the free stack; the rest is never read before written.
-        shard.free_rows.assign(tf.concat([free, tf.zeros([capacity - tf.size(
-            free, out_type=tf.int64)], tf.int64)], 0))
+        resize(shard.free_rows, padded(free, capacity, _length(free)))
         shard.num_free.assign(num_free)
         shard.counters.assign(counters)
         if sketch is not None and shard.sketch is not None:
@@ -509,9 +571,9 @@ class DynamicTable(tf.Module):
         """Compact `variables` (the whole tables of this id space, outside any strategy) to
         the rows in use, in row order, and return the read-only snapshot of the map that
         matches them. Eager."""
-        last_seen = np.concatenate([shard.last_seen.numpy() for shard in self.shards])
-        used = np.flatnonzero(last_seen != FREE)
-        keys = np.concatenate([shard.row_keys.numpy() for shard in self.shards])[used]
+        state = self._serialize_to_tensors()  # the bookkeeping in table row order
+        used = np.flatnonzero(state["last_seen"].numpy() != FREE)
+        keys = state["row_keys"].numpy()[used]
         for variable in variables:
             kept = tf.gather(variable, used)
             if not len(used):  # an empty table cannot be gathered from: one zero row
@@ -578,9 +640,9 @@ _PS_TABLES = {}
 
 def sharded_table(next_creator, kwargs):
     """Under a ParameterServerStrategy, the variable creator's part for a dynamic table
-    (kwargs: a tf.Variable's, its shape (None, dim)): the table in one part per shard, part s
-    on shard s's ps task (ceil(max_capacity / ps tasks) rows each; a ShardedVariable when
-    there are several). None for any other variable."""
+    (kwargs: a tf.Variable's, its shape (None, dim)): a GrowingTable of one part per shard,
+    part s on shard s's ps task, ceil(init_capacity / ps tasks) rows each to start with.
+    None for any other variable."""
     table = _PS_TABLES.pop(kwargs.get("name"), None)
     if table is None:
         return None
@@ -590,11 +652,43 @@ def sharded_table(next_creator, kwargs):
     for s, anchor in enumerate(table.anchors()):
         part = dict(kwargs, shape=(rows, dim), colocate_with=anchor,
                     initial_value=functools.partial(init, partition_shape=(rows, dim),
-                                                    partition_offset=(s * rows, 0)))
-        if table.num_shards > 1:
-            part["name"] = f"{kwargs['name']}/part_{s}"
+                                                    partition_offset=(s * rows, 0)),
+                    name=f"{kwargs['name']}/part_{s}")
         parts.append(next_creator(**part))
-    return parts[0] if len(parts) == 1 else ShardedVariable(parts)
+    return GrowingTable(parts, [shard.rows for shard in table.shards], name=kwargs["name"])
+
+
+class GrowingTable(ShardedVariable):
+    """A dynamic table (or its optimizer slot) under a ParameterServerStrategy: part s holds
+    the rows of shard s, row r of it being table row r * parts + s ("mod" lookups), and
+    grows on its own (resize). Checkpointed as one tensor in table row order, each part
+    padded with zero rows to the longest, so one process without a strategy restores it
+    as it restores any table, and as many parts restore it row for row. lengths: each
+    part's length (the _Shard.rows of its shard, which it grows with)."""
+
+    def __init__(self, variables, lengths: list, name="GrowingTable"):
+        super().__init__(variables, name=name)
+        self._lengths = _Shards(lengths)
+
+    @property
+    def lengths(self) -> list:
+        return self._lengths.list
+
+    def _serialize_to_tensors(self):
+        return {"VARIABLE_VALUE": interleave([part.read_value() for part in self.variables],
+                                             [n.read_value() for n in self.lengths])}
+
+    def _restore_from_tensors(self, restored_tensors):
+        value = restored_tensors["VARIABLE_VALUE"]
+        n = len(self.variables)
+        return tf.group([resize(part, deinterleave(value, n, s))
+                         for s, part in enumerate(self.variables)])
+
+
+def partition_strategy(table) -> str:
+    """How a lookup finds a table row's part: "mod" in a GrowingTable, "div" (contiguous
+    blocks) in any other table split over ps tasks."""
+    return "mod" if isinstance(table, GrowingTable) else "div"
 
 
 def _check(condition, message: list):
@@ -706,21 +800,19 @@ class DynamicTables(tf.Module):
                                  f"its tables have {[len(p) for _, p in parts]} part(s).")
             table.assign(
                 keys, step,
-                lambda s, capacity, v=parts: self._grow([(n, p[s]) for n, p in v], capacity,
-                                                        optimizer),
+                lambda s, capacity, new, v=parts: self._grow([(n, p[s]) for n, p in v],
+                                                             capacity, new, optimizer),
                 lambda s, rows, v=parts: self._fresh([(n, p[s]) for n, p in v], rows,
                                                      optimizer))
 
     @staticmethod
-    def _grow(variables, capacity, optimizer) -> None:
-        """Grow each (name, table) to `capacity` rows (new rows: zeros until given)."""
+    def _grow(variables, capacity, new, optimizer) -> None:
+        """Grow each (name, table) from `capacity` to `new` rows (new rows: zeros until
+        given)."""
         for _, variable in variables:
-            extra = capacity - tf.shape(variable, out_type=tf.int64)[0]
-            variable.assign(tf.concat(
-                [variable, tf.zeros(tf.stack([extra, variable.shape[1]]), variable.dtype)],
-                axis=0))
+            resize(variable, padded(variable.read_value(), new, capacity, 0.0))
             if optimizer is not None:
-                optimizer.grow(variable, capacity)
+                optimizer.grow(variable, new, capacity)
 
     def _fresh(self, variables, rows, optimizer) -> None:
         """Rows given to new ids start from an initial value (a WIDE table's from zero) and

@@ -13,7 +13,7 @@ import threading
 import keras
 import tensorflow as tf
 
-from mtrec.features.dynamic import DynamicTables
+from mtrec.features.dynamic import DynamicTables, partition_strategy
 from mtrec.features.feature import FeatureSet, TableSpec
 from mtrec.features.width import (attention_widths, feature_width, group_feature_width,
                                   is_wide)
@@ -68,7 +68,9 @@ def _initial_table(spec: TableSpec, partition_shape=None, partition_offset=None)
 
 def _lookup(table, ids: tf.Tensor) -> tf.Tensor:
     """ids of any shape -> (*ids.shape, dim) rows of table; -1 gives zeros."""
-    emb = tf.nn.embedding_lookup(table, tf.maximum(ids, 0))
+    # (The compat.v1 form takes the partition strategy of a table split over ps tasks.)
+    emb = tf.compat.v1.nn.embedding_lookup(table, tf.maximum(ids, 0),
+                                           partition_strategy=partition_strategy(table))
     return emb * tf.cast(ids >= 0, emb.dtype)[..., None]
 
 
@@ -252,8 +254,9 @@ class FeatureGroups(keras.layers.Layer):
             ids = value["ids"].to_sparse()
             weights = value["weights"].to_sparse() if "weights" in value else None
             # (batch, dim); rows without ids are zeros.
-            return tf.nn.safe_embedding_lookup_sparse(table, ids, weights,
-                                                      combiner=feature.combiner)
+            return tf.compat.v1.nn.safe_embedding_lookup_sparse(
+                table, ids, weights, combiner=feature.combiner,
+                partition_strategy=partition_strategy(table))
         return _lookup(table, value["ids"])
 
     def sequence_embeddings(self, name: str, value: dict) -> tf.RaggedTensor:

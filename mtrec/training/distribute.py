@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from mtrec.config import unsupported_strategy
 from mtrec.errors import ConfigError, TrainingError, reason_line
-from mtrec.features.dynamic import sharded_table
+from mtrec.features.dynamic import GrowingTable, sharded_table
 from mtrec.features.embedding import is_creating_tables
 from mtrec.training.optimizers import table_shards
 from mtrec.protos import train_pb2
@@ -212,11 +212,11 @@ _WHOLE = threading.local()
 @contextlib.contextmanager
 def _fixed_shapes(scope):
     """PSStrategy: a variable declared with a dimension of unknown size (a dynamic table's
-    rows and state, which grow in one process) gets a fixed shape: TF 2.21 workers abort
-    (tensor_shape.cc "Check failed: size >= 0") on a remote variable whose shape has an
-    unknown dimension. A dynamic table's rows are made in one part per ps task, each on
-    the ps of its shard of ids (features/dynamic.py); its state takes its initial value's
-    shape and stays whole."""
+    rows and state, which grow) is declared with its initial value's shape instead: TF
+    2.21 workers abort (tensor_shape.cc "Check failed: size >= 0") on a remote variable
+    whose shape has an unknown dimension. It still grows (features/dynamic.py resize). A
+    dynamic table's rows are made in one part per ps task, each on the ps of its shard of
+    ids (features/dynamic.py sharded_table); its state stays whole."""
     def creator(next_creator, **kwargs):
         shape = kwargs.get("shape")
         if shape is None or tf.TensorShape(shape).is_fully_defined():
@@ -269,8 +269,9 @@ def ps_memory_lines(tables: dict, table_slots: int, dense_floats: int, dense_slo
     lines = ["  parameter servers (PSStrategy): tables of "
              f"{SPLIT_TABLES_FROM_BYTES // 1024} KiB or more split row-wise, one part per ps; "
              "smaller tables and dense weights placed whole, round-robin"
-             + ("; dynamic tables (ev_params) split by id, id mod ps tasks, "
-                "ceil(max_capacity / ps tasks) rows on each" if dynamic else "")
+             + ("; dynamic tables (ev_params) split by id, id mod ps tasks, each part "
+                "growing up to ceil(max_capacity / ps tasks) rows (counted at that size)"
+                if dynamic else "")
              + ("" if num_ps else " (TF_CONFIG lists no ps tasks: 2, 4 and 8 shown)")]
     for n in counts:
         split = whole = 0
@@ -348,6 +349,13 @@ def log_placement(tables, dense) -> None:
     for table in tables:
         parts = table_shards(table)
         name = parts[0].name.split(":")[0].rsplit("/part_", 1)[0]
+        if isinstance(table, GrowingTable):  # a dynamic table: split by id, each part grows
+            where = [f"part {s} on {spec.job}:{spec.task} ({int(tf.shape(part)[0])} rows)"
+                     for s, (part, spec) in enumerate(
+                         (p, tf.DeviceSpec.from_string(p.device)) for p in parts)]
+            log.info("table %s (dynamic, x %d; table row r * %d + s in part s): %s", name,
+                     int(parts[0].shape[1]), len(parts), ", ".join(where))
+            continue
         start, where = 0, []
         for part in parts:
             rows = int(part.shape[0] if part.shape[0] is not None else tf.shape(part)[0])

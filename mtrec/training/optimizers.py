@@ -13,6 +13,7 @@ import tensorflow as tf
 # Public as the type of a parameter-server table split into shards, not as a module.
 from tensorflow.python.distribute.sharded_variable import ShardedVariable
 
+from mtrec.features.dynamic import GrowingTable, padded, resize
 from mtrec.protos import optimizer_pb2
 
 log = logging.getLogger("mtrec")
@@ -237,8 +238,12 @@ class SparseOptimizer(tf.Module):
                 made = [_colocated_variable(part, lambda part=part, init=init: tf.fill(
                     tf.shape(part), init), f"{_base_name(part)}_{slot}", part.shape)
                     for part in parts]
-                slots[slot] = made[0] if len(parts) == 1 else ShardedVariable(
-                    made, name=f"{_base_name(parts[0]).rsplit('/part_', 1)[0]}_{slot}")
+                name = f"{_base_name(parts[0]).rsplit('/part_', 1)[0]}_{slot}"
+                # A dynamic table's slots grow and checkpoint as the table does.
+                slots[slot] = (GrowingTable(made, table.lengths, name=name)
+                               if isinstance(table, GrowingTable)
+                               else made[0] if len(parts) == 1 else
+                               ShardedVariable(made, name=name))
             for i, part in enumerate(parts):
                 if self.dense_moments:
                     # The step of each row's last update (its moments are current as of it).
@@ -269,18 +274,21 @@ class SparseOptimizer(tf.Module):
             last_step.scatter_update(tf.IndexedSlices(
                 tf.fill(tf.shape(rows), self.iterations.read_value()), rows))
 
-    def grow(self, table, capacity) -> None:
-        """A dynamic table grew to `capacity` rows (or was restored with that many): so do
-        its slots, the new rows fresh."""
+    def grow(self, table, capacity, current=None) -> None:
+        """A dynamic table grew from `current` to `capacity` rows (or, current None, eager:
+        was restored with `capacity` rows): so do its slots, the new rows fresh."""
+        def fit(variable, fill):
+            value = variable.read_value()
+            if current is None:  # eager: the true length, and a longer slot is cut
+                value = value[:capacity]
+            have = tf.shape(value, out_type=tf.int64)[0] if current is None else current
+            resize(variable, padded(value, capacity, have, fill))
+
         for name, slot in self._slots(table).items():
-            extra = tf.maximum(capacity - tf.shape(slot, out_type=tf.int64)[0], 0)
-            slot.assign(tf.concat([slot[:capacity], tf.fill(tf.stack([extra, slot.shape[1]]),
-                                                             self._initial_slot(name))], 0))
+            fit(slot, self._initial_slot(name))
         last_step = self._last_step.by_table.get(table.name)
         if last_step is not None:
-            extra = tf.maximum(capacity - tf.shape(last_step, out_type=tf.int64)[0], 0)
-            last_step.assign(tf.concat([last_step[:capacity], tf.fill(
-                tf.reshape(extra, [1]), self.iterations.read_value())], 0))
+            fit(last_step, self.iterations.read_value())
 
     def apply(self, grads_and_tables, reduced: bool = False) -> None:
         """Apply one step. Inside `strategy.run` the gradients are first summed over the
@@ -405,7 +413,7 @@ class SparseOptimizer(tf.Module):
             # As many rows as the restored slots (a dynamic table's may have grown).
             index, shard = self.table_index[name]
             moments = table_shards(self.slot_variables[index]["m"])[shard]
-            last_step.assign(tf.fill(tf.shape(moments)[:1], self.iterations))
+            resize(last_step, tf.fill(tf.shape(moments)[:1], self.iterations))
 
     @tf.function(autograph=False)  # plain tensor maths: converting it only slowed the save
     def _flush(self, tables):
@@ -421,8 +429,10 @@ class SparseOptimizer(tf.Module):
             with tf.control_dependencies(done), tf.device(table.device):
                 m, v, drift = self._idle_steps(slots["m"], slots["v"],
                                                self.iterations - last_step, step_size)
+                # (Not tf.fill(tf.shape(last_step)): a dynamic table's part on a ps grows past
+                # the length its static shape says.)
                 done = [table.assign_sub(drift), slots["m"].assign(m), slots["v"].assign(v),
-                        last_step.assign(tf.fill(tf.shape(last_step), self.iterations))]
+                        last_step.assign_add(self.iterations - last_step)]
 
 
 def table_shards(table) -> list:

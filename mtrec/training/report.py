@@ -94,7 +94,7 @@ def model_report(pipeline) -> list[str]:
         lines += _dynamic_memory(model, slots)
     if pipeline.train_config.train_distribute == train_pb2.PSStrategy:
         dense_optimizer, _ = optimizer_configs(pipeline.train_config)
-        # A dynamic table is split by id, ceil(max_capacity / ps tasks) rows on each ps.
+        # A dynamic table is split by id, at most ceil(max_capacity / ps tasks) rows per ps.
         shapes = {name: (growing.get(name) or int(table.shape[0]), int(table.shape[1]))
                   for name, table in model.feature_groups.tables.items()}
         lines += ps_memory_lines(shapes, slots, dense, len(SLOT_NAMES.get(
