@@ -385,16 +385,28 @@ def to_typed(cell: tf.Tensor, field, rules: dict | None = None):
         missing = tf.logical_or(tf.equal(cell, ""), tf.equal(cell, "NULL"))
         values = tf.where(missing, default, cell)
         return values, row_rules(field, values, missing, rules)
-    cell = tf.strings.strip(cell)
-    missing = tf.logical_or(tf.equal(cell, ""), tf.equal(cell, "NULL"))
     if dtype == tf.bool:
+        cell = tf.strings.strip(cell)
+        missing = tf.logical_or(tf.equal(cell, ""), tf.equal(cell, "NULL"))
         true = tf.reduce_any(tf.equal(tf.strings.lower(cell)[:, None], ["true", "1"]), axis=1)
         values = tf.where(missing, default.lower() in ("true", "1"), true)
         return values, row_rules(field, values, missing, rules)
-    filled = tf.where(missing, default.strip(WHITESPACE) or "0", cell)
-    # Cells that are not numbers (also nan, inf, 0x10) parse as 0 and are not accepted.
-    number_ok = tf.strings.regex_full_match(filled, NUMBER)
-    filled = tf.where(number_ok, filled, "0")
+
+    def as_is():
+        # Every cell is a number already (nothing blank, NULL or padded with whitespace):
+        # the usual batch skips the strip and the string copies below.
+        return cell, numeric, tf.zeros_like(numeric)
+
+    def cleaned():
+        stripped = tf.strings.strip(cell)
+        missing = tf.logical_or(tf.equal(stripped, ""), tf.equal(stripped, "NULL"))
+        filled = tf.where(missing, default.strip(WHITESPACE) or "0", stripped)
+        # Cells that are not numbers (also nan, inf, 0x10) parse as 0 and are not accepted.
+        number_ok = tf.strings.regex_full_match(filled, NUMBER)
+        return tf.where(number_ok, filled, "0"), number_ok, missing
+
+    numeric = tf.strings.regex_full_match(cell, NUMBER)
+    filled, number_ok, missing = tf.cond(tf.reduce_all(numeric), as_is, cleaned)
     number = tf.strings.to_number(filled, tf.float64)
     exact = _exact_int64(filled, number) if dtype == tf.int64 else None
     values, ok = typed_values(field, number, exact)
