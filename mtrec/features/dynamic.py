@@ -205,9 +205,10 @@ def padded(value, length, have, fill=0):
 
 
 def _length(value) -> tf.Tensor:
-    """The length of a restored 1-D int64 tensor, read from its values: a restore TF traces
-    gives it the static shape of the variable before the restore, which tf.shape would
-    fold in."""
+    """The length of a restored 1-D int64 tensor, counted from its values: in a traced
+    restore TF's graph optimizer takes a value assigned to a variable of a known shape to
+    have that shape, and folds tf.shape of it into a constant (seen resuming a grown shard
+    under PSStrategy: the shape it started with)."""
     return tf.shape(tf.where(value > tf.int64.min), out_type=tf.int64)[0]
 
 
@@ -217,9 +218,9 @@ def interleave(parts: list, lengths: list, fill=0):
     if len(parts) == 1:
         return parts[0]
     longest = tf.reduce_max(tf.stack(lengths))
-    padded_ = tf.stack([padded(p, longest, n, fill) for p, n in zip(parts, lengths)],
+    stacked = tf.stack([padded(p, longest, n, fill) for p, n in zip(parts, lengths)],
                        axis=1)  # (longest, parts, ...)
-    return tf.reshape(padded_, tf.concat([[-1], tf.shape(padded_)[2:]], 0))
+    return tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], 0))
 
 
 def deinterleave(value, n: int, s: int):
@@ -400,7 +401,8 @@ class _Shard:
 
 
 class _Shards:
-    """Holds a table's shards out of tf.Module's tracking (checkpointed as one)."""
+    """Holds a list out of tf.Module's tracking: a table's shards (checkpointed as one), a
+    GrowingTable's lengths (its shards' `rows`, checkpointed with them)."""
 
     def __init__(self, shards: list):
         self.list = shards
