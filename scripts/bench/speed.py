@@ -415,6 +415,8 @@ def print_ratios(records):
             if mine is None or mine.get("mixed_precision"):
                 continue
             limit, peer = one(rs, part="limit"), one(rs, part="peer", library="deepctr")
+            if limit is None and peer is None:
+                continue
             ckpt = mine.get("end_to_checkpoint_s", mine["end_to_end_s"])
             rows.append((model, run, {
                 "ex/s vs DeepCTR": peer and mine["steady_ex_per_s"] / peer["steady_ex_per_s"],
