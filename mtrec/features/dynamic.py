@@ -467,10 +467,6 @@ class DynamicTable(tf.Module):
     def capacity(self) -> tf.Tensor:
         return tf.add_n([shard.capacity() for shard in self.shards])
 
-    def lengths(self) -> list:
-        """Each shard's rows allocated (tensors)."""
-        return [shard.capacity() for shard in self.shards]
-
     def rows_in_use(self) -> tf.Tensor:
         return tf.add_n([shard.rows_in_use() for shard in self.shards])
 
@@ -491,7 +487,7 @@ class DynamicTable(tf.Module):
         """The shards as one, in table row order (each shard padded with free rows to the
         longest): keys with their table rows, the bookkeeping, the free rows (table rows),
         and per shard its free count (padding included), sketch and counters."""
-        lengths = self.lengths()
+        lengths = [shard.capacity() for shard in self.shards]
         longest = tf.reduce_max(tf.stack(lengths))
         keys, rows, free = [], [], []
         for s, shard in enumerate(self.shards):

@@ -350,9 +350,11 @@ def log_placement(tables, dense) -> None:
         parts = table_shards(table)
         name = parts[0].name.split(":")[0].rsplit("/part_", 1)[0]
         if isinstance(table, GrowingTable):  # a dynamic table: split by id, each part grows
-            where = [f"part {s} on {spec.job}:{spec.task} ({int(tf.shape(part)[0])} rows)"
-                     for s, (part, spec) in enumerate(
-                         (p, tf.DeviceSpec.from_string(p.device)) for p in parts)]
+            where = []
+            for s, part in enumerate(parts):
+                task = tf.DeviceSpec.from_string(part.device)
+                where.append(f"part {s} on {task.job}:{task.task} "
+                             f"({int(tf.shape(part)[0])} rows)")
             log.info("table %s (dynamic, x %d; table row r * %d + s in part s): %s", name,
                      int(parts[0].shape[1]), len(parts), ", ".join(where))
             continue

@@ -392,9 +392,7 @@ def print_main_table(groups):
                 "limit": f"in-memory limit (XLA {xla})",
                 "peer": lib}.get(part, part)
         med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
-        auc_click = med("auc_click") if part != "mtrec" or model == "mmoe" else med("auc_ctr")
-        auc_conv = (med("auc_conversion") if part != "mtrec" or model == "mmoe"
-                    else med("auc_ctcvr"))
+        auc_click, auc_conv = (med(k) for k in _auc_keys(part, model))
         print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
               f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
               f"{auc_conv:.4f} | {len(rs)} |")
@@ -424,18 +422,18 @@ def print_ratios(records):
                 "to checkpoint vs DeepCTR": peer and ckpt / peer["end_to_end_s"],
                 "to checkpoint vs DeepCTR with its imports": peer and ckpt / (
                     peer["end_to_end_s"] + peer.get("import_s", 0.0)),
-                "AUC 1 - DeepCTR's": peer and _auc(mine, 0) - peer["auc_click"],
-                "AUC 2 - DeepCTR's": peer and _auc(mine, 1) - peer["auc_conversion"]}))
+                "AUC 1 - DeepCTR's": peer and _auc(mine, 0) - _auc(peer, 0),
+                "AUC 2 - DeepCTR's": peer and _auc(mine, 1) - _auc(peer, 1)}))
     if not rows:
         return
     keys = list(rows[0][2])
     print("\n| ratio within each run | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for model in sorted({m for m, _, _ in rows}):
-        mine = [v for m, _, v in rows if m == model]
+        ratios = [v for m, _, v in rows if m == model]
         cells = []
         for k in keys:
-            values = [v[k] for v in mine if v[k] is not None]
+            values = [v[k] for v in ratios if v[k] is not None]
             if not values:
                 cells.append("n/a")
                 continue
@@ -445,11 +443,15 @@ def print_ratios(records):
         print(f"| {model} (median; per run) | " + " | ".join(cells) + " |")
 
 
+def _auc_keys(part: str, model: str) -> tuple[str, str]:
+    """The keys of a record's first and second AUC: mtrec's ESMM reports ctr / ctcvr,
+    everything else click / conversion."""
+    return (("auc_ctr", "auc_ctcvr") if part == "mtrec" and model != "mmoe"
+            else ("auc_click", "auc_conversion"))
+
+
 def _auc(record, which: int) -> float:
-    """mtrec's first / second AUC (MMoE click / conversion, ESMM ctr / ctcvr)."""
-    keys = (("auc_click", "auc_conversion") if record["model"] == "mmoe"
-            else ("auc_ctr", "auc_ctcvr"))
-    return record.get(keys[which], float("nan"))
+    return record.get(_auc_keys(record["part"], record["model"])[which], float("nan"))
 
 
 def summarize_sequence(records):
