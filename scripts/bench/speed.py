@@ -15,7 +15,7 @@ Parts (each a subprocess, run one at a time):
           the test AUCs from `mtrec evaluate` (10,000 thresholds, the default: the
           exact AUC to 4 decimals on this workload).
   limit   scripts/bench/speed_limit.py: the same model as a hand-written tf.function step
-          over tensors already in memory (XLA off and on).
+          over tensors already in memory (XLA off and on), the rows shuffled.
   peers   scripts/bench/peers/run_all.py in the peer virtualenvs (--peers; see
           scripts/bench/peers/make_venvs.py).
   scaling step time over hash_bucket_size, wall time / RSS over rows, ex/s over batch size.
@@ -36,6 +36,9 @@ Usage:
   python scripts/bench/speed_data.py --out /tmp/mtrec_speed_seq --rows 600000 \
       --test_rows 50000 --seq_len 50
   python scripts/bench/speed.py --data /tmp/mtrec_speed_seq --parts sequence --runs 3
+Run k seeds every part with --seed + k (mtrec's train_config.seed, the limit's and the
+peers' --seed): their initialisation and shuffle change from run to run, so the AUCs compare
+over seeds, not one draw against another.
 Results go to --out (JSON, one record per run) and a markdown summary on stdout.
 """
 import argparse
@@ -58,7 +61,7 @@ NUM_SPARSE, NUM_DENSE = 20, 5
 def mtrec_config(model: str, data_dir: str, fmt: str, hash_buckets: int, batch_size: int,
                  rows_file: str = "train", steps_per_loop: int = 0, ids: str = "hash",
                  dense_moments: bool = True, sequence: str = "", seq_len: int = 50,
-                 mixed_precision: str = "") -> str:
+                 mixed_precision: str = "", seed: int = 0) -> str:
     """The mtrec config of the workload (one epoch, one checkpoint at the end; no
     evaluation and no export during training: run_mtrec evaluates afterwards).
     sequence: "" the workload; "id" plus the 1-id feature item; "mean" / "din" plus item
@@ -127,6 +130,7 @@ train_config {{
   log_step_count_steps: 50
   steps_per_loop: {steps_per_loop}
   mixed_precision: "{mixed_precision}"
+  seed: {seed}
 }}
 data_config {{
   batch_size: {batch_size}
@@ -189,7 +193,7 @@ def checkpoint_time(lines, wall: float) -> float:
 
 def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows_file="train",
               evaluate=True, steps_per_loop=0, ids=None, sequence="",
-              mixed_precision="") -> dict:
+              mixed_precision="", seed=0) -> dict:
     ids = ids or getattr(args, "ids", "hash")
     config = os.path.join(work, f"{model}_{fmt}_{ids}{hash_buckets}_{batch_size}_{rows_file}"
                           f"{'_seq_' + sequence if sequence else ''}"
@@ -198,12 +202,12 @@ def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows
     with open(config, "w", encoding="utf-8") as f:
         f.write(mtrec_config(model, args.data, fmt, hash_buckets, batch_size, rows_file,
                              steps_per_loop, ids, dense_moments, sequence,
-                             getattr(args, "seq_len", 50), mixed_precision))
+                             getattr(args, "seq_len", 50), mixed_precision, seed))
     model_dir = tempfile.mkdtemp(prefix="run_", dir=work)
     lines, wall, rss, cpu = _run_logged([sys.executable, "-m", "mtrec", "train", "--config", config,
                                     "--model_dir", model_dir])
     record = {"part": "mtrec", "model": model, "format": fmt, "hash_buckets": hash_buckets,
-              "ids": ids, "dense_moments": dense_moments,
+              "ids": ids, "dense_moments": dense_moments, "seed": seed,
               **({"mixed_precision": mixed_precision} if mixed_precision else {}),
               "batch_size": batch_size, "rows_file": rows_file,
               **({"sequence": sequence} if sequence else {}),
@@ -224,10 +228,12 @@ def run_mtrec(model, fmt, args, work, hash_buckets=10_000, batch_size=2048, rows
     return record
 
 
-def run_limit(model, xla, args, batch_size=2048, extra=()) -> dict:
+def run_limit(model, xla, args, batch_size=2048, extra=(), seed=None) -> dict:
+    """The hand-written limit; with a seed it shuffles the rows as mtrec and the peers do."""
+    seeded = [] if seed is None else ["--shuffle", "--seed", str(seed)]
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/speed_limit.py"),
                           "--data", args.data, "--model", model, "--batch_size", str(batch_size)]
-                         + (["--xla"] if xla else []) + list(extra),
+                         + (["--xla"] if xla else []) + seeded + list(extra),
                          cwd=REPO, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -251,6 +257,10 @@ def main():
     parser.add_argument("--peers", default="deepctr,deepctr_torch,rechub",
                         help="peers part: which peers (scripts/bench/peers/run_all.py)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="run k seeds mtrec (train_config.seed), the limit and the peers "
+                             "with SEED + k: initialisation and shuffle differ between runs "
+                             "and match within one, so AUCs compare over seeds")
     parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--work_dir", default="/tmp/mtrec_bench_speed")
     parser.add_argument("--out", default="/tmp/mtrec_bench_speed/results.jsonl")
@@ -293,12 +303,12 @@ def main():
     for run in range(args.runs):
         for model in models:
             if "limit" in parts:
-                keep(run_limit(model, False, args))
+                keep(run_limit(model, False, args, seed=args.seed + run))
             if "mtrec" in parts:
                 for fmt in args.formats.split(","):
                     for precision in args.mixed_precision.split(","):
                         keep(run_mtrec(model, fmt, args, args.work_dir,
-                                       mixed_precision=precision))
+                                       mixed_precision=precision, seed=args.seed + run))
         if "peers" in parts:
             out = os.path.join(args.work_dir, f"peers_{run}.json")
             subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
@@ -307,10 +317,13 @@ def main():
                             "--train", os.path.join(args.data, "train.csv"),
                             "--test", os.path.join(args.data, "test.csv"),
                             "--peers", args.peers, "--models", args.models,
-                            "--runs", "1", "--out", out], check=True, cwd=REPO)
+                            "--runs", "1", "--seed", str(args.seed + run), "--out", out],
+                           check=True, cwd=REPO)
             with open(out, encoding="utf-8") as f:
                 for record in json.load(f):
-                    keep(dict(record, part="peer"))
+                    # None: too few batches for a steady rate (a smoke-test file).
+                    keep(dict(record, part="peer", steady_ex_per_s=record.get(
+                        "steady_ex_per_s") or float("nan")))
     if "sequence" in parts:
         # Interleaved per run, so that load changes hit all variants alike.
         for run in range(args.runs):
@@ -391,7 +404,8 @@ def print_main_table(groups):
                          f"{', ' + precision if precision else ''})",
                 "limit": f"in-memory limit (XLA {xla})",
                 "peer": lib}.get(part, part)
-        med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
+        # A missing figure (None: too few batches for a steady rate) counts as no figure.
+        med = lambda k: np.nanmedian([np.nan if r.get(k) is None else r[k] for r in rs])  # noqa: E731
         auc_click, auc_conv = (med(k) for k in _auc_keys(part, model))
         print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
               f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "

@@ -39,8 +39,8 @@ def load(path):
     return tf.constant(ids), tf.constant(dense), tf.constant(labels)
 
 
-def mlp(units, name):
-    return [keras.layers.Dense(u, activation="relu", name=f"{name}_{i}")
+def mlp(units, name, init="glorot_uniform"):
+    return [keras.layers.Dense(u, activation="relu", name=f"{name}_{i}", kernel_initializer=init)
             for i, u in enumerate(units)]
 
 
@@ -48,11 +48,18 @@ class Model(keras.Model):
     """fused: one (NUM_SPARSE * vocab, DIM) table instead of NUM_SPARSE (vocab, DIM) ones;
     feature j's rows are j * vocab + id."""
 
-    def __init__(self, kind, fused=False, vocab=VOCAB):
+    def __init__(self, kind, fused=False, vocab=VOCAB, init="mtrec"):
         super().__init__()
         self.kind = kind
         self.fused = fused
-        init = keras.initializers.RandomUniform(-0.05, 0.05)
+        # mtrec: its table initialiser and Keras' default layers; deepctr: DeepCTR 0.9.4's
+        # (normal tables of stddev 1e-4, glorot_normal layers).
+        if init == "deepctr":
+            init = keras.initializers.RandomNormal(0.0, 1e-4)
+            layer_init = "glorot_normal"
+        else:
+            init = keras.initializers.RandomUniform(-0.05, 0.05)
+            layer_init = "glorot_uniform"
         if fused:
             self.tables = [self.add_weight(shape=(NUM_SPARSE * vocab, DIM), name="table_fused",
                                            initializer=init)]
@@ -61,11 +68,15 @@ class Model(keras.Model):
             self.tables = [self.add_weight(shape=(vocab, DIM), name=f"table_{j}",
                                            initializer=init) for j in range(NUM_SPARSE)]
         if kind == "mmoe":
-            self.experts = [mlp([256, 128], f"expert{e}") for e in range(4)]
-            self.gates = [keras.layers.Dense(4, name=f"gate{t}") for t in range(2)]
-            self.towers = [mlp([64], f"tower{t}") + [keras.layers.Dense(1)] for t in range(2)]
+            self.experts = [mlp([256, 128], f"expert{e}", layer_init) for e in range(4)]
+            self.gates = [keras.layers.Dense(4, name=f"gate{t}", kernel_initializer=layer_init)
+                          for t in range(2)]
+            self.towers = [mlp([64], f"tower{t}", layer_init)
+                           + [keras.layers.Dense(1, kernel_initializer=layer_init)]
+                           for t in range(2)]
         else:
-            self.towers = [mlp([256, 128, 64], f"tower{t}") + [keras.layers.Dense(1)]
+            self.towers = [mlp([256, 128, 64], f"tower{t}", layer_init)
+                           + [keras.layers.Dense(1, kernel_initializer=layer_init)]
                            for t in range(2)]
 
     @property
@@ -105,7 +116,8 @@ class Model(keras.Model):
         return pctr, pctr * pcvr
 
 
-def build_model(kind, ids, dense, bf16=False, xla_dense=False, fused=False, vocab=VOCAB):
+def build_model(kind, ids, dense, bf16=False, xla_dense=False, fused=False, vocab=VOCAB,
+                init="mtrec"):
     """The model, built on two rows; bf16: its Dense layers under mixed_bfloat16 (float32
     weights and tables); xla_dense: its dense part (after the embedding gathers) a
     jit_compile tf.function; fused: one table for all features (Model)."""
@@ -113,7 +125,7 @@ def build_model(kind, ids, dense, bf16=False, xla_dense=False, fused=False, voca
     if bf16:
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = Model(kind, fused=fused, vocab=vocab)
+        model = Model(kind, fused=fused, vocab=vocab, init=init)
         model(ids[:2], dense[:2])
     finally:
         keras.config.set_dtype_policy(previous)
@@ -202,21 +214,34 @@ def main():
     parser.add_argument("--sparse_tables", action="store_true",
                         help="tables trained by SparseAdam (touched rows only), not Keras Adam")
     parser.add_argument("--max_steps", type=int, default=0, help="stop early (0: one epoch)")
+    parser.add_argument("--init", choices=["mtrec", "deepctr"], default="mtrec",
+                        help="initialisers: mtrec's tables and Keras' layers, or DeepCTR's")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="train on the rows in one random order (Keras fit's shuffle)")
+    parser.add_argument("--seed", type=int, default=None, help="Keras and numpy seed")
     args = parser.parse_args()
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
     ids, dense, labels = load(os.path.join(args.data, "train.csv"))
-    model = build_model(args.model, ids, dense, args.bf16, args.xla_dense, args.fused)
+    if args.shuffle:
+        order = tf.constant(np.random.permutation(int(ids.shape[0])))
+        ids, dense, labels = (tf.gather(t, order) for t in (ids, dense, labels))
+    model = build_model(args.model, ids, dense, args.bf16, args.xla_dense, args.fused,
+                        init=args.init)
     loop = make_loop(model, ids, dense, labels, args.batch_size, args.xla, args.sparse_tables)
     n, b = int(ids.shape[0]), args.batch_size
 
     full_steps = min(n // b, args.max_steps or n)
     times, step_at = [], 0
     start = time.time()
+    # Too few calls to leave warm-up ones out (tiny smoke-test files): time them all.
+    first = (0, start, time.process_time())
     while step_at < full_steps:
         k = min(args.steps_per_call, full_steps - step_at)
         loop(tf.constant(step_at * b), tf.constant(k)).numpy()
         times.append((step_at + k, time.time(), time.process_time()))
         step_at += k
-    warm = times[args.warmup_calls - 1] if len(times) > args.warmup_calls else times[0]
+    warm = times[args.warmup_calls - 1] if len(times) > args.warmup_calls else first
     rate = (times[-1][0] - warm[0]) * b / (times[-1][1] - warm[1])
     # CPU time per step (all threads): the work, whatever else the machine runs
     cpu_ms = 1000 * (times[-1][2] - warm[2]) / (times[-1][0] - warm[0])
@@ -225,7 +250,8 @@ def main():
     print(json.dumps({
         "part": "limit", "model": args.model, "xla": args.xla,
         "xla_dense": args.xla_dense, "bf16": args.bf16, "fused": args.fused,
-        "sparse_tables": args.sparse_tables, "batch_size": b,
+        "sparse_tables": args.sparse_tables, "batch_size": b, "init": args.init,
+        "shuffle": args.shuffle, "seed": args.seed,
         "steady_ex_per_s": rate, "cpu_ms_per_step": cpu_ms, "fit_s": time.time() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "auc_click": auc(t_labels[:, 0].numpy(), p0.numpy()),

@@ -34,10 +34,11 @@ PEERS = {  # name: (runner script, which venv, library name in the records)
 }
 
 
-def run_one(python, script, model, args, log_path) -> dict:
+def run_one(python, script, model, args, log_path, seed) -> dict:
     cmd = [python, os.path.join(HERE, script), "--model", model, "--train", args.train,
            "--test", args.test, "--batch_size", str(args.batch_size),
-           "--threads", str(args.threads), "--warmup_batches", str(args.warmup_batches)]
+           "--threads", str(args.threads), "--warmup_batches", str(args.warmup_batches),
+           "--seed", str(seed)]
     if args.nrows:
         cmd += ["--nrows", str(args.nrows)]
     if args.vocab_size:
@@ -83,6 +84,9 @@ def main():
                         help="rows of every embedding table (large-table runs)")
     parser.add_argument("--warmup_batches", type=int, default=20)
     parser.add_argument("--nrows", type=int, default=0, help="smoke tests: first N rows only")
+    parser.add_argument("--seed", type=int, default=1024,
+                        help="run k seeds the peers with SEED + k (initialisation and the "
+                             "fit's shuffle); 1024 is DeepCTR's default")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per run")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any run failed")
     args = parser.parse_args()
@@ -104,10 +108,11 @@ def main():
             for model in args.models.split(","):
                 log_path = os.path.join(log_dir, f"{stamp}_{peer}_{model}_run{run}.log")
                 print(f"[run_all] run {run} {peer} {model} ...", file=sys.stderr, flush=True)
-                record = run_one(pythons[venv], script, model, args, log_path)
+                record = run_one(pythons[venv], script, model, args, log_path,
+                                 args.seed + run)
                 record.setdefault("library", library)
                 record.setdefault("model", model)
-                record.update(peer=peer, run=run)
+                record.update(peer=peer, run=run, seed=args.seed + run)
                 records.append(record)
                 print(f"[run_all] {json.dumps(record)}", file=sys.stderr, flush=True)
                 with open(args.out + ".tmp", "w", encoding="utf-8") as f:
