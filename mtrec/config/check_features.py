@@ -48,6 +48,8 @@ def check_features(pipeline, inputs: dict, p: Problems) -> tuple[dict, dict]:
                     "SequenceFeature with sub_feature_type: RawFeature and num_buckets (its "
                     "numbers' range); remove them, or bucketize with boundaries.", field)
         _check_easyrec_options(feature, name, p)
+        if feature.HasField("initializer"):
+            _check_initializer(feature, name, p)
         if feature.HasField("ev_params"):
             _check_ev_params(pipeline, feature, name, p)
         if feature.feature_type == FC.SequenceFeature:
@@ -257,6 +259,31 @@ def _check_sequence(feature, name: str, sources: list, p: Problems) -> None:
                 "mean, sum, max.", "sequence_combiner")
 
 
+def _check_initializer(feature, name: str, p: Problems) -> None:
+    """A feature's `initializer`: one kind set, a positive stddev, 1 or embedding_dim
+    constants."""
+    init = feature.initializer
+    which = init.WhichOneof("initializer_oneof")
+    if not feature.embedding_dim:
+        p.error(f"feature {name!r}: initializer sets an embedding table's values, but the "
+                "feature has no embedding_dim; remove it, or set embedding_dim.", "initializer")
+    elif which is None:
+        p.error(f"feature {name!r}: initializer is empty; set one of "
+                "truncated_normal_initializer, random_normal_initializer, "
+                "glorot_normal_initializer, constant_initializer.", "initializer")
+    elif which in ("truncated_normal_initializer", "random_normal_initializer"):
+        stddev = getattr(init, which).stddev
+        if not stddev > 0:
+            p.error(f"feature {name!r}: {which}.stddev must be > 0, got {stddev:g}.",
+                    "stddev")
+    elif which == "constant_initializer":
+        count = len(init.constant_initializer.consts)
+        if count not in (1, feature.embedding_dim):
+            p.error(f"feature {name!r}: constant_initializer needs one value, or "
+                    f"embedding_dim ({feature.embedding_dim}) values, one per column; got "
+                    f"{count}.", "constant_initializer")
+
+
 def _check_shared_table(feature, name: str, sources: list, tables: dict, p: Problems) -> None:
     """Features sharing an embedding_name must agree on the table's id space and width;
     `tables` maps each embedding_name to (first feature, its table shape)."""
@@ -269,11 +296,12 @@ def _check_shared_table(feature, name: str, sources: list, tables: dict, p: Prob
     if is_dynamic(feature):  # its hash_bucket_size / num_buckets are not used
         shape = ("ev_params", feature.ev_params.SerializeToString(deterministic=True),
                  feature.embedding_dim)
+    shape += (feature.initializer.SerializeToString(deterministic=True),)
     table = feature.embedding_name or name
     first = tables.setdefault(table, (name, shape))
     if first[1] != shape:
         p.error(f"features {first[0]!r} and {name!r} share embedding_name {table!r} but "
-                "differ in id space or embedding_dim.", "embedding_name", table)
+                "differ in id space, embedding_dim or initializer.", "embedding_name", table)
 
 
 def _check_ev_params(pipeline, feature, name: str, p: Problems) -> None:

@@ -68,6 +68,7 @@ from tensorflow.python.distribute.sharded_variable import ShardedVariable
 from mtrec.config import dynamic_params
 from mtrec.config.dynamic_params import (SKETCH_DEPTH, eviction_interval, is_dynamic,
                                          sketch_width, state_bytes)
+from mtrec.features.initializers import initial_rows
 from mtrec.protos import dynamic_pb2
 
 EV = dynamic_pb2.EVParams
@@ -76,8 +77,6 @@ EV = dynamic_pb2.EVParams
 MISSING = -1
 # last_seen of a free row.
 FREE = -1
-# Initial values of a row given to a new id (as mtrec.features.embedding's tables).
-INIT_RANGE = 0.05
 # The counters, in order.
 COUNTERS = ("admitted", "evicted", "refused", "filtered")
 
@@ -736,6 +735,9 @@ class DynamicTables(tf.Module):
             _PS_TABLES.update({n.replace("/", "_"): self.tables[space]
                                for space, names in self.bound.items() for n in names})
         self.wide = {n for n, spec in table_specs.items() if spec.wide}
+        # {table name: (its initializer, its declared (rows, dim))}: new ids' rows start so.
+        self.initializers = {n: (spec.initializer, (spec.num_rows, spec.dim))
+                             for n, spec in table_specs.items()}
         # Draws the initial values of rows given to new ids; checkpointed with the map.
         self.generator = (tf.random.Generator.from_seed(random.getrandbits(62))
                           if self.tables else None)
@@ -820,7 +822,9 @@ class DynamicTables(tf.Module):
             if name in self.wide:
                 values = tf.zeros(shape, variable.dtype)
             else:
-                values = self.generator.uniform(shape, -INIT_RANGE, INIT_RANGE, variable.dtype)
+                initializer, table_shape = self.initializers[name]
+                values = tf.cast(initial_rows(initializer, shape, table_shape, self.generator),
+                                 variable.dtype)
             variable.scatter_update(tf.IndexedSlices(values, rows))
             if optimizer is not None:
                 optimizer.reset_rows(variable, rows)

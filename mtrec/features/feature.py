@@ -21,6 +21,7 @@ import tensorflow as tf
 from mtrec import config as config_lib
 from mtrec.config.expression import BINARY, COMPARE, NORMALIZERS, parse_expression
 from mtrec.features import dynamic
+from mtrec.features.initializers import table_initializer
 from mtrec.protos import feature_pb2
 
 FC = feature_pb2.FeatureConfig
@@ -38,6 +39,8 @@ class TableSpec:
     wide: bool = False
     # A dynamic table (ev_params): num_rows is where it starts; it grows (features.dynamic).
     dynamic: bool = False
+    # The features' `initializer` (features.initializers.table_initializer; () the default).
+    initializer: tuple = ()
 
 
 def _vocabulary(config) -> list[str]:
@@ -73,7 +76,8 @@ class Feature:
     def table(self) -> TableSpec:
         return TableSpec(self.config.embedding_name or self.name, self.num_ids, self.embedding_dim,
                          oov_row=self.id_space is not None and self.id_space.lookup is not None,
-                         dynamic=dynamic.is_dynamic(self.config))
+                         dynamic=dynamic.is_dynamic(self.config),
+                         initializer=table_initializer(self.config))
 
     def preprocess(self, inputs: dict) -> dict:
         """{input_name: typed tensor} -> {key: tensor} for this feature."""
