@@ -127,6 +127,39 @@ def test_other_separator(tmp_path):
     assert columns["b"].tolist() == [b"x,y", b"z"]
 
 
+def test_one_pattern_per_line_stands_for_each_numeric_cell_and_others_fall_back(tmp_path):
+    """A batch whose lines are all plain numbers in the numeric columns skips the per-cell
+    check; a quote, padding, a blank or a bad number anywhere sends the batch through it."""
+    path = write(tmp_path, "h.csv", "c,extra,b,a\n1.5,q,x,1\n")
+    reader = CsvReader(data_config(HEADER_CONFIG), [path])
+    matches = lambda line: bool(tf.strings.regex_full_match(line, reader.plain_numbers))  # noqa
+    assert matches("1.5,q,x y,1") and matches("-2e3,,,+7") and matches(".5,q,x,3.")
+    for line in ('1.5,"q",x,1', " 1.5,q,x,1", "1.5,q,x,", "1.5,q,x,1,9", "1.5,q,x,nan",
+                 "1.5,q,x,0x10"):
+        assert not matches(line), line
+    lines = {"plain": ["1.5,q,x,1", "2,q,y,-3"],
+             "padded": ["1.5,q,x,1", " 2 ,q,y,-3"],
+             "quoted": ['1.5,"q,r",x,1', "2,q,y,-3"],
+             "blank": ["1.5,q,x,1", ",q,y,-3"]}
+    expected_c = {"plain": [1.5, 2.0], "padded": [1.5, 2.0], "quoted": [1.5, 2.0],
+                  "blank": [1.5, 0.0]}
+    for name, batch in lines.items():
+        columns, ok = reader.decode(tf.constant(batch))
+        assert columns["a"].numpy().tolist() == [1, -3], name
+        assert columns["c"].numpy().tolist() == expected_c[name], name
+        assert ok is None or bool(tf.reduce_all(ok)), name
+    columns, ok = reader.decode(tf.constant(["1.5,q,x,1", "2,q,y,abc"]))
+    assert ok.numpy().tolist() == [True, False]  # the bad number is still caught
+    # A separator that can be part of a number never takes the shortcut; a tab does.
+    dotted = CsvReader(data_config('separator: "."' + HEADER_CONFIG), [write(
+        tmp_path, "d.csv", "c.b.a\n1.x.2\n")])
+    assert dotted.plain_numbers is None
+    tabbed = CsvReader(data_config('separator: "\\t"' + HEADER_CONFIG), [write(
+        tmp_path, "t.tsv", "c\tb\ta\n1.5\tx,y\t2\n")])
+    assert bool(tf.strings.regex_full_match("1.5\tx,y\t2", tabbed.plain_numbers))
+    assert read_all(tabbed)["b"].tolist() == [b"x,y"]
+
+
 # ---------------------------------------------------------------------------
 # Header
 

@@ -374,10 +374,13 @@ def skip_empty_batches(ds: tf.data.Dataset, trailing_count: bool = False) -> tf.
             .map(plain(lambda columns, keep: columns)))
 
 
-def to_typed(cell: tf.Tensor, field, rules: dict | None = None):
+def to_typed(cell: tf.Tensor, field, rules: dict | None = None, all_numbers=None):
     """String cells -> (the field's dtype, per cell whether the value is accepted or None
     when nothing is checked); empty and NULL cells take default_val. The rules are
-    schema.typed_values and schema.row_rules (rules: {column: ColumnRule})."""
+    schema.typed_values and schema.row_rules (rules: {column: ColumnRule}).
+    all_numbers: a scalar bool, True when the caller already knows every cell is a plain
+    number (NUMBER; the CSV reader checks whole lines at once), which skips this column's
+    own check."""
     rules = rules or {}
     dtype = field_dtype(field)
     default = field.default_val
@@ -395,7 +398,8 @@ def to_typed(cell: tf.Tensor, field, rules: dict | None = None):
     def as_is():
         # Every cell is a number already (nothing blank, NULL or padded with whitespace):
         # the usual batch skips the strip and the string copies below.
-        return cell, numeric, tf.zeros_like(numeric)
+        every = tf.fill(tf.shape(cell), True)
+        return cell, every, tf.logical_not(every)
 
     def cleaned():
         stripped = tf.strings.strip(cell)
@@ -405,8 +409,12 @@ def to_typed(cell: tf.Tensor, field, rules: dict | None = None):
         number_ok = tf.strings.regex_full_match(filled, NUMBER)
         return tf.where(number_ok, filled, "0"), number_ok, missing
 
-    numeric = tf.strings.regex_full_match(cell, NUMBER)
-    filled, number_ok, missing = tf.cond(tf.reduce_all(numeric), as_is, cleaned)
+    def checked():
+        numeric = tf.strings.regex_full_match(cell, NUMBER)
+        return tf.cond(tf.reduce_all(numeric), as_is, cleaned)
+
+    filled, number_ok, missing = (checked() if all_numbers is None
+                                  else tf.cond(all_numbers, as_is, checked))
     number = tf.strings.to_number(filled, tf.float64)
     exact = _exact_int64(filled, number) if dtype == tf.int64 else None
     values, ok = typed_values(field, number, exact)
