@@ -405,7 +405,8 @@ def print_main_table(groups):
                 "limit": f"in-memory limit (XLA {xla})",
                 "peer": lib}.get(part, part)
         # A missing figure (None: too few batches for a steady rate) counts as no figure.
-        med = lambda k: np.nanmedian([np.nan if r.get(k) is None else r[k] for r in rs])  # noqa: E731
+        med = lambda k: np.nanmedian(  # noqa: E731
+            [np.nan if r.get(k) is None else r[k] for r in rs])
         auc_click, auc_conv = (med(k) for k in _auc_keys(part, model))
         print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
               f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
