@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import TINY_INPUTS, TINY_MMOE, edit
 from mtrec import config as config_lib
 from mtrec.errors import ConfigError
+from mtrec.features.feature import TableSpec
 from mtrec.features.initializers import INIT_RANGE, initial_rows
 
 USER = 'features { input_names: "user" hash_bucket_size: 100 embedding_dim: 4 }'
@@ -34,7 +35,8 @@ def test_each_kind_draws_its_distribution(generator):
     shape, table = (20_000, 16), (50_000, 16)
 
     def draw(*initializer):
-        return initial_rows(initializer, shape, table, gen).numpy()
+        spec = TableSpec("t", *table, initializer=initializer)
+        return initial_rows(spec, shape, gen).numpy()
 
     uniform = draw()
     assert uniform.min() >= -INIT_RANGE and uniform.max() <= INIT_RANGE
@@ -49,8 +51,11 @@ def test_each_kind_draws_its_distribution(generator):
     keras_glorot = keras.initializers.GlorotNormal(seed=1)(table).numpy()
     assert abs(glorot.std() / keras_glorot.std() - 1) < 0.02
     np.testing.assert_array_equal(draw("constant_initializer", 0.25), np.full(shape, 0.25))
-    per_column = initial_rows(("constant_initializer", 1.0, 2.0), (3, 2), (3, 2), gen)
-    np.testing.assert_array_equal(per_column.numpy(), [[1.0, 2.0]] * 3)
+    spec = TableSpec("t", 3, 2, initializer=("constant_initializer", 1.0, 2.0))
+    np.testing.assert_array_equal(initial_rows(spec, (3, 2), gen).numpy(), [[1.0, 2.0]] * 3)
+    # A WIDE table (linear weights) starts at zero whatever its initializer says.
+    wide = TableSpec("t/wide", 3, 2, wide=True, initializer=("constant_initializer", 1.0))
+    np.testing.assert_array_equal(initial_rows(wide, (3, 2), gen).numpy(), np.zeros((3, 2)))
 
 
 def test_a_table_starts_as_its_initializer_and_wide_and_oov_rows_at_zero():

@@ -734,10 +734,8 @@ class DynamicTables(tf.Module):
             # task of shard s (sharded_table, through distribute's variable creator).
             _PS_TABLES.update({n.replace("/", "_"): self.tables[space]
                                for space, names in self.bound.items() for n in names})
-        self.wide = {n for n, spec in table_specs.items() if spec.wide}
-        # {table name: (its initializer, its declared (rows, dim))}: new ids' rows start so.
-        self.initializers = {n: (spec.initializer, (spec.num_rows, spec.dim))
-                             for n, spec in table_specs.items()}
+        # {table name: TableSpec}: the rows given to new ids start as the table did.
+        self.specs = dict(table_specs)
         # Draws the initial values of rows given to new ids; checkpointed with the map.
         self.generator = (tf.random.Generator.from_seed(random.getrandbits(62))
                           if self.tables else None)
@@ -815,16 +813,12 @@ class DynamicTables(tf.Module):
                 optimizer.grow(variable, new, capacity)
 
     def _fresh(self, variables, rows, optimizer) -> None:
-        """Rows given to new ids start from an initial value (a WIDE table's from zero) and
-        fresh optimizer slots."""
+        """Rows given to new ids start as their table did (initial_rows: a WIDE table's at
+        zero) with fresh optimizer slots."""
         for name, variable in variables:
             shape = tf.stack([tf.size(rows, out_type=tf.int64), variable.shape[1]])
-            if name in self.wide:
-                values = tf.zeros(shape, variable.dtype)
-            else:
-                initializer, table_shape = self.initializers[name]
-                values = tf.cast(initial_rows(initializer, shape, table_shape, self.generator),
-                                 variable.dtype)
+            values = tf.cast(initial_rows(self.specs[name], shape, self.generator),
+                             variable.dtype)
             variable.scatter_update(tf.IndexedSlices(values, rows))
             if optimizer is not None:
                 optimizer.reset_rows(variable, rows)

@@ -48,21 +48,19 @@ def is_creating_tables() -> bool:
 
 
 def _initial_table(spec: TableSpec, partition_shape=None, partition_offset=None) -> tf.Tensor:
-    """(num_rows, dim) initial values. A linear model's weights start at zero. Embeddings
-    start as the feature's `initializer` says, by default small and uniform: on KuaiRand
-    MMoE, TF's embedding-column default (truncated normal, stddev 1/sqrt(dim)) measured
-    0.02-0.07 AUC lower after 3 epochs. The
-    out-of-vocabulary row starts at zero, so an id never seen in training adds nothing
-    until training sees one; random, it gave every such row an arbitrary item's vector
-    (KuaiRand MMoE, where half the test rows have a new video, mean of 3 seeds: long_view
-    AUC 0.7457 -> 0.7568, label 0.9174 -> 0.9203, is_click 0.7632 -> 0.7622).
+    """(num_rows, dim) initial values (initializers.initial_rows). A linear model's weights
+    start at zero. Embeddings start as the feature's `initializer` says, by default small
+    and uniform: on KuaiRand MMoE, TF's embedding-column default (truncated normal, stddev
+    1/sqrt(dim)) measured 0.02-0.07 AUC lower after 3 epochs. The out-of-vocabulary row
+    starts at zero, so an id never seen in training adds nothing until training sees one;
+    random, it gave every such row an arbitrary item's vector (KuaiRand MMoE, where half
+    the test rows have a new video, mean of 3 seeds: long_view AUC 0.7457 -> 0.7568, label
+    0.9174 -> 0.9203, is_click 0.7632 -> 0.7622).
     partition_shape/offset: the rows of one shard, when a parameter-server strategy creates
     the table in parts (each part is then initialised on its own ps, never whole)."""
     shape = tuple(partition_shape) if partition_shape else (spec.num_rows, spec.dim)
     first_row = partition_offset[0] if partition_offset else 0
-    if spec.wide:
-        return tf.zeros(shape)
-    values = initial_rows(spec.initializer, shape, (spec.num_rows, spec.dim))
+    values = initial_rows(spec, shape)
     if spec.oov_row and first_row == 0:
         values = tf.concat([tf.zeros((1, spec.dim)), values[1:]], axis=0)
     return values

@@ -30,13 +30,18 @@ def table_initializer(config) -> tuple:
     return (which,)
 
 
-def initial_rows(initializer: tuple, shape, table_shape, generator=None) -> tf.Tensor:
-    """float32 values of `shape` (rows, dim), rows of a table of table_shape (rows, dim).
+def initial_rows(spec, shape, generator=None) -> tf.Tensor:
+    """float32 values of `shape` (rows, dim): rows of the table of TableSpec `spec`, as its
+    `initializer` says; a WIDE table's (linear weights) are zeros.
 
-    table_shape: the whole table's, glorot's fans (a part of a table split over parameter
-    servers draws with the whole table's scale). generator: a tf.random.Generator
-    to draw from (a dynamic table's new rows; shape may then be a tensor), else Keras'
-    initializers, which follow keras.utils.set_random_seed (train_config.seed)."""
+    Glorot's fans are the whole table's (spec.num_rows, spec.dim), so a part of a table
+    split over parameter servers draws with the whole table's scale. generator: a
+    tf.random.Generator to draw from (a dynamic table's new rows; shape may then be a
+    tensor), else Keras' initializers, which follow keras.utils.set_random_seed
+    (train_config.seed)."""
+    if spec.wide:
+        return tf.zeros(shape)
+    initializer = spec.initializer
     kind = initializer[0] if initializer else "uniform"
     if kind == "constant_initializer":
         consts = initializer[1:]
@@ -44,7 +49,7 @@ def initial_rows(initializer: tuple, shape, table_shape, generator=None) -> tf.T
         return tf.broadcast_to(value, shape)  # one value, or one per column
     if kind == "glorot_normal_initializer":
         # Keras' GlorotNormal of the table's matrix: fan_avg variance scaling.
-        mean, stddev = 0.0, math.sqrt(2.0 / sum(table_shape)) / _TRUNCATED_STDDEV
+        mean, stddev = 0.0, math.sqrt(2.0 / (spec.num_rows + spec.dim)) / _TRUNCATED_STDDEV
         kind = "truncated_normal_initializer"
     elif kind != "uniform":
         mean, stddev = initializer[1:]

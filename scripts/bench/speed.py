@@ -321,9 +321,7 @@ def main():
                            check=True, cwd=REPO)
             with open(out, encoding="utf-8") as f:
                 for record in json.load(f):
-                    # None: too few batches for a steady rate (a smoke-test file).
-                    keep(dict(record, part="peer", steady_ex_per_s=record.get(
-                        "steady_ex_per_s") or float("nan")))
+                    keep(dict(record, part="peer"))
     if "sequence" in parts:
         # Interleaved per run, so that load changes hit all variants alike.
         for run in range(args.runs):
@@ -364,6 +362,9 @@ def main():
 
 
 def summarize(records):
+    # A peer's steady rate is None when it ran too few batches (a smoke-test file).
+    records = [dict(r, steady_ex_per_s=np.nan) if r.get("steady_ex_per_s") is None else r
+               for r in records]
     groups = {}
     for r in records:
         if "scaling" in r or "sequence" in r:
@@ -404,9 +405,7 @@ def print_main_table(groups):
                          f"{', ' + precision if precision else ''})",
                 "limit": f"in-memory limit (XLA {xla})",
                 "peer": lib}.get(part, part)
-        # A missing figure (None: too few batches for a steady rate) counts as no figure.
-        med = lambda k: np.nanmedian(  # noqa: E731
-            [np.nan if r.get(k) is None else r[k] for r in rs])
+        med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
         auc_click, auc_conv = (med(k) for k in _auc_keys(part, model))
         print(f"| {model} | {what} | {med('steady_ex_per_s'):,.0f} | "
               f"{med('end_to_end_s'):.1f} | {med('peak_rss_mb'):,.0f} | {auc_click:.4f} | "
