@@ -52,8 +52,17 @@ def _renamed(function: str, given: dict, **renames) -> dict:
 
 
 def _load(config, model_dir=None, edit_config_json=None, sets=None, skip_memory_check=False):
+    """The loaded config; the first load of a command also sets TensorFlow's threads,
+    which its runtime only takes before it runs an op."""
     if isinstance(config, config_lib.LoadedConfig):
         return config
+    loaded = _load_new(config, model_dir, edit_config_json, sets, skip_memory_check)
+    from mtrec.training.distribute import configure_threads
+    configure_threads(loaded.pipeline.train_config)
+    return loaded
+
+
+def _load_new(config, model_dir, edit_config_json, sets, skip_memory_check):
     if isinstance(config, str):
         return config_lib.load(config, edit_config_json, sets, model_dir, skip_memory_check)
     if config is None and model_dir:

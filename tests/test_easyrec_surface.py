@@ -89,6 +89,11 @@ def test_unsupported_easyrec_values_and_fields(tmp_path, old, new, expected):
      "dead_line '2022-05-08' is not a time: write \"YYYYmmdd HH:MM:SS\""),
     ("  num_steps: 10\n", "  num_steps: 10\n  freeze_gradient: 'user['\n", "freeze_gradient",
      "freeze_gradient 'user[' is not a regular expression"),
+    ("  num_steps: 10\n", "  num_steps: 10\n  inter_op_parallelism_threads: -1\n",
+     "inter_op_parallelism_threads", "inter_op_parallelism_threads must be 0 (the default "
+     "choice) or a number of threads, got -1."),
+    ("  num_steps: 10\n", "  num_steps: 10\n  intra_op_parallelism_threads: -2\n",
+     "intra_op_parallelism_threads", "intra_op_parallelism_threads must be 0"),
     ("  batch_size: 4\n", "  batch_size: 4\n", None, None),
 ])
 def test_train_config_stop_and_freeze_checks(tmp_path, old, new, field, expected):

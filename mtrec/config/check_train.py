@@ -208,6 +208,10 @@ def check_train(pipeline, p: Problems) -> None:
         p.error(unsupported_strategy(name), "train_distribute")
     check_mixed_precision(train, p)
     check_stops(train, p)
+    for field in ("inter_op_parallelism_threads", "intra_op_parallelism_threads"):
+        if getattr(train, field) < 0:
+            p.error(f"{field} must be 0 (the default choice) or a number of threads, got "
+                    f"{getattr(train, field)}.", field)
     if train.save_checkpoints_steps == 0:
         p.error("save_checkpoints_steps must be at least 1.", "save_checkpoints_steps")
     if train.log_step_count_steps == 0:

@@ -109,6 +109,36 @@ def _local_devices(num_gpus: int) -> list[str] | None:
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
+def thread_counts(train_config) -> tuple[int, int]:
+    """(inter-op, intra-op) threads for TensorFlow's runtime; an intra-op 0 leaves
+    TensorFlow's choice. The inter-op default is one more thread than CPUs: the input
+    pipeline's parallel map and the step's independent ops share that pool, and with one
+    thread per CPU they wait for each other (measured: docs/benchmarks.md)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on, as TF counts
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    inter = train_config.inter_op_parallelism_threads or cpus + 1
+    return inter, train_config.intra_op_parallelism_threads
+
+
+def configure_threads(train_config) -> None:
+    """Give TensorFlow's runtime thread_counts(train_config), which it only takes before
+    its first op. A process whose TensorFlow already ran (a notebook, a test) keeps its
+    threads: silently for mtrec's default, with a warning for a number the config sets."""
+    inter, intra = thread_counts(train_config)
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    except RuntimeError:
+        fields = [f for f in ("inter_op_parallelism_threads", "intra_op_parallelism_threads")
+                  if getattr(train_config, f)]
+        if fields:
+            log.warning("train_config.%s is ignored: TensorFlow already runs in this process "
+                        "with its threads fixed; start a new process (e.g. `mtrec train`).",
+                        " and ".join(fields))
+
+
 def make_cluster(train_config) -> Cluster:
     """The strategy train_config asks for; call it before any other TensorFlow work (a
     multi-worker strategy configures the runtime's collectives)."""
@@ -117,7 +147,7 @@ def make_cluster(train_config) -> Cluster:
     if kind == train_pb2.NoStrategy:
         return Cluster(None, external_evaluator=True) if has_evaluator() else NO_STRATEGY
     if kind == train_pb2.PSStrategy:
-        return _parameter_server_cluster(name)
+        return _parameter_server_cluster(name, train_config)
     if kind == train_pb2.MirroredStrategy:
         devices = _local_devices(train_config.num_gpus_per_worker)
         strategy = tf.distribute.MirroredStrategy(devices=devices)
@@ -304,7 +334,7 @@ def ps_task_help() -> str:
             "(docs/distributed.md)")
 
 
-def _parameter_server_cluster(name: str) -> Cluster:
+def _parameter_server_cluster(name: str, train_config) -> Cluster:
     """The chief's ParameterServerStrategy and coordinator; a worker or ps task serves
     until it is stopped and never returns."""
     spec = read_tf_config()
@@ -327,7 +357,7 @@ def _parameter_server_cluster(name: str) -> Cluster:
     # The coordinator logs every closure it waits for and every reduction at INFO.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     if task_type in ("worker", "ps"):
-        serve(resolver, task_type, task_id)
+        serve(resolver, task_type, task_id, thread_counts(train_config))
     num_ps, num_workers = len(cluster["ps"]), len(cluster["worker"])
     try:
         strategy = tf.distribute.ParameterServerStrategy(
@@ -374,11 +404,16 @@ def log_placement(tables, dense) -> None:
              ", ".join(f"{n} on {task}" for task, n in sorted(tasks.items())))
 
 
-def serve(resolver, task_type: str, task_id: int) -> None:
-    """Run this worker or ps task's TensorFlow server until the process is stopped: the
-    chief places variables on the ps tasks and runs steps on the workers through it."""
+def serve(resolver, task_type: str, task_id: int, threads: tuple[int, int]) -> None:
+    """Run this worker or ps task's TensorFlow server, with (inter-op, intra-op) threads,
+    until the process is stopped: the chief places variables on the ps tasks and runs steps
+    on the workers through it."""
+    inter, intra = threads
     server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
                                   task_index=task_id, protocol=resolver.rpc_layer or "grpc",
+                                  config=tf.compat.v1.ConfigProto(
+                                      inter_op_parallelism_threads=inter,
+                                      intra_op_parallelism_threads=intra),
                                   start=True)
     log.info("%s %d serves at %s for the chief; it runs until it is stopped (a scheduler "
              "stops it when the chief ends).", task_type, task_id, server.target)

@@ -72,8 +72,12 @@ def train(loaded, after_evaluation=None, cluster=None) -> dict:
                          start, online)
     saver = _Saver(job, manager, cluster, eval_files, after_evaluation, start)
     stop_signal = _StopSignal(train_config, cluster, model_dir)
-    log.info("training %s from step %d%s", pipeline.model_config.model_class, start,
-             f" to {num_steps}" if num_steps else " until the data ends")
+    threads = [tf.config.threading.get_inter_op_parallelism_threads(),
+               tf.config.threading.get_intra_op_parallelism_threads()]
+    log.info("training %s from step %d%s (TensorFlow threads: %s inter-op, %s intra-op)",
+             pipeline.model_config.model_class, start,
+             f" to {num_steps}" if num_steps else " until the data ends",
+             *[n or "default" for n in threads])
     # A lost worker or ps may surface in a step, a checkpoint or an evaluation.
     with _lost_peers(cluster, job, lambda: step):
         while not num_steps or step < num_steps:
