@@ -56,13 +56,15 @@ def _load(config, model_dir=None, edit_config_json=None, sets=None, skip_memory_
     which its runtime only takes before it runs an op."""
     if isinstance(config, config_lib.LoadedConfig):
         return config
-    loaded = _load_new(config, model_dir, edit_config_json, sets, skip_memory_check)
+    loaded = _read_config(config, model_dir, edit_config_json, sets, skip_memory_check)
     from mtrec.training.distribute import configure_threads
     configure_threads(loaded.pipeline.train_config)
     return loaded
 
 
-def _load_new(config, model_dir, edit_config_json, sets, skip_memory_check):
+def _read_config(config, model_dir, edit_config_json, sets, skip_memory_check):
+    """A config path, model_dir's pipeline.config or a PipelineConfig, overridden and
+    checked."""
     if isinstance(config, str):
         return config_lib.load(config, edit_config_json, sets, model_dir, skip_memory_check)
     if config is None and model_dir:
