@@ -105,6 +105,45 @@ def test_large_int64_values_are_exact(tmp_path):
     assert columns["id"].tolist() == [9007199254740993, 9223372036854775807]
 
 
+def test_numeric_columns_of_one_dtype_parse_together_as_each_would_alone():
+    # schema.to_typed_columns parses same-dtype columns as one matrix: defaults, exact
+    # 64-bit ids and rejected cells must stay with their own column.
+    from mtrec.data.schema import to_typed, to_typed_columns
+    config = data_config(
+        'input_fields { input_name: "a" input_type: INT64 default_val: "4" }'
+        'input_fields { input_name: "s" input_type: STRING default_val: "z" }'
+        'input_fields { input_name: "b" input_type: INT64 default_val: "-1" }'
+        'input_fields { input_name: "c" input_type: FLOAT default_val: "2.5" }'
+        'input_fields { input_name: "d" input_type: FLOAT }'
+        'input_fields { input_name: "e" input_type: INT32 default_val: "9" }')
+    rows = [["1", "x", "", "0.5", "", "3"],
+            ["NULL", "", "9007199254740993", " 7 ", "1e3", ""],
+            ["2", "y", "x", "", "NULL", "2.0"],
+            ["9223372036854775808", "w", "5", "inf", "1", "4"],
+            ["3", "v", "6", "1", "2", "1.5"]]
+    cells = [tf.constant(list(column)) for column in zip(*rows)]
+    fields = list(config.input_fields)
+    columns, ok = to_typed_columns(cells, fields)
+    assert list(columns) == ["a", "s", "b", "c", "d", "e"]  # the fields' order
+    assert columns["a"].numpy().tolist() == [1, 4, 2, 0, 3]
+    assert columns["b"].numpy().tolist() == [-1, 9007199254740993, 0, 5, 6]
+    assert columns["c"].numpy().tolist() == [0.5, 7.0, 2.5, 0.0, 1.0]
+    assert columns["d"].numpy().tolist() == [0.0, 1000.0, 0.0, 1.0, 2.0]
+    assert columns["e"].numpy().tolist() == [3, 9, 2, 4, 0]
+    # Row 3: "x" in b; row 4: an id beyond int64 and inf; row 5: 1.5 in an INT32.
+    assert ok.numpy().tolist() == [True, True, False, False, False]
+    alone = [to_typed(cell, field) for cell, field in zip(cells, fields)]
+    for field, (values, _) in zip(fields, alone):
+        assert columns[field.input_name].dtype == values.dtype
+        np.testing.assert_array_equal(columns[field.input_name], values)
+    plain = [tf.constant(["1", "2"]), tf.constant(["3", "4"]), tf.constant(["0.5", "6"])]
+    numbers = [fields[0], fields[2], fields[3]]
+    for all_numbers in (None, tf.constant(True)):
+        columns, ok = to_typed_columns(plain, numbers, all_numbers=all_numbers)
+        assert [columns[k].numpy().tolist() for k in "abc"] == [[1, 2], [3, 4], [0.5, 6.0]]
+        assert ok.numpy().tolist() == [True, True]
+
+
 def test_quoted_cell_with_separator_is_one_cell(tmp_path):
     config = data_config('input_fields { input_name: "id" input_type: INT32 }'
                          'input_fields { input_name: "text" input_type: STRING }'

@@ -22,7 +22,7 @@ from mtrec.data import records
 from mtrec.data.records import plain
 from mtrec.data.parquet import ParquetReader
 from mtrec.data.schema import (NUMBER, as_rules, cell_problem, check_defaults, field_dtype,
-                               keep_good_rows, skip_empty_batches, to_typed)
+                               keep_good_rows, skip_empty_batches, to_typed_columns)
 from mtrec.data.criteo_binary import CriteoBinaryReader
 from mtrec.data.tfrecord import BatchTFRecordReader, TFRecordReader
 from mtrec.errors import DataError
@@ -182,12 +182,7 @@ class CsvReader:
         # of plain numbers checks 2,048 lines, not 2,048 x its numeric columns.
         all_numbers = (tf.reduce_all(tf.strings.regex_full_match(lines, self.plain_numbers))
                        if self.plain_numbers else None)
-        columns, ok = {}, None
-        for field, cell in zip(self.fields, cells):
-            columns[field.input_name], good = to_typed(cell, field, self.rules, all_numbers)
-            if good is not None:
-                ok = good if ok is None else ok & good
-        return columns, ok
+        return to_typed_columns(cells, self.fields, self.rules, all_numbers)
 
     def _drop_bad_lines(self, lines: tf.Tensor):
         """With ignore_error: keep lines with the right field count and UTF-8 bytes (the

@@ -15,6 +15,7 @@ The CSV and Parquet readers both turn values into columns with `typed_values` an
 `value_problem` / `text_problem` (Python, per value), which state the same rules.
 """
 import dataclasses
+import functools
 import math
 import re
 
@@ -394,33 +395,67 @@ def to_typed(cell: tf.Tensor, field, rules: dict | None = None, all_numbers=None
         true = tf.reduce_any(tf.equal(tf.strings.lower(cell)[:, None], ["true", "1"]), axis=1)
         values = tf.where(missing, default.lower() in ("true", "1"), true)
         return values, row_rules(field, values, missing, rules)
+    values, ok, missing = _typed_numbers(cell[:, None], [field], all_numbers)
+    values, ok, missing = values[:, 0], ok[:, 0], missing[:, 0]
+    rule_ok = row_rules(field, values, missing, rules)
+    return values, ok if rule_ok is None else ok & rule_ok
 
+
+def to_typed_columns(cells: list, fields, rules: dict | None = None, all_numbers=None):
+    """to_typed of a table's columns: ({input_name: values}, per row whether every value
+    is accepted, or None when nothing is checked). The numeric columns of one dtype are
+    parsed together, as one (batch, columns) matrix: a few ops per batch and one trace for
+    all of them instead of a dozen per column (2-3 s of tracing for 27 columns)."""
+    rules = rules or {}
+    columns, oks, groups = {}, [], {}
+    for cell, field in zip(cells, fields):
+        if field_dtype(field) in (tf.string, tf.bool):
+            columns[field.input_name], ok = to_typed(cell, field, rules, all_numbers)
+            oks.append(ok)
+        else:
+            groups.setdefault(field_dtype(field), []).append((cell, field))
+    for group in groups.values():
+        group_fields = [field for _, field in group]
+        matrix = tf.stack([cell for cell, _ in group], axis=1)  # (batch, columns)
+        values, ok, missing = _typed_numbers(matrix, group_fields, all_numbers)
+        oks.append(tf.reduce_all(ok, axis=1))
+        for j, field in enumerate(group_fields):
+            columns[field.input_name] = values[:, j]
+            oks.append(row_rules(field, values[:, j], missing[:, j], rules))
+    checked = [ok for ok in oks if ok is not None]
+    ok = functools.reduce(tf.logical_and, checked) if checked else None
+    return {field.input_name: columns[field.input_name] for field in fields}, ok
+
+
+def _typed_numbers(cells: tf.Tensor, fields, all_numbers=None):
+    """(batch, k) string cells of k numeric fields of one dtype -> (values in that dtype,
+    whether each is accepted, whether each was missing), all (batch, k); a missing cell
+    takes its field's default_val. all_numbers as in to_typed."""
     def as_is():
         # Every cell is a number already (nothing blank, NULL or padded with whitespace):
         # the usual batch skips the strip and the string copies below.
-        every = tf.fill(tf.shape(cell), True)
-        return cell, every, tf.logical_not(every)
+        every = tf.fill(tf.shape(cells), True)
+        return cells, every, tf.logical_not(every)
 
     def cleaned():
-        stripped = tf.strings.strip(cell)
+        stripped = tf.strings.strip(cells)
         missing = tf.logical_or(tf.equal(stripped, ""), tf.equal(stripped, "NULL"))
-        filled = tf.where(missing, default.strip(WHITESPACE) or "0", stripped)
+        defaults = [field.default_val.strip(WHITESPACE) or "0" for field in fields]
+        filled = tf.where(missing, tf.constant(defaults), stripped)  # (k,) broadcasts
         # Cells that are not numbers (also nan, inf, 0x10) parse as 0 and are not accepted.
         number_ok = tf.strings.regex_full_match(filled, NUMBER)
         return tf.where(number_ok, filled, "0"), number_ok, missing
 
     def checked():
-        numeric = tf.strings.regex_full_match(cell, NUMBER)
+        numeric = tf.strings.regex_full_match(cells, NUMBER)
         return tf.cond(tf.reduce_all(numeric), as_is, cleaned)
 
     filled, number_ok, missing = (checked() if all_numbers is None
                                   else tf.cond(all_numbers, as_is, checked))
     number = tf.strings.to_number(filled, tf.float64)
-    exact = _exact_int64(filled, number) if dtype == tf.int64 else None
-    values, ok = typed_values(field, number, exact)
-    ok &= number_ok
-    rule_ok = row_rules(field, values, missing, rules)
-    return values, ok if rule_ok is None else ok & rule_ok
+    exact = _exact_int64(filled, number) if field_dtype(fields[0]) == tf.int64 else None
+    values, fits = typed_values(fields[0], number, exact)
+    return values, fits & number_ok, missing
 
 
 def _exact_int64(cells: tf.Tensor, number: tf.Tensor):
