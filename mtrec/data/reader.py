@@ -96,8 +96,8 @@ class CsvReader:
         """A pattern a line matches only when it holds no quote and each numeric field's
         cell is a plain number (schema.NUMBER). decode_csv then splits it at every
         separator, so one match per line stands for a NUMBER match per numeric cell (a
-        batch of lines that all match skips those: schema.to_typed's all_numbers). None
-        when no field is numeric, or the separator could be part of a number."""
+        batch of lines that all match skips those: schema.to_typed_columns' all_numbers).
+        None when no field is numeric, or the separator could be part of a number."""
         numeric = {column for field, column in zip(self.fields, self.columns)
                    if field_dtype(field) not in (tf.string, tf.bool)}
         if not numeric or len(self.separator) != 1 or self.separator in '0123456789+-.eE"':
