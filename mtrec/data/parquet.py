@@ -7,6 +7,8 @@ range, not finite, an empty label, an id outside num_buckets, ...) fails the bat
 with ignore_error its row is dropped and counted; `locate_error` then names the file, row
 and column.
 """
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -213,33 +215,42 @@ class ParquetReader:
     # -- graph side: the same rules as CSV cells
 
     def _typed(self, raw: dict, rules: dict):
-        columns, ok = {}, None
+        """The typed columns of a batch and per row whether all are accepted (or None).
+        Numeric columns of one dtype are checked together, as (batch, columns) matrices,
+        as the CSV reader does: a few ops per batch instead of a dozen per column."""
+        columns, oks, groups = {}, [], {}
         for field in self.fields:
             parts = raw[field.input_name]
             if "text" in parts:
-                values, good = to_typed(tf.convert_to_tensor(parts["text"]), field, rules)
-                columns[field.input_name] = values
-                if good is not None:
-                    ok = good if ok is None else ok & good
-                continue
-            if "number" in parts:
-                values, good = typed_values(field, tf.convert_to_tensor(parts["number"]), (
-                    tf.convert_to_tensor(parts["exact"]), tf.convert_to_tensor(parts["use_exact"]),
-                    tf.ones_like(tf.convert_to_tensor(parts["use_exact"]))))
+                columns[field.input_name], good = to_typed(
+                    tf.convert_to_tensor(parts["text"]), field, rules)
+                oks.append(good)
+            elif "number" in parts:
+                groups.setdefault(field_dtype(field), []).append(field)
             else:
-                values, good = tf.convert_to_tensor(parts["value"]), None
+                values = tf.convert_to_tensor(parts["value"])
                 if field_dtype(field) == tf.string:
                     values = tf.where(parts["missing"], field.default_val, values)
                 elif field.default_val:
                     values = tf.where(parts["missing"], field.default_val.lower()
                                       in ("true", "1"), values)
-            rule_ok = row_rules(field, values, tf.convert_to_tensor(parts["missing"]), rules)
-            if rule_ok is not None:
-                good = rule_ok if good is None else good & rule_ok
-            if good is not None:
-                ok = good if ok is None else ok & good
-            columns[field.input_name] = values
-        return columns, ok
+                columns[field.input_name] = values
+                oks.append(row_rules(field, values, tf.convert_to_tensor(parts["missing"]),
+                                     rules))
+        for group in groups.values():
+            def matrix(key):  # (batch, columns of the group)
+                return tf.stack([raw[field.input_name][key] for field in group], axis=1)
+            use_exact = matrix("use_exact")
+            values, fits = typed_values(group[0], matrix("number"), (
+                matrix("exact"), use_exact, tf.ones_like(use_exact)))
+            missing = matrix("missing")
+            oks.append(tf.reduce_all(fits, axis=1))
+            for j, field in enumerate(group):
+                columns[field.input_name] = values[:, j]
+                oks.append(row_rules(field, values[:, j], missing[:, j], rules))
+        checked = [ok for ok in oks if ok is not None]
+        ok = functools.reduce(tf.logical_and, checked) if checked else None
+        return {field.input_name: columns[field.input_name] for field in self.fields}, ok
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
                 shuffle_buffer_size: int = 0, seed: int | None = None,
