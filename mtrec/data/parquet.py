@@ -7,15 +7,14 @@ range, not finite, an empty label, an id outside num_buckets, ...) fails the bat
 with ignore_error its row is dropped and counted; `locate_error` then names the file, row
 and column.
 """
-import functools
-
 import numpy as np
 import tensorflow as tf
 
 from mtrec.data.records import plain
-from mtrec.data.schema import (as_rules, cell_problem, check_defaults, field_dtype,
-                               keep_good_rows, row_rules, skip_empty_batches, text_problem,
-                               to_typed, type_name, typed_values, value_problem)
+from mtrec.data.schema import (all_accepted, as_rules, cell_problem, check_defaults,
+                               field_dtype, keep_good_rows, numeric_groups, row_rules,
+                               skip_empty_batches, split_matrix, text_problem,
+                               to_typed_columns, type_name, typed_values, value_problem)
 from mtrec.errors import DataError, MtrecError
 
 _INT64_MAX = np.iinfo(np.int64).max
@@ -216,41 +215,31 @@ class ParquetReader:
 
     def _typed(self, raw: dict, rules: dict):
         """The typed columns of a batch and per row whether all are accepted (or None).
-        Numeric columns of one dtype are checked together, as (batch, columns) matrices,
-        as the CSV reader does: a few ops per batch instead of a dozen per column."""
-        columns, oks, groups = {}, [], {}
+        Text cells are parsed as CSV cells are; numeric columns of one dtype are checked
+        together, as (batch, columns) matrices: a few ops per batch, not a dozen per column."""
+        text = [f for f in self.fields if "text" in raw[f.input_name]]
+        columns, ok = to_typed_columns([raw[f.input_name]["text"] for f in text], text, rules)
+        oks = [ok]
         for field in self.fields:
             parts = raw[field.input_name]
-            if "text" in parts:
-                columns[field.input_name], good = to_typed(
-                    tf.convert_to_tensor(parts["text"]), field, rules)
-                oks.append(good)
-            elif "number" in parts:
-                groups.setdefault(field_dtype(field), []).append(field)
-            else:
-                values = tf.convert_to_tensor(parts["value"])
+            if "value" in parts:  # STRING and BOOL
+                values = parts["value"]
                 if field_dtype(field) == tf.string:
                     values = tf.where(parts["missing"], field.default_val, values)
                 elif field.default_val:
                     values = tf.where(parts["missing"], field.default_val.lower()
                                       in ("true", "1"), values)
                 columns[field.input_name] = values
-                oks.append(row_rules(field, values, tf.convert_to_tensor(parts["missing"]),
-                                     rules))
-        for group in groups.values():
+                oks.append(row_rules(field, values, parts["missing"], rules))
+        numbers = [f for f in self.fields if "number" in raw[f.input_name]]
+        for group in numeric_groups(numbers):
             def matrix(key):  # (batch, columns of the group)
                 return tf.stack([raw[field.input_name][key] for field in group], axis=1)
             use_exact = matrix("use_exact")
             values, fits = typed_values(group[0], matrix("number"), (
                 matrix("exact"), use_exact, tf.ones_like(use_exact)))
-            missing = matrix("missing")
-            oks.append(tf.reduce_all(fits, axis=1))
-            for j, field in enumerate(group):
-                columns[field.input_name] = values[:, j]
-                oks.append(row_rules(field, values[:, j], missing[:, j], rules))
-        checked = [ok for ok in oks if ok is not None]
-        ok = functools.reduce(tf.logical_and, checked) if checked else None
-        return {field.input_name: columns[field.input_name] for field in self.fields}, ok
+            split_matrix(group, values, fits, matrix("missing"), rules, columns, oks)
+        return {f.input_name: columns[f.input_name] for f in self.fields}, all_accepted(oks)
 
     def dataset(self, batch_size: int, num_epochs: int | None, shuffle: bool,
                 shuffle_buffer_size: int = 0, seed: int | None = None,

@@ -407,24 +407,44 @@ def to_typed_columns(cells: list, fields, rules: dict | None = None, all_numbers
     parsed together, as one (batch, columns) matrix: a few ops per batch and one trace for
     all of them instead of a dozen per column (27 columns took about 3 s to trace)."""
     rules = rules or {}
-    columns, oks, groups = {}, [], {}
-    for cell, field in zip(cells, fields):
+    columns, oks = {}, []
+    cell_of = {field.input_name: cell for cell, field in zip(cells, fields)}
+    for field in fields:
         if field_dtype(field) in (tf.string, tf.bool):
-            columns[field.input_name], ok = to_typed(cell, field, rules, all_numbers)
+            columns[field.input_name], ok = to_typed(cell_of[field.input_name], field, rules,
+                                                     all_numbers)
             oks.append(ok)
-        else:
-            groups.setdefault(field_dtype(field), []).append((cell, field))
-    for group in groups.values():
-        group_fields = [field for _, field in group]
-        matrix = tf.stack([cell for cell, _ in group], axis=1)  # (batch, columns)
-        values, ok, missing = _typed_numbers(matrix, group_fields, all_numbers)
-        oks.append(tf.reduce_all(ok, axis=1))
-        for j, field in enumerate(group_fields):
-            columns[field.input_name] = values[:, j]
-            oks.append(row_rules(field, values[:, j], missing[:, j], rules))
+    for group in numeric_groups(fields):
+        matrix = tf.stack([cell_of[field.input_name] for field in group], axis=1)
+        split_matrix(group, *_typed_numbers(matrix, group, all_numbers), rules, columns, oks)
+    return {field.input_name: columns[field.input_name] for field in fields}, all_accepted(oks)
+
+
+def numeric_groups(fields) -> list[list]:
+    """The numeric fields, grouped by dtype: each group is parsed as one matrix."""
+    groups = {}
+    for field in fields:
+        if field_dtype(field) not in (tf.string, tf.bool):
+            groups.setdefault(field_dtype(field), []).append(field)
+    return list(groups.values())
+
+
+def split_matrix(fields, values, accepted, missing, rules: dict, columns: dict,
+                 oks: list) -> None:
+    """Add the (batch, k) matrices of k fields of one dtype to columns ({input_name:
+    values}) and their per-row checks to oks: whether the row's values are accepted, and
+    each column's row_rules."""
+    oks.append(tf.reduce_all(accepted, axis=1))
+    for j, field in enumerate(fields):
+        columns[field.input_name] = values[:, j]
+        oks.append(row_rules(field, values[:, j], missing[:, j], rules))
+
+
+def all_accepted(oks: list):
+    """Per row, whether every check in oks holds (None entries check nothing); None when
+    nothing is checked."""
     checked = [ok for ok in oks if ok is not None]
-    ok = functools.reduce(tf.logical_and, checked) if checked else None
-    return {field.input_name: columns[field.input_name] for field in fields}, ok
+    return functools.reduce(tf.logical_and, checked) if checked else None
 
 
 def _typed_numbers(cells: tf.Tensor, fields, all_numbers=None):
