@@ -144,6 +144,52 @@ def test_numeric_columns_of_one_dtype_parse_together_as_each_would_alone():
         assert ok.numpy().tolist() == [True, True]
 
 
+def test_numbers_decode_csv_parses_equal_the_numbers_parsed_as_text(tmp_path):
+    """A batch of plain numbers, with integers of at most 18 digits, has its numbers parsed
+    by decode_csv (int64 / float64); every other batch goes through the text rules. Both
+    must give the same values and verdicts, edge cases included."""
+    from mtrec.data.schema import to_typed_columns
+    config = data_config('with_header: true'
+                         ' input_fields { input_name: "a" input_type: INT64 }'
+                         ' input_fields { input_name: "i" input_type: INT32 }'
+                         ' input_fields { input_name: "s" input_type: STRING }'
+                         ' input_fields { input_name: "f" input_type: FLOAT }'
+                         ' input_fields { input_name: "g" input_type: DOUBLE }')
+    path = write(tmp_path, "h.csv", "g,s,f,i,x,a\n1,q,1,1,z,1\n")
+    reader = CsvReader(config, [path])
+    parsed = lambda line: bool(tf.strings.regex_full_match(line, reader.parsed_numbers))  # noqa
+    # (file columns g, s, f, i, x, a)
+    lines = ["0.1,q,1e-3,+5,z,007", "-0,,3.4028235e38,2147483647,,-123456789012345678",
+             "1e308,NULL,1e39,2147483648,w,0", ".5,x y,1.,-2147483649,v,+12",
+             "1e400,u,-1e-50,-0,t,999999999999999999", "3.,é,7,000000000000000000042,s,1"]
+    assert all(parsed(line) for line in lines)
+    # Integer columns holding a fraction, 19 digits, or text: not for decode_csv's int64.
+    for line in ("1,q,1,1.0,z,1", "1,q,1,1,z,1234567890123456789", "1,q,1,1,z,1e3",
+                 "1,q,1,1,z,", "1,q,1,1,z, 1", '1,"q",1,1,z,1', "1,q,1,1,z,1,2"):
+        assert not parsed(line), line
+    columns, ok, dropped = reader.decode(tf.constant(lines))
+    cells = [tf.constant([line.split(",")[column] for line in lines])
+             for column in reader.columns]
+    text_columns, text_ok = to_typed_columns(cells, reader.fields, reader.rules)
+    for name, values in text_columns.items():
+        assert columns[name].dtype == values.dtype, name
+        np.testing.assert_array_equal(columns[name], values, err_msg=name)
+    assert ok.numpy().tolist() == text_ok.numpy().tolist()
+    # Rows 3-5: INT32 out of range, FLOAT overflow, g beyond float64.
+    assert ok.numpy().tolist() == [True, True, False, False, False, True]
+    assert columns["a"].numpy().tolist() == [7, -123456789012345678, 0, 12,
+                                             999999999999999999, 1]
+    assert columns["i"].numpy().tolist()[:2] == [5, 2147483647]
+    assert int(dropped) == 0
+    # With ignore_error the same batch is parsed and nothing is dropped before decoding;
+    # a batch with a malformed line drops that line only.
+    columns, ok, dropped = reader.decode(tf.constant(lines + ["1,q,1"]), drop_bad_lines=True)
+    assert int(dropped) == 1 and ok.numpy().tolist() == [True, True, False, False, False, True]
+    lenient = data_config(text_format.MessageToString(config) + " ignore_error: true")
+    rows = write(tmp_path, "r.csv", "g,s,f,i,x,a\n" + "\n".join(lines) + "\n")
+    assert read_all(CsvReader(lenient, [rows]))[BAD_ROWS_KEY] == 3
+
+
 def test_quoted_cell_with_separator_is_one_cell(tmp_path):
     config = data_config('input_fields { input_name: "id" input_type: INT32 }'
                          'input_fields { input_name: "text" input_type: STRING }'
@@ -183,16 +229,16 @@ def test_one_pattern_per_line_stands_for_each_numeric_cell_and_others_fall_back(
     expected_c = {"plain": [1.5, 2.0], "padded": [1.5, 2.0], "quoted": [1.5, 2.0],
                   "blank": [1.5, 0.0]}
     for name, batch in lines.items():
-        columns, ok = reader.decode(tf.constant(batch))
+        columns, ok, _ = reader.decode(tf.constant(batch))
         assert columns["a"].numpy().tolist() == [1, -3], name
         assert columns["c"].numpy().tolist() == expected_c[name], name
         assert ok is None or bool(tf.reduce_all(ok)), name
-    columns, ok = reader.decode(tf.constant(["1.5,q,x,1", "2,q,y,abc"]))
+    columns, ok, _ = reader.decode(tf.constant(["1.5,q,x,1", "2,q,y,abc"]))
     assert ok.numpy().tolist() == [True, False]  # the bad number is still caught
     # A separator that can be part of a number never takes the shortcut; a tab does.
     dotted = CsvReader(data_config('separator: "."' + HEADER_CONFIG), [write(
         tmp_path, "d.csv", "c.b.a\n1.x.2\n")])
-    assert dotted.plain_numbers is None
+    assert dotted.plain_numbers is None and dotted.parsed_numbers is None
     tabbed = CsvReader(data_config('separator: "\\t"' + HEADER_CONFIG), [write(
         tmp_path, "t.tsv", "c\tb\ta\n1.5\tx,y\t2\n")])
     assert bool(tf.strings.regex_full_match("1.5\tx,y\t2", tabbed.plain_numbers))

@@ -1,9 +1,11 @@
 """Read CSV rows into batches of typed column tensors with tf.data.
 
 Lines are batched first and decoded per batch (`tf.io.decode_csv` on a vector of
-lines): ~10x faster than decoding line by line. Every column is decoded as a
-string, so that empty and NULL cells get the column's default before numbers are
-parsed; the rules of schema.py then say which rows are acceptable. A bad row fails its
+lines): ~10x faster than decoding line by line. A batch whose numeric cells are all
+plain numbers (one pattern per line says so) has them parsed by decode_csv itself; any
+other batch is decoded as strings, so that empty and NULL cells get the column's default
+before numbers are parsed. The rules of schema.py then say which rows are acceptable;
+both ways give the same values and the same verdicts. A bad row fails its
 batch (or, with ignore_error, is dropped and counted); after a failure `find_bad_row`
 rescans the files in Python to name the file, line and column.
 A UTF-8 byte-order mark at the start of a file is ignored. Files whose name ends in .gz
@@ -21,8 +23,9 @@ from mtrec.config.paths import compression, expand, open_binary, split_paths
 from mtrec.data import records
 from mtrec.data.records import plain
 from mtrec.data.parquet import ParquetReader
-from mtrec.data.schema import (NUMBER, as_rules, cell_problem, check_defaults, field_dtype,
-                               keep_good_rows, skip_empty_batches, to_typed_columns)
+from mtrec.data.schema import (NUMBER, SHORT_INTEGER, as_rules, cell_problem, check_defaults,
+                               field_dtype, keep_good_rows, parsed_columns, parsed_dtype,
+                               skip_empty_batches, to_typed_columns)
 from mtrec.data.criteo_binary import CriteoBinaryReader
 from mtrec.data.tfrecord import BatchTFRecordReader, TFRecordReader
 from mtrec.errors import DataError
@@ -90,21 +93,27 @@ class CsvReader:
         else:
             self.header = None
             self.columns = list(range(len(self.fields)))
-        self.plain_numbers = self._plain_numbers_pattern()
+        # Line patterns (see _line_pattern): numeric cells that are plain numbers, and
+        # those whose integers have at most 18 digits, which decode_csv parses itself.
+        self.plain_numbers = self._line_pattern(NUMBER)
+        self.parsed_numbers = self._line_pattern(SHORT_INTEGER)
 
-    def _plain_numbers_pattern(self) -> str | None:
+    def _line_pattern(self, integer_cell: str) -> str | None:
         """A pattern a line matches only when it holds no quote and each numeric field's
-        cell is a plain number (schema.NUMBER). decode_csv then splits it at every
-        separator, so one match per line stands for a NUMBER match per numeric cell (a
-        batch of lines that all match skips those: schema.to_typed_columns' all_numbers).
-        None when no field is numeric, or the separator could be part of a number."""
-        numeric = {column for field, column in zip(self.fields, self.columns)
-                   if field_dtype(field) not in (tf.string, tf.bool)}
-        if not numeric or len(self.separator) != 1 or self.separator in '0123456789+-.eE"':
+        cell is a plain number (schema.NUMBER; integer_cell in integer fields). decode_csv
+        then splits it at every separator, so one match per line stands for a match per
+        numeric cell. None when no field is numeric, or the separator could be part of a
+        number. RE2 matches no byte that is not UTF-8, so a matching line is UTF-8 too."""
+        cell = {}
+        for field, column in zip(self.fields, self.columns):
+            dtype = field_dtype(field)
+            if dtype not in (tf.string, tf.bool):
+                cell[column] = integer_cell if dtype.is_integer else NUMBER
+        if not cell or len(self.separator) != 1 or self.separator in '0123456789+-.eE"':
             return None
         separator = f"\\x{{{ord(self.separator):X}}}"  # RE2's \x{2C}: no escaping rules
         other = f'[^{separator}"]*'
-        return separator.join(f"(?:{NUMBER})" if column in numeric else other
+        return separator.join(f"(?:{cell[column]})" if column in cell else other
                               for column in range(self.num_file_columns))
 
     def _read_header(self) -> list[str]:
@@ -167,22 +176,59 @@ class CsvReader:
         # The first line may start with a byte-order mark.
         return lines.take(1).map(plain(_strip_bom)).concatenate(lines.skip(1))
 
-    def decode(self, lines: tf.Tensor):
+    def _cells(self, lines: tf.Tensor, defaults: list) -> list:
+        """decode_csv of the fields' columns, in the order of the fields (defaults: one
+        per field, its dtype the one decode_csv parses the cells into)."""
+        if not self.data_config.with_header:
+            return tf.io.decode_csv(lines, defaults, field_delim=self.separator)
+        order = sorted(range(len(self.fields)), key=lambda i: self.columns[i])
+        cells = tf.io.decode_csv(lines, [defaults[i] for i in order],
+                                 field_delim=self.separator, select_cols=sorted(self.columns))
+        by_field = {order[k]: cells[k] for k in range(len(order))}
+        return [by_field[i] for i in range(len(self.fields))]
+
+    def decode(self, lines: tf.Tensor, drop_bad_lines: bool = False):
         """A vector of CSV lines -> ({input_name: typed 1-D tensor}, per line whether its
-        values are acceptable, or None when no column has a rule to check)."""
-        if self.data_config.with_header:
-            order = sorted(range(len(self.fields)), key=lambda i: self.columns[i])
-            cells = tf.io.decode_csv(lines, [""] * len(self.fields), field_delim=self.separator,
-                                     select_cols=sorted(self.columns))
-            by_field = {order[k]: cells[k] for k in range(len(order))}
-            cells = [by_field[i] for i in range(len(self.fields))]
-        else:
-            cells = tf.io.decode_csv(lines, [""] * len(self.fields), field_delim=self.separator)
-        # One pattern per line instead of one per numeric cell (both RE2): the usual batch
-        # of plain numbers checks 2,048 lines, not 2,048 x its numeric columns.
-        all_numbers = (tf.reduce_all(tf.strings.regex_full_match(lines, self.plain_numbers))
-                       if self.plain_numbers else None)
-        return to_typed_columns(cells, self.fields, self.rules, all_numbers)
+        values are acceptable or None when no column has a rule to check, the number of
+        lines dropped before decoding). A line that is not UTF-8 fails the batch, or with
+        drop_bad_lines (ignore_error) it is dropped, as is one with the wrong number of
+        cells.
+
+        A batch whose lines all match parsed_numbers (the usual one) has its numbers
+        parsed by decode_csv itself; any other goes through the cells as text, where
+        empty and NULL cells take defaults and schema.to_typed_columns checks each one."""
+        none_dropped = tf.constant(0, tf.int64)
+
+        def as_text():
+            if drop_bad_lines:
+                good, dropped = self._drop_bad_lines(lines)
+            else:
+                good, dropped = lines, none_dropped
+                utf8 = tf.debugging.assert_equal(tf.reduce_all(_is_utf8(lines)), True,
+                                                 message="a line with bytes that are not UTF-8")
+                with tf.control_dependencies([utf8]):
+                    good = tf.identity(good)
+            cells = self._cells(good, [""] * len(self.fields))
+            all_numbers = None
+            if self.plain_numbers == self.parsed_numbers and self.plain_numbers:
+                all_numbers = tf.constant(False)  # known: the batch did not match it
+            elif self.plain_numbers:
+                # One pattern per line instead of one per numeric cell (both RE2).
+                all_numbers = tf.reduce_all(tf.strings.regex_full_match(good,
+                                                                        self.plain_numbers))
+            columns, ok = to_typed_columns(cells, self.fields, self.rules, all_numbers)
+            return columns, ok, dropped
+
+        def parsed():
+            cells = self._cells(lines, [tf.constant("" if dtype == tf.string else 0, dtype)
+                                        for dtype in map(parsed_dtype, self.fields)])
+            columns, ok = parsed_columns(cells, self.fields, self.rules)
+            return columns, ok, none_dropped
+
+        if self.parsed_numbers is None:
+            return as_text()
+        all_parsed = tf.reduce_all(tf.strings.regex_full_match(lines, self.parsed_numbers))
+        return tf.cond(all_parsed, parsed, as_text)
 
     def _drop_bad_lines(self, lines: tf.Tensor):
         """With ignore_error: keep lines with the right field count and UTF-8 bytes (the
@@ -207,17 +253,13 @@ class CsvReader:
         parallel = self.data_config.num_parallel_calls or tf.data.AUTOTUNE
         if self.data_config.ignore_error:
             def decode_good(batch):
-                good, bad = self._drop_bad_lines(batch)
-                columns, ok = self.decode(good)
-                return keep_good_rows(columns, ok, True, bad)
+                columns, ok, dropped = self.decode(batch, drop_bad_lines=True)
+                return keep_good_rows(columns, ok, True, dropped)
             ds = skip_empty_batches(lines.map(plain(decode_good), num_parallel_calls=parallel),
                                     trailing_count)
         else:
             def decode_checked(batch):
-                utf8 = tf.debugging.assert_equal(tf.reduce_all(_is_utf8(batch)), True,
-                                                 message="a line with bytes that are not UTF-8")
-                with tf.control_dependencies([utf8]):
-                    columns, ok = self.decode(batch)
+                columns, ok, _ = self.decode(batch)
                 return keep_good_rows(columns, ok, False, what="a CSV line")
             ds = lines.map(plain(decode_checked), num_parallel_calls=parallel)
         # Epochs repeat after batching, so that every epoch reads every row once (its last
