@@ -139,3 +139,28 @@ def test_mtrec_fused_tables_same_loss_and_gradients(tmp_path):
                                    atol=1e-7)
     for a, b in zip(fused_dense, dense_grads):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-7)
+
+
+def test_limit_from_csv_trains_on_the_rows_the_in_memory_limit_reads(tmp_path):
+    """speed_limit.py --from_csv: the bare-TF CSV batches are the rows pandas reads, and
+    the step fed from them computes the in-memory step's losses."""
+    n, b = 12, 4
+    ids, dense, labels = _rows(n, 50, seed=3)
+    header = (["click", "conversion"] + [f"d{i}" for i in range(speed_limit.NUM_DENSE)]
+              + [f"c{j}" for j in range(speed_limit.NUM_SPARSE)])
+    path = tmp_path / "train.csv"
+    path.write_text(",".join(header) + "\n" + "".join(
+        ",".join([f"{y:g}" for y in labels[r]] + [repr(float(x)) for x in dense[r]]
+                 + [str(i) for i in ids[r]]) + "\n" for r in range(n)))
+    in_memory = speed_limit.load(str(path))
+    batches = list(speed_limit.csv_batches(str(path), b))
+    assert len(batches) == n // b
+    for k, from_csv in enumerate(zip(*batches)):  # ids, dense, labels
+        np.testing.assert_array_equal(tf.concat(from_csv, 0), in_memory[k])
+    losses = []
+    for source in (None, speed_limit.csv_batches(str(path), b)):
+        keras.utils.set_random_seed(5)
+        model = speed_limit.build_model("esmm", in_memory[0], in_memory[1], vocab=50)
+        loop = speed_limit.make_loop(model, *in_memory, b, batches=source)
+        losses.append([float(loop(tf.constant(k * b), tf.constant(1))) for k in range(3)])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)

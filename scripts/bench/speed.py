@@ -16,6 +16,8 @@ Parts (each a subprocess, run one at a time):
           exact AUC to 4 decimals on this workload).
   limit   scripts/bench/speed_limit.py: the same model as a hand-written tf.function step
           over tensors already in memory (XLA off and on), the rows shuffled.
+  limit_csv  the same step fed from train.csv by the bare TF ops (speed_limit.py
+          --from_csv): what reading CSV costs any TF reader on this machine.
   peers   scripts/bench/peers/run_all.py in the peer virtualenvs (--peers; see
           scripts/bench/peers/make_venvs.py).
   scaling step time over hash_bucket_size, wall time / RSS over rows, ex/s over batch size.
@@ -304,6 +306,8 @@ def main():
         for model in models:
             if "limit" in parts:
                 keep(run_limit(model, False, args, seed=args.seed + run))
+            if "limit_csv" in parts:
+                keep(run_limit(model, False, args, seed=args.seed + run, extra=["--from_csv"]))
             if "mtrec" in parts:
                 for fmt in args.formats.split(","):
                     for precision in args.mixed_precision.split(","):
@@ -404,6 +408,7 @@ def print_main_table(groups):
         what = {"mtrec": f"mtrec ({fmt}, ids {rs[0].get('ids', 'hash')}"
                          f"{', ' + precision if precision else ''})",
                 "limit": f"in-memory limit (XLA {xla})",
+                "limit_csv": "the limit fed from CSV by bare TF ops",
                 "peer": lib}.get(part, part)
         med = lambda k: np.nanmedian([r.get(k, np.nan) for r in rs])  # noqa: E731
         auc_click, auc_conv = (med(k) for k in _auc_keys(part, model))
@@ -427,12 +432,17 @@ def print_ratios(records):
             if mine is None or mine.get("mixed_precision"):
                 continue
             limit, peer = one(rs, part="limit"), one(rs, part="peer", library="deepctr")
-            if limit is None and peer is None:
+            limit_csv = one(rs, part="limit_csv")
+            if limit is None and peer is None and limit_csv is None:
                 continue
             ckpt = mine.get("end_to_checkpoint_s", mine["end_to_end_s"])
             rows.append((model, run, {
                 "ex/s vs DeepCTR": peer and mine["steady_ex_per_s"] / peer["steady_ex_per_s"],
                 "ex/s vs limit": limit and mine["steady_ex_per_s"] / limit["steady_ex_per_s"],
+                "ex/s vs limit from CSV": limit_csv and (mine["steady_ex_per_s"]
+                                                         / limit_csv["steady_ex_per_s"]),
+                "limit from CSV vs limit": limit_csv and limit and (
+                    limit_csv["steady_ex_per_s"] / limit["steady_ex_per_s"]),
                 "to checkpoint vs DeepCTR": peer and ckpt / peer["end_to_end_s"],
                 "to checkpoint vs DeepCTR with its imports": peer and ckpt / (
                     peer["end_to_end_s"] + peer.get("import_s", 0.0)),

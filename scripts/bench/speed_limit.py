@@ -10,7 +10,10 @@ speed_levers.py: --sparse_tables, Adam on the rows a batch touched of each table
 variable of 20 x 10000 rows (feature j's ids offset by j * 10000), one gather a step (and
 with --sparse_tables one sparse update a step). Steps run
 `--steps_per_call` at a time inside one tf.function (a tf.range loop slicing the in-memory
-tensors), optionally XLA-compiled (--xla). Prints one JSON line: steady examples/s (all
+tensors), optionally XLA-compiled (--xla). --from_csv feeds the same step from train.csv
+through the least a TensorFlow CSV reader does (TextLineDataset, batch, decode_csv into
+numbers, stack; no checks, no shuffle), in a parallel map that overlaps the step: what
+reading CSV costs any reader on this machine. Prints one JSON line: steady examples/s (all
 calls after the first --warmup_calls), the test AUCs, peak RSS.
 """
 import argparse
@@ -37,6 +40,20 @@ def load(path):
     dense = frame[[f"d{i}" for i in range(NUM_DENSE)]].to_numpy(np.float32)
     labels = frame[["click", "conversion"]].to_numpy(np.float32)
     return tf.constant(ids), tf.constant(dense), tf.constant(labels)
+
+
+def csv_batches(path, b):
+    """The rows of path (speed_data.py's columns: click, conversion, d0.., c0..) as
+    batches of (ids, dense, labels), by the bare TF ops."""
+    defaults = ([tf.constant(0.0)] * (2 + NUM_DENSE) + [tf.constant(0, tf.int32)] * NUM_SPARSE)
+
+    def parse(lines):
+        cells = tf.io.decode_csv(lines, defaults)
+        return (tf.stack(cells[2 + NUM_DENSE:], axis=1), tf.stack(cells[2:2 + NUM_DENSE], axis=1),
+                tf.stack(cells[:2], axis=1))
+
+    lines = tf.data.TextLineDataset(path).skip(1).batch(b, drop_remainder=True)
+    return lines.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def mlp(units, name, init="glorot_uniform"):
@@ -163,11 +180,12 @@ class SparseAdam:
                 step_size * m / (tf.sqrt(v) + self.epsilon), rows))
 
 
-def make_loop(model, ids, dense, labels, b, xla=False, sparse_tables=False):
+def make_loop(model, ids, dense, labels, b, xla=False, sparse_tables=False, batches=None):
     """loop(start, steps): `steps` training steps (Keras Adam on every variable, the two
     binary cross-entropies) over the in-memory rows from `start`, batches of b.
     sparse_tables: the tables trained by SparseAdam (one sparse update per table, so one
-    in all for a fused model), Keras Adam on the rest."""
+    in all for a fused model), Keras Adam on the rest. batches: a Dataset of (ids, dense,
+    labels) to take the steps' batches from instead (start is then ignored)."""
     optimizer = keras.optimizers.Adam(1e-3)
     keras_variables = model.dense_variables if sparse_tables else model.trainable_variables
     optimizer.build(keras_variables)
@@ -175,8 +193,7 @@ def make_loop(model, ids, dense, labels, b, xla=False, sparse_tables=False):
     bce = keras.losses.BinaryCrossentropy()
 
     @tf.function(jit_compile=xla)
-    def step(i0):
-        x_ids, x_dense, y = ids[i0:i0 + b], dense[i0:i0 + b], labels[i0:i0 + b]
+    def step(x_ids, x_dense, y):
         with tf.GradientTape() as tape:
             p0, p1 = model(x_ids, x_dense)
             loss = bce(y[:, 0], p0) + bce(y[:, 1], p1)
@@ -191,10 +208,22 @@ def make_loop(model, ids, dense, labels, b, xla=False, sparse_tables=False):
     def loop(start, steps):
         total = tf.constant(0.0)
         for k in tf.range(steps):
-            total += step(start + k * b)
+            i0 = start + k * b
+            total += step(ids[i0:i0 + b], dense[i0:i0 + b], labels[i0:i0 + b])
         return total
 
-    return loop
+    if batches is None:
+        return loop
+    iterator = iter(batches)
+
+    @tf.function
+    def loop_batches(iterator, steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            total += step(*next(iterator))
+        return total
+
+    return lambda start, steps: loop_batches(iterator, steps)
 
 
 def main():
@@ -219,6 +248,8 @@ def main():
     parser.add_argument("--shuffle", action="store_true",
                         help="train on the rows in one random order (Keras fit's shuffle)")
     parser.add_argument("--seed", type=int, default=None, help="Keras and numpy seed")
+    parser.add_argument("--from_csv", action="store_true",
+                        help="feed the step from train.csv by the bare TF ops (csv_batches)")
     args = parser.parse_args()
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
@@ -228,7 +259,10 @@ def main():
         ids, dense, labels = (tf.gather(t, order) for t in (ids, dense, labels))
     model = build_model(args.model, ids, dense, args.bf16, args.xla_dense, args.fused,
                         init=args.init)
-    loop = make_loop(model, ids, dense, labels, args.batch_size, args.xla, args.sparse_tables)
+    batches = (csv_batches(os.path.join(args.data, "train.csv"), args.batch_size)
+               if args.from_csv else None)
+    loop = make_loop(model, ids, dense, labels, args.batch_size, args.xla, args.sparse_tables,
+                     batches)
     n, b = int(ids.shape[0]), args.batch_size
 
     full_steps = min(n // b, args.max_steps or n)
@@ -248,10 +282,10 @@ def main():
     t_ids, t_dense, t_labels = load(os.path.join(args.data, "test.csv"))
     p0, p1 = model(t_ids, t_dense)
     print(json.dumps({
-        "part": "limit", "model": args.model, "xla": args.xla,
+        "part": "limit_csv" if args.from_csv else "limit", "model": args.model, "xla": args.xla,
         "xla_dense": args.xla_dense, "bf16": args.bf16, "fused": args.fused,
         "sparse_tables": args.sparse_tables, "batch_size": b, "init": args.init,
-        "shuffle": args.shuffle, "seed": args.seed,
+        "shuffle": args.shuffle and not args.from_csv, "seed": args.seed,
         "steady_ex_per_s": rate, "cpu_ms_per_step": cpu_ms, "fit_s": time.time() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "auc_click": auc(t_labels[:, 0].numpy(), p0.numpy()),
