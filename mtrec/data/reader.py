@@ -24,7 +24,7 @@ from mtrec.data import records
 from mtrec.data.records import plain
 from mtrec.data.parquet import ParquetReader
 from mtrec.data.schema import (NUMBER, SHORT_INTEGER, as_rules, cell_problem, check_defaults,
-                               field_dtype, keep_good_rows, parsed_columns, parsed_dtype,
+                               field_dtype, keep_good_rows, parsed_dtype,
                                skip_empty_batches, to_typed_columns)
 from mtrec.data.criteo_binary import CriteoBinaryReader
 from mtrec.data.tfrecord import BatchTFRecordReader, TFRecordReader
@@ -222,7 +222,7 @@ class CsvReader:
         def parsed():
             cells = self._cells(lines, [tf.constant("" if dtype == tf.string else 0, dtype)
                                         for dtype in map(parsed_dtype, self.fields)])
-            columns, ok = parsed_columns(cells, self.fields, self.rules)
+            columns, ok = to_typed_columns(cells, self.fields, self.rules, parsed=True)
             return columns, ok, none_dropped
 
         if self.parsed_numbers is None:

@@ -407,11 +407,15 @@ def to_typed(cell: tf.Tensor, field, rules: dict | None = None, all_numbers=None
     return values, ok if rule_ok is None else ok & rule_ok
 
 
-def to_typed_columns(cells: list, fields, rules: dict | None = None, all_numbers=None):
+def to_typed_columns(cells: list, fields, rules: dict | None = None, all_numbers=None,
+                     parsed: bool = False):
     """to_typed of a table's columns: ({input_name: values}, per row whether every value
     is accepted, or None when nothing is checked). The numeric columns of one dtype are
     parsed together, as one (batch, columns) matrix: a few ops per batch and one trace for
-    all of them instead of a dozen per column (27 columns took about 3 s to trace)."""
+    all of them instead of a dozen per column (27 columns took about 3 s to trace).
+    parsed: the numeric cells are numbers already, none missing, in parsed_dtype (the CSV
+    reader's decode_csv, for a batch whose numeric cells are all plain numbers that parse
+    so): same results, without the string matrix and its to_number."""
     rules = rules or {}
     columns, oks = {}, []
     cell_of = {field.input_name: cell for cell, field in zip(cells, fields)}
@@ -422,31 +426,17 @@ def to_typed_columns(cells: list, fields, rules: dict | None = None, all_numbers
             oks.append(ok)
     for group in numeric_groups(fields):
         matrix = tf.stack([cell_of[field.input_name] for field in group], axis=1)
-        split_matrix(group, *_typed_numbers(matrix, group, all_numbers), rules, columns, oks)
-    return {field.input_name: columns[field.input_name] for field in fields}, all_accepted(oks)
-
-
-def parsed_columns(cells: list, fields, rules: dict | None = None):
-    """to_typed_columns of cells whose numbers are parsed already, none missing: int64 for
-    an integer field, float64 for the others, strings for STRING and BOOL fields (the CSV
-    reader's decode_csv, for a batch where every numeric cell is a plain number that
-    parses so). Same results, without the string matrix and its to_number."""
-    rules = rules or {}
-    columns, oks = {}, []
-    cell_of = {field.input_name: cell for cell, field in zip(cells, fields)}
-    for field in fields:
-        if field_dtype(field) in (tf.string, tf.bool):
-            columns[field.input_name], ok = to_typed(cell_of[field.input_name], field, rules)
-            oks.append(ok)
-    for group in numeric_groups(fields):
-        matrix = tf.stack([cell_of[field.input_name] for field in group], axis=1)
-        values, fits = typed_values(group[0], matrix)
-        split_matrix(group, values, fits, tf.zeros_like(fits), rules, columns, oks)
+        if parsed:
+            values, accepted = typed_values(group[0], matrix)
+            typed = values, accepted, tf.zeros_like(accepted)  # nothing missing
+        else:
+            typed = _typed_numbers(matrix, group, all_numbers)
+        split_matrix(group, *typed, rules, columns, oks)
     return {field.input_name: columns[field.input_name] for field in fields}, all_accepted(oks)
 
 
 def parsed_dtype(field) -> tf.DType:
-    """The dtype parsed_columns takes a field's cells in."""
+    """The dtype to_typed_columns(parsed=True) takes a field's cells in."""
     dtype = field_dtype(field)
     if dtype in (tf.string, tf.bool):
         return tf.string
