@@ -126,6 +126,42 @@ def test_dense_moments_follow_keras_dense_adam_on_rows_that_sit_idle():
     assert np.abs(lazy_table.numpy() - dense_table.numpy()).max() > 1e-3
 
 
+def test_small_tables_take_dense_adam_on_every_row_and_equal_keras_from_the_first_step():
+    """A table of at most whole_table_rows rows is updated whole by TF's dense Adam kernel:
+    exact Keras Adam from step 1 (no bias-correction caveat), with no flush needed; a larger
+    table keeps the per-row catch-up. Both keep the same checkpointed slots."""
+    import keras
+    rng = np.random.default_rng(5)
+    init = rng.normal(size=(7, 3)).astype("float32")
+    # (The optimizer knows tables by their variable names, unique in a model.)
+    small, big = tf.Variable(init, name="small"), tf.Variable(np.tile(init, (2, 1)), name="big")
+    dense_table = tf.Variable(init)
+    sparse = SparseOptimizer(_dense_moments_config(0.01), whole_table_rows=7)
+    sparse.build([small, big])
+    assert sparse._whole_tables == {small.name}
+    assert list(sparse._last_step.by_table) == [big.name]
+    assert [sorted(s) for s in sparse.slot_variables] == [["m", "v"], ["m", "v"]]
+    dense = keras.optimizers.Adam(0.01, epsilon=1e-7)
+    dense.build([dense_table])
+    for _ in range(25):
+        ids = tf.constant(rng.choice(7, size=4), tf.int64)  # duplicates are summed
+        values = tf.constant(rng.normal(size=(4, 3)).astype("float32"))
+        sparse.apply([(tf.IndexedSlices(values, ids, [7, 3]), small),
+                      (tf.IndexedSlices(values, ids, [14, 3]), big)])
+        dense.apply_gradients([(tf.convert_to_tensor(tf.IndexedSlices(values, ids, [7, 3])),
+                                dense_table)])
+    # No flush: every row of the small table is already current.
+    np.testing.assert_allclose(small.numpy(), dense_table.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sparse.slot_variables[0]["v"].numpy(), dense.variables[3].numpy(),
+                               rtol=1e-4, atol=1e-9)
+    # The big table's idle rows 7..13 never had a gradient; rows 0..6 lag until flushed.
+    assert big.numpy()[7:].tolist() == init.tolist()
+    before = big.numpy()[:7].copy()
+    sparse.flush([small, big])
+    assert np.abs(big.numpy()[:7] - before).max() > 0
+    np.testing.assert_allclose(small.numpy(), dense_table.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_dense_moments_flush_before_any_step_changes_nothing():
     table = tf.Variable(tf.ones([3, 2]))
     optimizer = SparseOptimizer(_dense_moments_config(0.1))

@@ -10,8 +10,8 @@ from mtrec.data.schema import field_dtype, split_labels
 from mtrec.features.feature import FeatureSet
 from mtrec.models.losses import CLASSIFICATION, session_columns, tower_loss_type
 from mtrec.models.registry import build_model
-from mtrec.training.optimizers import (SparseOptimizer, build_dense_optimizer,
-                                       optimizer_configs)
+from mtrec.training.optimizers import (WHOLE_TABLE_ROWS_PER_EXAMPLE, SparseOptimizer,
+                                       build_dense_optimizer, optimizer_configs)
 from mtrec.training.precision import DynamicLossScale
 
 
@@ -67,7 +67,8 @@ class Job:
         if for_training:
             dense_config, sparse_config = optimizer_configs(pipeline.train_config)
             dense = build_dense_optimizer(dense_config)
-            sparse = SparseOptimizer(sparse_config)
+            sparse = SparseOptimizer(sparse_config, whole_table_rows=(
+                WHOLE_TABLE_ROWS_PER_EXAMPLE * pipeline.data_config.batch_size))
         return cls(pipeline, feature_set, model, None, global_step, dense, sparse)
 
     def label_classes(self) -> dict:
