@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from mtrec import config as config_lib
 from mtrec.config import check_train
+from mtrec.data import parquet
 from mtrec.errors import TrainingError
 from mtrec.features.dynamic import StatsWindow
 from mtrec.training import (checkpoints, distribute, inputs, precision, step as step_lib,
@@ -116,6 +117,7 @@ def _build(pipeline, train_files, cluster):
     strategy's scope so that variables and inputs are distributed."""
     if pipeline.train_config.seed:
         keras.utils.set_random_seed(pipeline.train_config.seed)
+    parquet.keep_freed_heap(pipeline.data_config)  # before TensorFlow's threads start
     # Layers built here take train_config.mixed_precision's dtype policy.
     with cluster.scope(), precision.policy_scope(pipeline.train_config):
         job = Job.create(pipeline, for_training=True)
