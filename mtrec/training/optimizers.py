@@ -102,7 +102,9 @@ EPSILON = 1e-7
 # dense_moments: a table of at most this many rows per example of the batch is updated
 # whole each step (SparseOptimizer). Measured on 20 tables of dim 16, batch 2048: the
 # row update costs ~10x more per touched value than the whole update per row, so the
-# whole update wins below ~10 rows per touched row (docs/benchmarks.md, "whole tables").
+# whole update wins below ~10 rows per touched row (docs/benchmarks.md, "Whole small
+# tables"). (Gathered tables are in TF's copy-on-read mode, so the dense update also
+# copies the table once a step; that is counted in the measurement.)
 WHOLE_TABLE_ROWS_PER_EXAMPLE = 8
 
 # Slot variables the sparse optimizer keeps per embedding table (each the table's shape).
@@ -232,7 +234,7 @@ class SparseOptimizer(tf.Module):
         # dense_moments: per table, each row's last update step. Not checkpointed: every
         # checkpoint is written after flush(), when all rows are current (see restored()).
         self._last_step = _Untracked()
-        # dense_moments: names of the tables updated whole each step (every row always current).
+        # dense_moments: names of the tables updated whole each step (every row current).
         self.whole_table_rows = whole_table_rows
         self._whole_tables = set()
 
@@ -271,8 +273,9 @@ class SparseOptimizer(tf.Module):
             self.slot_variables.append(slots)
 
     def _updated_whole(self, table) -> bool:
-        """Whether dense Adam on every row each step updates this table: a small one, on
-        this machine (a parameter server's shards and dynamic tables keep the row update)."""
+        """Whether dense Adam on every row each step updates this table: a small one held
+        whole in this process (a parameter server's shards and dynamic tables keep the row
+        update)."""
         return (table.shape[0] is not None and table.shape[0] <= self.whole_table_rows
                 and not isinstance(table, (GrowingTable, ShardedVariable))
                 and not isinstance(tf.distribute.get_strategy(),
