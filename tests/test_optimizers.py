@@ -162,6 +162,36 @@ def test_small_tables_take_dense_adam_on_every_row_and_equal_keras_from_the_firs
     np.testing.assert_allclose(small.numpy(), dense_table.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_flush_brings_only_rows_that_had_a_gradient_and_equals_keras():
+    """Most rows of a big table never had a gradient: the flush moves only the others (the
+    rows path); the result is still Keras' dense Adam, and the untouched rows stay put."""
+    import keras
+    rng = np.random.default_rng(11)
+    init = rng.normal(size=(10, 3)).astype("float32")
+    sparse_table, dense_table = tf.Variable(init), tf.Variable(init)
+    sparse = SparseOptimizer(_dense_moments_config(0.01))
+    sparse.build([sparse_table])
+    dense = keras.optimizers.Adam(0.01, epsilon=1e-7)
+    dense.build([dense_table])
+    for optimizer in (sparse, dense):
+        optimizer.iterations.assign(100_000)
+    sparse.restored()
+    for step in range(12):
+        ids = [step % 3 + 1]  # rows 1-3 only, each idle two steps of three
+        grad = tf.IndexedSlices(tf.constant(rng.normal(size=(1, 3)).astype("float32")),
+                                tf.constant(ids, tf.int64), [10, 3])
+        sparse.apply([(grad, sparse_table)])
+        dense.apply_gradients([(tf.convert_to_tensor(grad), dense_table)])
+    sparse.flush([sparse_table])
+    np.testing.assert_allclose(sparse_table.numpy(), dense_table.numpy(), rtol=1e-4, atol=2e-6)
+    np.testing.assert_allclose(sparse.slot_variables[0]["m"].numpy(), dense.variables[2].numpy(),
+                               rtol=1e-4, atol=1e-7)
+    untouched = [0] + list(range(4, 10))
+    assert sparse_table.numpy()[untouched].tolist() == init[untouched].tolist()
+    last_step = sparse._last_step.by_table[sparse_table.name].numpy()
+    assert last_step.tolist() == [100_012] * 10  # every row current
+
+
 def test_dense_moments_flush_before_any_step_changes_nothing():
     table = tf.Variable(tf.ones([3, 2]))
     optimizer = SparseOptimizer(_dense_moments_config(0.1))

@@ -471,12 +471,33 @@ class SparseOptimizer(tf.Module):
             # (m, v, drift) were alive at once (peak RSS 13.7 GB for 20 tables of 2e6 x 16).
             # On the table's own device: a ps shard is flushed where it lives.
             with tf.control_dependencies(done), tf.device(table.device):
-                m, v, drift = self._idle_steps(slots["m"], slots["v"],
-                                               self.iterations - last_step, step_size)
-                # (Not tf.fill(tf.shape(last_step)): a dynamic table's part on a ps grows past
-                # the length its static shape says.)
-                done = [table.assign_sub(drift), slots["m"].assign(m), slots["v"].assign(v),
-                        last_step.assign_add(self.iterations - last_step)]
+                # A row that never had a gradient (v zero, so m zero) does not move. In a big
+                # hashed table that is most rows: then only the others are brought current.
+                live = tf.where(tf.reduce_any(tf.not_equal(slots["v"], 0), axis=1))[:, 0]
+                moved = tf.cond(
+                    2 * tf.size(live, out_type=tf.int64) < tf.shape(last_step, out_type=tf.int64)[0],
+                    lambda: self._flush_rows(table, slots, last_step, live, step_size),
+                    lambda: self._flush_rows(table, slots, last_step, None, step_size))
+                with tf.control_dependencies([moved]):
+                    # (Not tf.fill(tf.shape(last_step)): a dynamic table's part on a ps grows
+                    # past the length its static shape says.)
+                    done = [last_step.assign_add(self.iterations - last_step)]
+
+    def _flush_rows(self, table, slots, last_step, rows, step_size):
+        """Bring `rows` (None: every row) of one table current; returns a token."""
+        def rows_of(x):
+            return x if rows is None else tf.gather(x, rows)
+
+        m, v, drift = self._idle_steps(rows_of(slots["m"]), rows_of(slots["v"]),
+                                       rows_of(self.iterations - last_step), step_size)
+        if rows is None:
+            done = [table.assign_sub(drift), slots["m"].assign(m), slots["v"].assign(v)]
+        else:
+            done = [table.scatter_sub(tf.IndexedSlices(drift, rows)),
+                    slots["m"].scatter_update(tf.IndexedSlices(m, rows)),
+                    slots["v"].scatter_update(tf.IndexedSlices(v, rows))]
+        with tf.control_dependencies(done):
+            return tf.constant(0)
 
 
 def table_shards(table) -> list:
