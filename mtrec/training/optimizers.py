@@ -474,8 +474,9 @@ class SparseOptimizer(tf.Module):
                 # A row that never had a gradient (v zero, so m zero) does not move. In a big
                 # hashed table that is most rows: then only the others are brought current.
                 live = tf.where(tf.reduce_any(tf.not_equal(slots["v"], 0), axis=1))[:, 0]
+                rows = tf.shape(last_step, out_type=tf.int64)[0]
                 moved = tf.cond(
-                    2 * tf.size(live, out_type=tf.int64) < tf.shape(last_step, out_type=tf.int64)[0],
+                    2 * tf.size(live, out_type=tf.int64) < rows,
                     lambda: self._flush_rows(table, slots, last_step, live, step_size),
                     lambda: self._flush_rows(table, slots, last_step, None, step_size))
                 with tf.control_dependencies([moved]):
