@@ -88,21 +88,28 @@ def _dense_moments_config(lr):
     return config
 
 
-def test_dense_moments_follow_keras_dense_adam_on_rows_that_sit_idle():
-    """Rows touched every few steps: after flush(), the table and both moments equal Keras'
-    dense Adam, which moves every row at every step. Both start at step 100,000, where the
-    bias corrections are 1 (the closed form of the idle steps uses the current step size)."""
+def _dense_moments_and_keras_at_step_100000(init):
+    """(table, its dense-moments optimizer, Keras' table, Keras' Adam), both at step
+    100,000, where the bias corrections are 1 (the closed form of the idle steps uses the
+    current step size), every row current as after a checkpoint."""
     import keras
-    rng = np.random.default_rng(3)
-    init = rng.normal(size=(7, 3)).astype("float32")
     sparse_table, dense_table = tf.Variable(init), tf.Variable(init)
     sparse = SparseOptimizer(_dense_moments_config(0.01))
     sparse.build([sparse_table])
     dense = keras.optimizers.Adam(0.01, epsilon=1e-7)
     dense.build([dense_table])
-    sparse.iterations.assign(100_000)
-    sparse.restored()  # every row current as of step 100,000, as after a checkpoint
-    dense.iterations.assign(100_000)
+    for optimizer in (sparse, dense):
+        optimizer.iterations.assign(100_000)
+    sparse.restored()
+    return sparse_table, sparse, dense_table, dense
+
+
+def test_dense_moments_follow_keras_dense_adam_on_rows_that_sit_idle():
+    """Rows touched every few steps: after flush(), the table and both moments equal Keras'
+    dense Adam, which moves every row at every step."""
+    rng = np.random.default_rng(3)
+    init = rng.normal(size=(7, 3)).astype("float32")
+    sparse_table, sparse, dense_table, dense = _dense_moments_and_keras_at_step_100000(init)
     lazy_table = tf.Variable(init)
     lazy = SparseOptimizer(_config("adam_optimizer", 0.01))
     lazy.build([lazy_table])
@@ -165,17 +172,9 @@ def test_small_tables_take_dense_adam_on_every_row_and_equal_keras_from_the_firs
 def test_flush_brings_only_rows_that_had_a_gradient_and_equals_keras():
     """Most rows of a big table never had a gradient: the flush moves only the others (the
     rows path); the result is still Keras' dense Adam, and the untouched rows stay put."""
-    import keras
     rng = np.random.default_rng(11)
     init = rng.normal(size=(10, 3)).astype("float32")
-    sparse_table, dense_table = tf.Variable(init), tf.Variable(init)
-    sparse = SparseOptimizer(_dense_moments_config(0.01))
-    sparse.build([sparse_table])
-    dense = keras.optimizers.Adam(0.01, epsilon=1e-7)
-    dense.build([dense_table])
-    for optimizer in (sparse, dense):
-        optimizer.iterations.assign(100_000)
-    sparse.restored()
+    sparse_table, sparse, dense_table, dense = _dense_moments_and_keras_at_step_100000(init)
     for step in range(12):
         ids = [step % 3 + 1]  # rows 1-3 only, each idle two steps of three
         grad = tf.IndexedSlices(tf.constant(rng.normal(size=(1, 3)).astype("float32")),
