@@ -39,6 +39,15 @@ def test_steady_rate_skips_warmup_and_short_last_interval():
     assert speed.steady_rate(lines, batch_size=10, warmup_steps=100) == pytest.approx(250.0)
 
 
+def test_each_part_runs_first_in_one_run_of_as_many():
+    parts = ["limit", "limit_csv", "mtrec", "peers"]
+    orders = [speed.rotated(parts, run) for run in range(6)]
+    assert [order[0] for order in orders[:4]] == parts
+    assert all(sorted(order) == sorted(parts) for order in orders)
+    assert orders[4] == orders[0] and orders[1] == ["limit_csv", "mtrec", "peers", "limit"]
+    assert speed.rotated([], 3) == []
+
+
 def _optimizer_rate(pipeline):
     adam = pipeline.train_config.optimizer_config[0].adam_optimizer
     return adam.learning_rate.exponential_decay_learning_rate.initial_learning_rate

@@ -6,7 +6,8 @@ embedding_dim 16, hashed from their text by mtrec), 5 dense columns, labels clic
 conversion. MMoE: 4 experts [256, 128], towers [64]. ESMM: ctr and cvr towers
 [256, 128, 64] over the concatenated embeddings. Adam lr 1e-3, batch 2048, one epoch.
 
-Parts (each a subprocess, run one at a time):
+Parts (each a subprocess, run one at a time; run k starts k parts later in their order,
+so that no part always runs first):
   mtrec   `mtrec train` on the files; steady-state examples/s from its log lines (all log
           intervals after the first --warmup_steps), wall time of the whole process (start-up,
           reading, training, the final checkpoint; no evaluation) and, as end_to_checkpoint_s,
@@ -240,6 +241,27 @@ def run_limit(model, xla, args, batch_size=2048, extra=(), seed=None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_peers(args, run: int) -> list[dict]:
+    """The peers' records of one run (every model, one subprocess per peer library)."""
+    out = os.path.join(args.work_dir, f"peers_{run}.json")
+    subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
+                    "--python_tf", args.peer_python_tf,
+                    "--python_torch", args.peer_python_torch,
+                    "--train", os.path.join(args.data, "train.csv"),
+                    "--test", os.path.join(args.data, "test.csv"),
+                    "--peers", args.peers, "--models", args.models,
+                    "--runs", "1", "--seed", str(args.seed + run), "--out", out],
+                   check=True, cwd=REPO)
+    with open(out, encoding="utf-8") as f:
+        return [dict(record, part="peer") for record in json.load(f)]
+
+
+def rotated(items: list, run: int) -> list:
+    """items started at position run (mod their number): run k's order begins k later."""
+    k = run % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -301,31 +323,28 @@ def main():
 
     print(json.dumps(info), file=sys.stderr)
     run = None
-    # Interleave the parts per run, so that a change in machine load hits all of them alike.
+    # Interleave the parts per run, so that a change in machine load hits all of them alike,
+    # and start each run one part later than the one before, so that no part always runs
+    # first (on a fresh page cache and a cool CPU) or last.
     for run in range(args.runs):
+        seed, jobs = args.seed + run, []  # each job: () -> its records
         for model in models:
             if "limit" in parts:
-                keep(run_limit(model, False, args, seed=args.seed + run))
+                jobs.append(lambda model=model: [run_limit(model, False, args, seed=seed)])
             if "limit_csv" in parts:
-                keep(run_limit(model, False, args, seed=args.seed + run, extra=["--from_csv"]))
+                jobs.append(lambda model=model: [run_limit(model, False, args, seed=seed,
+                                                           extra=["--from_csv"])])
             if "mtrec" in parts:
                 for fmt in args.formats.split(","):
                     for precision in args.mixed_precision.split(","):
-                        keep(run_mtrec(model, fmt, args, args.work_dir,
-                                       mixed_precision=precision, seed=args.seed + run))
+                        jobs.append(lambda model=model, fmt=fmt, precision=precision: [
+                            run_mtrec(model, fmt, args, args.work_dir,
+                                      mixed_precision=precision, seed=seed)])
         if "peers" in parts:
-            out = os.path.join(args.work_dir, f"peers_{run}.json")
-            subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
-                            "--python_tf", args.peer_python_tf,
-                            "--python_torch", args.peer_python_torch,
-                            "--train", os.path.join(args.data, "train.csv"),
-                            "--test", os.path.join(args.data, "test.csv"),
-                            "--peers", args.peers, "--models", args.models,
-                            "--runs", "1", "--seed", str(args.seed + run), "--out", out],
-                           check=True, cwd=REPO)
-            with open(out, encoding="utf-8") as f:
-                for record in json.load(f):
-                    keep(dict(record, part="peer"))
+            jobs.append(lambda: run_peers(args, run))
+        for job in rotated(jobs, run):
+            for record in job():
+                keep(record)
     if "sequence" in parts:
         # Interleaved per run, so that load changes hit all variants alike.
         for run in range(args.runs):
