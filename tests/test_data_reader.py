@@ -525,3 +525,55 @@ def test_shuffled_two_epochs_return_every_row_twice(tmp_path):
     for epoch in (got[:per_epoch], got[per_epoch:]):
         assert sorted(sum(epoch, [])) == sorted(ids)
         assert all(len(b) == 4 for b in epoch[:-1])
+
+
+@pytest.mark.parametrize("with_header", [False, True])
+def test_a_file_read_whole_has_the_lines_textlinedataset_reads(tmp_path, with_header):
+    # TextLineDataset drops every "\r", ends a line at each "\n" and makes no line after a
+    # last "\n"; a byte-order mark starts the first line (ignored without a header).
+    texts = [b"a,1\nb,2\n", b"a,1\r\nb,2\r\n", b"a,1\r\nb,2\r", b"a,1\nb,2", b"", b"\n",
+             b"\n\n", b"a,1\n\nb,2\n", b"\xef\xbb\xbfa,1\nb,2\n", b"a,1\r\r\n", b"a\rb,1\n",
+             b"\r\n", b"a,1\n\r\n"]
+    config = data_config(ID_CONFIG + f"with_header: {str(with_header).lower()}")
+    reader = CsvReader.__new__(CsvReader)  # only the two file readers: no header to parse
+    reader.data_config = config
+    for k, text in enumerate(texts):
+        path = tmp_path / f"{k}.csv"
+        path.write_bytes((b"id,name\n" if with_header else b"") + text)
+        by_line = [line.numpy() for line in reader._read(tf.constant(str(path)), "")]
+        whole = list(next(iter(reader._read_whole(tf.constant(str(path)), ""))).numpy())
+        assert whole == by_line, text
+
+
+def test_files_read_whole_give_the_batches_of_files_read_line_by_line(tmp_path, monkeypatch):
+    from mtrec.data import reader as reader_module
+    paths, ids = id_files(tmp_path, sizes=(300, 290, 7))
+    reader = CsvReader(data_config(ID_CONFIG), paths)
+    assert reader.reads_whole()
+    settings = [dict(num_epochs=1, shuffle=False), dict(num_epochs=2, shuffle=False),
+                dict(num_epochs=1, shuffle=True, shuffle_buffer_size=64, seed=3),
+                dict(num_epochs=1, shuffle=True, shuffle_buffer_size=64, seed=3, shard=(3, 1)),
+                dict(num_epochs=1, shuffle=True, shuffle_buffer_size=8, seed=3,
+                     drop_remainder=True)]
+    whole = [batches(reader, 16, **kwargs) for kwargs in settings]
+    monkeypatch.setattr(reader_module, "READ_WHOLE_BYTES", 0)
+    assert not reader.reads_whole()
+    by_line = [batches(reader, 16, **kwargs) for kwargs in settings]
+    assert whole == by_line
+    assert sum(whole[0], []) == ids and sorted(sum(whole[2], [])) == sorted(ids)
+    # shard (3, 1): every third row of each file, from its second.
+    shard = [i for start, end in ((0, 300), (300, 590), (590, 597)) for i in ids[start:end][1::3]]
+    assert sorted(sum(whole[3], [])) == sorted(shard)
+
+
+def test_compressed_or_large_input_is_read_line_by_line(tmp_path, monkeypatch):
+    import gzip
+    from mtrec.data import reader as reader_module
+    paths, _ = id_files(tmp_path)
+    assert CsvReader(data_config(ID_CONFIG), paths).reads_whole()
+    with gzip.open(tmp_path / "part.csv.gz", "wt") as f:
+        f.write("1,a\n2,b\n")
+    assert not CsvReader(data_config(ID_CONFIG), [str(tmp_path / "part.csv.gz")]).reads_whole()
+    size = sum((tmp_path / f"part-{k}.csv").stat().st_size for k in range(2))
+    monkeypatch.setattr(reader_module, "READ_WHOLE_BYTES", size - 1)
+    assert not CsvReader(data_config(ID_CONFIG), paths).reads_whole()

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from mtrec.data.records import plain
 from mtrec.data.schema import (all_accepted, as_rules, cell_problem, check_defaults,
-                               field_dtype, keep_good_rows, numeric_groups, row_rules,
+                               field_dtype, is_numeric, keep_good_rows, numeric_groups, row_rules,
                                skip_empty_batches, split_matrix, text_problem,
                                to_typed_columns, type_name, typed_values, value_problem)
 from mtrec.errors import DataError, MtrecError
@@ -174,7 +174,7 @@ class ParquetReader:
         dtype = field_dtype(field)
         if field.input_name in self.text_fields:
             return {"text": tf.TensorSpec([None], tf.string)}
-        if dtype in (tf.string, tf.bool):
+        if not is_numeric(field):
             return {"value": tf.TensorSpec([None], dtype), "missing": tf.TensorSpec([None], tf.bool)}
         return {"number": tf.TensorSpec([None], tf.float64),
                 "exact": tf.TensorSpec([None], tf.int64),

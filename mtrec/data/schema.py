@@ -212,6 +212,11 @@ def field_dtype(field) -> tf.DType:
     return _DTYPES[field.input_type]
 
 
+def is_numeric(field) -> bool:
+    """Whether a field's cells are numbers (every input type but STRING and BOOL)."""
+    return field_dtype(field) not in (tf.string, tf.bool)
+
+
 def type_name(field) -> str:
     return data_pb2.DatasetConfig.FieldType.Name(field.input_type)
 
@@ -420,7 +425,7 @@ def to_typed_columns(cells: list, fields, rules: dict | None = None, all_numbers
     columns, oks = {}, []
     cell_of = {field.input_name: cell for cell, field in zip(cells, fields)}
     for field in fields:
-        if field_dtype(field) in (tf.string, tf.bool):
+        if not is_numeric(field):
             columns[field.input_name], ok = to_typed(cell_of[field.input_name], field, rules,
                                                      all_numbers)
             oks.append(ok)
@@ -437,17 +442,16 @@ def to_typed_columns(cells: list, fields, rules: dict | None = None, all_numbers
 
 def parsed_dtype(field) -> tf.DType:
     """The dtype to_typed_columns(parsed=True) takes a field's cells in."""
-    dtype = field_dtype(field)
-    if dtype in (tf.string, tf.bool):
+    if not is_numeric(field):
         return tf.string
-    return tf.int64 if dtype.is_integer else tf.float64
+    return tf.int64 if field_dtype(field).is_integer else tf.float64
 
 
 def numeric_groups(fields) -> list[list]:
     """The numeric fields, grouped by dtype: each group is parsed as one matrix."""
     groups = {}
     for field in fields:
-        if field_dtype(field) not in (tf.string, tf.bool):
+        if is_numeric(field):
             groups.setdefault(field_dtype(field), []).append(field)
     return list(groups.values())
 
@@ -710,7 +714,7 @@ def default_problem(field, rules: dict | None = None) -> str | None:
         problem = label_cell_problem(field.default_val, field, rule)
         return (f"input_fields {field.input_name!r}: default_val {field.default_val!r} "
                 f"cannot fill its empty cells: {problem}") if problem else None
-    if not field.default_val or field_dtype(field) in (tf.string, tf.bool):
+    if not field.default_val or not is_numeric(field):
         return None
     labels = {field.input_name: ColumnRule(required=rule.required, classes=rule.classes)
               } if rule is not None else {}
