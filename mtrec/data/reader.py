@@ -8,9 +8,11 @@ before numbers are parsed. The rules of schema.py then say which rows are accept
 both ways give the same values and the same verdicts. A bad row fails its
 batch (or, with ignore_error, is dropped and counted); after a failure `find_bad_row`
 rescans the files in Python to name the file, line and column.
-A UTF-8 byte-order mark at the start of a file is ignored. Files whose name ends in .gz
-(or all, with data_compression_type: "GZIP") are read through gzip; line numbers are those
-of the uncompressed text.
+Uncompressed input of at most READ_WHOLE_BYTES is read whole, each file split into its
+lines at once; larger or compressed input line by line (TextLineDataset). Both give the
+same lines in the same order. A UTF-8 byte-order mark at the start of a file is ignored.
+Files whose name ends in .gz (or all, with data_compression_type: "GZIP") are read through
+gzip; line numbers are those of the uncompressed text.
 """
 import csv
 import io
