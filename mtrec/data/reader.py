@@ -61,7 +61,7 @@ def input_parts(pipeline, kind: str) -> list[str] | None:
 # Uncompressed CSV input of at most this size in all is read whole: splitting a file's text
 # into lines at once cost ~0.7 CPU ms per 2,048 lines of 145 bytes, reading them one by one
 # (TextLineDataset) ~4.3. The text and its lines take memory: training MMoE on a 144 MB file
-# peaked at 1,300 MB RSS instead of 975.
+# peaked at 1,299-1,455 MB RSS instead of 975.
 READ_WHOLE_BYTES = 256 << 20
 _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write first
 
