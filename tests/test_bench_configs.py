@@ -48,6 +48,27 @@ def test_each_part_runs_first_in_one_run_of_as_many():
     assert speed.rotated([], 3) == []
 
 
+def test_peers_run_on_the_workload_files_with_the_given_options(tmp_path, monkeypatch):
+    args = speed.argparse.Namespace(work_dir=str(tmp_path), data="/d", peer_python_tf="tf",
+                                    peer_python_torch="torch")
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        out = cmd[cmd.index("--out") + 1]
+        with open(out, "w", encoding="utf-8") as f:
+            speed.json.dump([{"library": "deepctr", "model": "mmoe"}], f)
+
+    monkeypatch.setattr(speed.subprocess, "run", fake_run)
+    records = speed.run_peers(args, "large", "--models", "mmoe", "--nrows", "200000")
+    assert records == [{"library": "deepctr", "model": "mmoe", "part": "peer"}]
+    (cmd,) = calls
+    assert cmd[cmd.index("--train") + 1] == "/d/train.csv"
+    assert cmd[cmd.index("--test") + 1] == "/d/test.csv"
+    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "peers_large.json")
+    assert cmd[-4:] == ["--models", "mmoe", "--nrows", "200000"]
+
+
 def _optimizer_rate(pipeline):
     adam = pipeline.train_config.optimizer_config[0].adam_optimizer
     return adam.learning_rate.exponential_decay_learning_rate.initial_learning_rate

@@ -286,7 +286,7 @@ class CsvReader:
                                    self._read_whole if whole else self._read, shuffle, seed,
                                    shard, whole=whole)
         lines = records.batch(lines, batch_size, shuffle, shuffle_buffer_size, seed,
-                              drop_remainder, whole=whole)
+                              drop_remainder)
         parallel = self.data_config.num_parallel_calls or tf.data.AUTOTUNE
         if self.data_config.ignore_error:
             def decode_good(batch):

@@ -19,7 +19,7 @@ def read_files(data_config, files: list[str], read, shuffle: bool, seed=None,
     in order. shard (n, i): keep every n-th item of each file from the i-th, so that n
     readers split the rows whatever order each one shuffled the files into.
     whole: read gives each file as one element, the vector of all its items; the result
-    is then a Dataset of vectors of items (for batch(..., whole=True))."""
+    is then a Dataset of vectors of items, which batch() cuts as it cuts single items."""
     paths = tf.data.Dataset.from_tensor_slices(
         (files, [compression(data_config, f) for f in files]))
     if shuffle and len(files) > 1:
@@ -43,12 +43,14 @@ def read_files(data_config, files: list[str], read, shuffle: bool, seed=None,
 
 
 def batch(items: tf.data.Dataset, batch_size: int, shuffle: bool, shuffle_buffer_size: int,
-          seed=None, drop_remainder: bool = False, whole: bool = False) -> tf.data.Dataset:
+          seed=None, drop_remainder: bool = False) -> tf.data.Dataset:
     """Vectors of batch_size items (the last one of the data shorter, unless
     drop_remainder drops it). Shuffling permutes whole blocks of shuffle_buffer_size items
     at once (vectorised), then re-cuts them: per-row shuffling cost ~25% of training
-    throughput. whole: items is a Dataset of vectors of items (read_files(whole=True)),
-    cut into the same blocks and batches."""
+    throughput. Items that come as vectors (read_files(whole=True)) are cut into the same
+    blocks and batches."""
+    whole = items.element_spec.shape.rank == 1
+
     def cut(dataset, size, drop=False):
         return (dataset.rebatch(size, drop_remainder=drop) if whole
                 else dataset.batch(size, drop_remainder=drop))

@@ -241,17 +241,16 @@ def run_limit(model, xla, args, batch_size=2048, extra=(), seed=None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_peers(args, run: int) -> list[dict]:
-    """The peers' records of one run (every model, one subprocess per peer library)."""
-    out = os.path.join(args.work_dir, f"peers_{run}.json")
+def run_peers(args, name, *options: str) -> list[dict]:
+    """The peers' records of one run of scripts/bench/peers/run_all.py on the workload's
+    files (options: its further flags), kept in work_dir/peers_{name}.json."""
+    out = os.path.join(args.work_dir, f"peers_{name}.json")
     subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
                     "--python_tf", args.peer_python_tf,
                     "--python_torch", args.peer_python_torch,
                     "--train", os.path.join(args.data, "train.csv"),
                     "--test", os.path.join(args.data, "test.csv"),
-                    "--peers", args.peers, "--models", args.models,
-                    "--runs", "1", "--seed", str(args.seed + run), "--out", out],
-                   check=True, cwd=REPO)
+                    "--runs", "1", "--out", out, *options], check=True, cwd=REPO)
     with open(out, encoding="utf-8") as f:
         return [dict(record, part="peer") for record in json.load(f)]
 
@@ -341,7 +340,8 @@ def main():
                             run_mtrec(model, fmt, args, args.work_dir,
                                       mixed_precision=precision, seed=seed)])
         if "peers" in parts:
-            jobs.append(lambda: run_peers(args, run))
+            jobs.append(lambda: run_peers(args, run, "--peers", args.peers,
+                                          "--models", args.models, "--seed", str(seed)))
         for job in rotated(jobs, run):
             for record in job():
                 keep(record)
@@ -360,17 +360,9 @@ def main():
         # table updates make a whole epoch take long), mtrec's hash_bucket_size 1e6.
         keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, hash_buckets=1_000_000,
                             evaluate=False, ids="hash"), scaling="large"))
-        out = os.path.join(args.work_dir, "peers_large.json")
-        subprocess.run([sys.executable, os.path.join(REPO, "scripts/bench/peers/run_all.py"),
-                        "--python_tf", args.peer_python_tf,
-                        "--python_torch", args.peer_python_torch,
-                        "--train", os.path.join(args.data, "train.csv"),
-                        "--test", os.path.join(args.data, "test.csv"), "--models", "mmoe",
-                        "--vocab_size", "1000000", "--nrows", "200000",
-                        "--runs", "1", "--out", out], check=True, cwd=REPO)
-        with open(out, encoding="utf-8") as f:
-            for record in json.load(f):
-                keep(dict(record, part="peer", scaling="large"))
+        for record in run_peers(args, "large", "--models", "mmoe", "--vocab_size", "1000000",
+                                "--nrows", "200000"):
+            keep(dict(record, scaling="large"))
     if "scaling" in parts:
         for size in [int(s) for s in args.hash_sizes.split(",") if s]:
             keep(dict(run_mtrec("mmoe", "csv", args, args.work_dir, hash_buckets=size,
